@@ -1,0 +1,29 @@
+from setuptools import setup
+
+# Floors are Debian 12's own packages (the .deb depends on them).
+setup(
+    name="consoleproxy",
+    version="0.1.0",
+    description="Hypervisor-side console proxy for virtual machines (VNC over WebSocket, serial)",
+    packages=["vncproxy", "vncproxy.rfb", "vncproxy.web", "vncproxy.hypervisor", "twisted.plugins"],
+    package_data={"vncproxy": ["default.conf"], "twisted": ["plugins/consoleproxy.py"]},
+    python_requires=">=3.11",
+    install_requires=[
+        "twisted[tls]>=22.4",
+        "autobahn>=22.7",
+        "pyopenssl>=23.0",
+        "service-identity>=18.1",
+        "libvirt-python>=9.0",
+        "zope.interface>=5.5",
+        "cryptography>=38",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=7.2",
+            "pytest-twisted>=1.13",
+            "hypothesis>=6.67",
+            "websocket-client>=1.2",
+        ],
+    },
+    zip_safe=False,
+)

@@ -1,0 +1,24 @@
+"""
+The hypervisor seam: L{vncproxy.interfaces.IHypervisor} implemented against libvirt
+(L{vncproxy.hypervisor.libvirt_adapter}) and as an in-memory fake (L{vncproxy.hypervisor.fake}).
+"""
+
+from vncproxy.hypervisor._types import (
+    DomainInfo,
+    DomainState,
+    HypervisorError,
+    LifecycleEvent,
+    LifecycleKind,
+    NoSuchInstance,
+    VncEndpoint,
+)
+
+__all__ = [
+    "DomainInfo",
+    "DomainState",
+    "HypervisorError",
+    "LifecycleEvent",
+    "LifecycleKind",
+    "NoSuchInstance",
+    "VncEndpoint",
+]
