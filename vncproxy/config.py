@@ -1,0 +1,243 @@
+"""
+Configuration: one INI file, validated into a frozen L{Config}.
+
+Every key has a built-in default, so the service runs with no file at all. Unknown sections and
+keys are errors that name the file, the section and the key: a typo must never be silently
+ignored. Listener values are Twisted endpoint strings, checked at load time.
+
+The schema below is the single source of truth; C{etc/consoleproxy.conf} documents every key
+(a test checks that the two agree).
+"""
+
+import configparser
+import socket
+from dataclasses import dataclass, replace
+from urllib.parse import urlsplit
+
+from twisted.internet.endpoints import serverFromString
+
+
+class ConfigError(ValueError):
+    """
+    The configuration is invalid; the message names file, section and key.
+    """
+
+
+def _endpoint(value):
+    # Building the endpoint object checks the type and its arguments; nothing listens yet.
+    try:
+        serverFromString(object(), value)
+    except Exception as e:
+        raise ValueError(f"not a server endpoint string ({e})") from None
+    return value
+
+
+def _positive(kind):
+    def parse(value):
+        number = kind(value)
+        if number <= 0:
+            raise ValueError("must be greater than zero")
+        return number
+
+    return parse
+
+
+def _words(value):
+    return tuple(w for w in value.replace(",", " ").split() if w)
+
+
+def _url(value):
+    if not value:
+        return ""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https", "ws", "wss") or not parts.hostname:
+        raise ValueError("must be an http(s):// or ws(s):// URL with a host")
+    return value.rstrip("/")
+
+
+# (section, key) -> (field name, parser, default as written in the file)
+SCHEMA = {
+    ("listen", "api"): ("api_listen", _endpoint, "tcp:6090:interface=127.0.0.1"),
+    ("listen", "console"): ("console_listen", _endpoint, "tcp:6080"),
+    ("listen", "xvpvnc"): ("xvpvnc_listen", _endpoint, "tcp:6081"),
+    ("console", "public_url"): ("public_url", _url, ""),
+    ("console", "allowed_origins"): ("allowed_origins", _words, ""),
+    ("api", "keys_file"): ("api_keys_file", str, ""),
+    ("libvirt", "uri"): ("libvirt_uri", str, "qemu:///system"),
+    ("tokens", "token_ttl"): ("token_ttl", _positive(float), "180"),
+    ("sessions", "max_vnc_sessions"): ("max_vnc_sessions", _positive(int), "2"),
+    ("vnc", "connect_timeout"): ("vnc_connect_timeout", _positive(float), "10"),
+    ("vnc", "handshake_timeout"): ("vnc_handshake_timeout", _positive(float), "15"),
+    ("service", "state_dir"): ("state_dir", str, "/var/lib/consoleproxy"),
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """
+    The validated configuration. Build it with L{load}, L{from_string} or L{defaults}.
+    """
+
+    api_listen: str
+    console_listen: str
+    xvpvnc_listen: str
+    public_url: str
+    allowed_origins: tuple
+    api_keys_file: str
+    libvirt_uri: str
+    token_ttl: float
+    max_vnc_sessions: int
+    vnc_connect_timeout: float
+    vnc_handshake_timeout: float
+    state_dir: str
+
+    @property
+    def console_base_url(self):
+        """
+        The http(s) base URL of the console listener as clients must reach it, without a
+        trailing slash: C{public_url} when set, otherwise derived from the console listener
+        (its interface when it names one, otherwise this host's name).
+        """
+        if self.public_url:
+            parts = urlsplit(self.public_url)
+            scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+            return parts._replace(scheme=scheme).geturl()
+        return _derive_url(self.console_listen, "http")
+
+    @property
+    def websocket_base_url(self):
+        """
+        The ws(s) counterpart of L{console_base_url}.
+        """
+        base = self.console_base_url
+        return ("wss" + base[5:]) if base.startswith("https") else ("ws" + base[4:])
+
+    @property
+    def xvpvnc_base_url(self):
+        """
+        The http base URL of the xvpvnc listener, on the public host.
+        """
+        host = urlsplit(self.console_base_url).hostname
+        port = _endpoint_port(self.xvpvnc_listen)
+        return f"http://{_host_for_url(host)}:{port}" if port else f"http://{_host_for_url(host)}"
+
+
+def _endpoint_port(description):
+    args, kwargs = _parse_args(description)
+    if args and args[0] in ("tcp", "ssl", "tcp6") and len(args) > 1:
+        return int(args[1])
+    return int(kwargs["port"]) if "port" in kwargs else None
+
+
+def _parse_args(description):
+    # Endpoint strings are colon-separated with backslash escapes; we only need the
+    # positional type/port and the interface keyword.
+    parts, current, escaped = [], "", False
+    for ch in description:
+        if escaped:
+            current += ch
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == ":":
+            parts.append(current)
+            current = ""
+        else:
+            current += ch
+    parts.append(current)
+    args = [p for p in parts if "=" not in p]
+    kwargs = dict(p.split("=", 1) for p in parts if "=" in p)
+    return args, kwargs
+
+
+def _host_for_url(host):
+    return f"[{host}]" if host and ":" in host else host
+
+
+def _derive_url(description, plain_scheme):
+    args, kwargs = _parse_args(description)
+    kind = args[0] if args else "tcp"
+    scheme = "https" if kind == "ssl" else plain_scheme
+    port = _endpoint_port(description)
+    interface = kwargs.get("interface", "")
+    if interface in ("", "0.0.0.0", "::"):
+        host = socket.getfqdn()
+    else:
+        host = interface
+    default_port = 443 if scheme == "https" else 80
+    suffix = "" if port in (None, default_port) else f":{port}"
+    return f"{scheme}://{_host_for_url(host)}{suffix}"
+
+
+def _build(values, where):
+    kwargs = {}
+    for (section, key), (name, parse, default) in SCHEMA.items():
+        raw = values.get((section, key), default)
+        try:
+            kwargs[name] = parse(raw.strip())
+        except ValueError as e:
+            raise ConfigError(f"{where}: [{section}] {key}: {e}") from None
+    return Config(**kwargs)
+
+
+def _values_from_parser(parser, where):
+    values = {}
+    known_sections = {section for section, _ in SCHEMA}
+    for section in parser.sections():
+        if section not in known_sections:
+            raise ConfigError(f"{where}: unknown section [{section}]")
+        for key, value in parser.items(section):
+            if (section, key) not in SCHEMA:
+                raise ConfigError(f"{where}: [{section}] {key}: unknown key")
+            values[(section, key)] = value
+    return values
+
+
+def _parser():
+    parser = configparser.ConfigParser(interpolation=None, default_section="\0none")
+    parser.optionxform = str  # keys are case-sensitive: "Token_TTL" is a typo, not an alias
+    return parser
+
+
+def from_string(text, where="<string>", overrides=()):
+    """
+    Build a L{Config} from INI text (for tests, and the body of L{load}).
+
+    @param overrides: C{(section, key, value)} triples applied on top of the text.
+    @raise ConfigError: on a syntax error, an unknown section or key, or a bad value.
+    """
+    parser = _parser()
+    try:
+        parser.read_string(text, source=where)
+    except configparser.Error as e:
+        raise ConfigError(f"{where}: {e}") from None
+    values = _values_from_parser(parser, where)
+    for section, key, value in overrides:
+        if (section, key) not in SCHEMA:
+            raise ConfigError(f"command line: [{section}] {key}: unknown key")
+        values[(section, key)] = value
+    return _build(values, where)
+
+
+def load(path=None, overrides=()):
+    """
+    Load the configuration file at C{path}, or the built-in defaults when C{path} is C{None}.
+    """
+    if path is None:
+        return from_string("", "<defaults>", overrides)
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    return from_string(text, path, overrides)
+
+
+def defaults(**changes):
+    """
+    The built-in defaults, with some fields replaced (for tests).
+    """
+    return replace(from_string("", "<defaults>"), **changes)
+
+
+__all__ = ["Config", "ConfigError", "SCHEMA", "defaults", "from_string", "load"]

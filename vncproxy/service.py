@@ -1,0 +1,90 @@
+"""
+The composition root's product: one L{MultiService} holding the hypervisor adapter and the
+listeners, sharing one L{ProxyContext}.
+"""
+
+from autobahn.twisted.resource import WebSocketResource
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService
+from twisted.internet import task
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
+from twisted.web.server import Site
+
+from vncproxy.closecodes import CloseCode
+from vncproxy.context import ProxyContext
+from vncproxy.hypervisor import LifecycleKind
+from vncproxy.sessions import SessionRegistry
+from vncproxy.tokens import TokenStore
+from vncproxy.web.api import ApiResource
+from vncproxy.web.auth import KeyChecker
+from vncproxy.web.site import ConsoleRoot, make_site, redacted_log_line
+from vncproxy.web.websocket import make_factory
+
+# Lifecycle events after which the domain's QEMU process is gone.
+_STOPPING = {LifecycleKind.STOPPED, LifecycleKind.CRASHED, LifecycleKind.UNDEFINED}
+
+
+class ConsoleProxyService(MultiService):
+    """
+    @param config: the L{vncproxy.config.Config}.
+    @param reactor: the reactor everything below uses.
+    @param hypervisor: an L{IHypervisor} that is also an L{IService} (started and stopped with
+        this service).
+    @param api_keys: the API keys callers authenticate with.
+    """
+
+    _log = Logger()
+
+    def __init__(self, config, reactor, hypervisor, api_keys):
+        super().__init__()
+        self.ctx = ProxyContext(
+            config=config,
+            reactor=reactor,
+            hypervisor=hypervisor,
+            tokens=TokenStore(reactor, config.token_ttl),
+            sessions=SessionRegistry(config.max_vnc_sessions),
+        )
+        self._reactor = reactor
+        self._unsubscribe = None
+        hypervisor.setServiceParent(self)
+
+        api_site = Site(ApiResource(self.ctx, KeyChecker(api_keys)),
+                        logFormatter=redacted_log_line, reactor=reactor)
+        self._listen("api", config.api_listen, api_site)
+
+        secure = config.console_listen.startswith("ssl:")
+        console_site = make_site(ConsoleRoot(WebSocketResource(make_factory(self.ctx, secure))),
+                                 reactor=reactor)
+        self._listen("console", config.console_listen, console_site)
+
+    def _listen(self, name, description, factory):
+        service = StreamServerEndpointService(serverFromString(self._reactor, description), factory)
+        service.setName(name)
+        service.setServiceParent(self)
+
+    def startService(self):
+        self._unsubscribe = self.ctx.hypervisor.subscribe(self._lifecycle)
+        super().startService()
+        self._log.info("consoleproxy started: api {api}, console {console}",
+                       api=self.ctx.config.api_listen, console=self.ctx.config.console_listen)
+
+    def _lifecycle(self, event):
+        if event.kind in _STOPPING:
+            sessions = self.ctx.sessions.sessions(event.uuid)
+            if sessions:
+                self._log.info("instance {instance} stopped: closing {n} sessions",
+                               instance=event.uuid, n=len(sessions))
+            self.ctx.sessions.close_instance(event.uuid, CloseCode.INSTANCE_STOPPED,
+                                             "instance stopped")
+
+    def stopService(self):
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        live = self.ctx.sessions.sessions()
+        self.ctx.sessions.close_all(CloseCode.SERVICE_STOPPING, "service stopping")
+        # Give the close frames a moment to reach the viewers before the listeners go.
+        d = task.deferLater(self._reactor, 0.5 if live else 0, lambda: None)
+        d.addCallback(lambda _: super(ConsoleProxyService, self).stopService())
+        return d

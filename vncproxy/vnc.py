@@ -1,0 +1,318 @@
+"""
+One VNC console session: a viewer (WebSocket or raw TCP) joined to the domain's VNC server.
+
+The order of work, once the viewer's token was accepted::
+
+    1. Pause the viewer. Ask the hypervisor where the VNC server is and its password.
+    2. Connect to it (connect timeout) and run L{UpstreamHandshake} (RFB client, our side
+       authenticates with libvirt's password): the viewer never sees the credentials.
+    3. On SecurityAccepted, run L{DownstreamHandshake} toward the viewer (security None: the
+       token already authorized it). Resume the viewer.
+    4. On the viewer's ClientInit, send QEMU ClientInit with shared=1 (whatever the viewer
+       asked: an exclusive viewer must not kick the other sessions off), then relay bytes
+       unchanged both ways, each transport registered as the other's producer so a slow side
+       throttles the fast one instead of filling memory.
+    5. Any failure before the relay starts is reported to the viewer in RFB terms (a security
+       failure with a reason) and then with a close code; a stalled handshake times out.
+
+The viewer is any object with C{send(bytes)}, C{close(code, reason)}, C{pause_reading()},
+C{resume_reading()} and a C{network_transport} attribute (the transport carrying its bytes).
+"""
+
+from twisted.internet import defer
+from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+
+from vncproxy.closecodes import CloseCode, reason_for
+from vncproxy.hypervisor import HypervisorError, NoSuchInstance
+from vncproxy.rfb import (
+    ClientInitReceived,
+    DownstreamHandshake,
+    HandshakeFailed,
+    SecurityAccepted,
+    UpstreamHandshake,
+)
+from vncproxy.rfb.wire import client_init
+
+# Bytes a viewer may send before the downstream handshake starts (it should send none).
+MAX_EARLY_BYTES = 64 * 1024
+
+
+class _Refused(Exception):
+    def __init__(self, code, detail):
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+class _QemuProtocol(Protocol):
+    def __init__(self, session):
+        self._session = session
+
+    def connectionMade(self):
+        self._session._qemu_connected(self.transport)
+
+    def dataReceived(self, data):
+        self._session._qemu_data(data)
+
+    def connectionLost(self, reason):
+        self._session._qemu_lost(reason)
+
+
+class VncSession:
+    """
+    @param ctx: the L{vncproxy.context.ProxyContext}.
+    @param grant: the L{vncproxy.tokens.Grant} that admitted the viewer.
+    @param viewer: the viewer adapter (see the module docstring).
+    @param peer: the viewer's address, for logs.
+    """
+
+    _log = Logger()
+
+    def __init__(self, ctx, grant, viewer, peer):
+        self._ctx = ctx
+        self._grant = grant
+        self._viewer = viewer
+        self._peer = peer
+        self._reactor = ctx.reactor
+        self._qemu = None
+        self._upstream = None
+        self._downstream = None
+        self._early = b""
+        self._to_viewer_after_handshake = b""
+        self._relaying = False
+        self._closed = False
+        self._refusal = None
+        self._timeout = None
+        self._connecting = None
+        self._started_at = None
+        self.bytes_to_viewer = 0
+        self.bytes_from_viewer = 0
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self):
+        self._started_at = self._reactor.seconds()
+        self._viewer.pause_reading()
+        self._timeout = self._reactor.callLater(
+            self._ctx.config.vnc_handshake_timeout, self._handshake_timed_out)
+        self._log.info("vnc session {grant_id} for {instance} from {peer} opening",
+                       grant_id=self._grant.id, instance=self._grant.instance_uuid,
+                       peer=self._peer, event="connect")
+        d = defer.maybeDeferred(self._ctx.hypervisor.describe, self._grant.instance_uuid)
+        d.addCallback(self._connect)
+        d.addErrback(self._connect_failed)
+
+    def close(self, code, reason):
+        """
+        End the session from our side (instance stopped, service stopping, ...).
+        """
+        self._end(code, reason)
+
+    # -- upstream (QEMU) -------------------------------------------------------------------------
+
+    def _connect(self, info):
+        if self._closed:
+            return None
+        if not info.active:
+            raise _Refused(CloseCode.INSTANCE_STOPPED, "instance is not running")
+        vnc = info.vnc
+        if vnc is None:
+            raise _Refused(CloseCode.CONSOLE_UNAVAILABLE, "instance has no VNC console")
+        timeout = self._ctx.config.vnc_connect_timeout
+        if vnc.socket:
+            endpoint = UNIXClientEndpoint(self._reactor, vnc.socket, timeout=timeout)
+        else:
+            endpoint = HostnameEndpoint(self._reactor, vnc.host, vnc.port, timeout=timeout)
+        password = vnc.password.encode("utf-8") if vnc.password else None
+        self._upstream = UpstreamHandshake(password=password)
+        self._connecting = connectProtocol(endpoint, _QemuProtocol(self))
+        return self._connecting
+
+    def _connect_failed(self, failure):
+        if self._closed:
+            return
+        if failure.check(_Refused):
+            self._refuse(failure.value.code, failure.value.detail)
+        elif failure.check(NoSuchInstance):
+            self._refuse(CloseCode.INSTANCE_STOPPED, "instance no longer exists")
+        elif failure.check(HypervisorError):
+            self._refuse(CloseCode.CONSOLE_UNAVAILABLE, "hypervisor unavailable")
+        elif failure.check(defer.CancelledError):
+            pass
+        else:
+            self._log.info("vnc session {grant_id}: cannot reach the VNC server: {error}",
+                           grant_id=self._grant.id, error=failure.getErrorMessage())
+            self._refuse(CloseCode.CONSOLE_UNAVAILABLE, "cannot reach the VM's VNC server")
+
+    def _qemu_connected(self, transport):
+        self._connecting = None
+        if self._closed:
+            transport.abortConnection()
+            return
+        self._qemu = transport
+        if hasattr(transport, "setTcpNoDelay"):  # UNIX sockets have no Nagle to switch off
+            transport.setTcpNoDelay(True)
+
+    def _qemu_data(self, data):
+        if self._relaying:
+            self.bytes_to_viewer += len(data)
+            self._viewer.send(data)
+            return
+        if self._closed or self._downstream is not None:
+            # QEMU must stay silent until it gets ClientInit; anything else is a protocol error.
+            if not self._closed:
+                self._to_viewer_after_handshake += data
+                if len(self._to_viewer_after_handshake) > MAX_EARLY_BYTES:
+                    self._end(CloseCode.CONSOLE_UNAVAILABLE, "VNC server sent unexpected data")
+            return
+        events = self._upstream.receive_data(data)
+        out = self._upstream.data_to_send()
+        if out:
+            self._qemu.write(out)
+        for event in events:
+            if isinstance(event, SecurityAccepted):
+                self._upstream_ready(event.leftover)
+            elif isinstance(event, HandshakeFailed):
+                self._log.warn("vnc session {grant_id}: handshake with the VNC server failed: "
+                               "{reason}", grant_id=self._grant.id, reason=event.reason)
+                self._drop_qemu()
+                self._refuse(CloseCode.CONSOLE_UNAVAILABLE, event.reason)
+
+    def _qemu_lost(self, reason):
+        self._qemu = None
+        if self._closed:
+            return
+        if self._relaying:
+            self._end(CloseCode.CONSOLE_CLOSED, "VNC server closed the connection")
+        elif self._refusal is None:
+            self._refuse(CloseCode.CONSOLE_UNAVAILABLE, "VNC server closed the connection")
+
+    def _drop_qemu(self):
+        if self._qemu is not None:
+            self._qemu.loseConnection()
+
+    # -- downstream (viewer) ---------------------------------------------------------------------
+
+    def _upstream_ready(self, leftover):
+        self._to_viewer_after_handshake = leftover
+        self._start_downstream(DownstreamHandshake(auth="none"))
+
+    def _refuse(self, code, detail):
+        """
+        Tell the viewer in RFB terms why it cannot connect, then close with C{code}.
+        """
+        if self._closed or self._refusal is not None:
+            return
+        self._refusal = (code, detail)
+        self._log.info("vnc session {grant_id} refused: {detail}",
+                       grant_id=self._grant.id, detail=detail)
+        self._drop_qemu()
+        if self._downstream is not None:
+            # The viewer is mid-handshake with us: no clean RFB way to refuse now.
+            self._end(code, detail)
+            return
+        self._start_downstream(DownstreamHandshake(refuse=detail))
+
+    def _start_downstream(self, machine):
+        self._downstream = machine
+        machine.initiate()
+        self._viewer.send(machine.data_to_send())
+        self._viewer.resume_reading()
+        if self._early:
+            early, self._early = self._early, b""
+            self.viewer_data(early)
+
+    def viewer_data(self, data):
+        """
+        Bytes from the viewer.
+        """
+        if self._closed:
+            return
+        if self._relaying:
+            self.bytes_from_viewer += len(data)
+            self._qemu.write(data)
+            return
+        if self._downstream is None:
+            self._early += data
+            if len(self._early) > MAX_EARLY_BYTES:
+                self._end(CloseCode.PROTOCOL_ERROR, "viewer sent data before the handshake")
+            return
+        events = self._downstream.receive_data(data)
+        out = self._downstream.data_to_send()
+        if out:
+            self._viewer.send(out)
+        for event in events:
+            if isinstance(event, ClientInitReceived):
+                self._start_relay(event.leftover)
+            elif isinstance(event, HandshakeFailed):
+                if self._refusal is not None:
+                    self._end(*self._refusal)
+                else:
+                    self._end(CloseCode.PROTOCOL_ERROR, event.reason)
+
+    def viewer_lost(self):
+        """
+        The viewer went away (closed, or its connection dropped).
+        """
+        self._end(None, "viewer disconnected")
+
+    # -- relay -----------------------------------------------------------------------------------
+
+    def _start_relay(self, leftover):
+        if self._qemu is None:
+            self._end(CloseCode.CONSOLE_CLOSED, "VNC server closed the connection")
+            return
+        self._cancel_timeout()
+        self._relaying = True
+        self._qemu.write(client_init(True) + leftover)
+        self.bytes_from_viewer += len(leftover)
+        pending, self._to_viewer_after_handshake = self._to_viewer_after_handshake, b""
+        if pending:
+            self.bytes_to_viewer += len(pending)
+            self._viewer.send(pending)
+        # Each side throttles the other: when the viewer's socket buffer fills, reading from
+        # QEMU pauses, and the other way round.
+        self._viewer.network_transport.registerProducer(self._qemu, True)
+        self._qemu.registerProducer(self._viewer.network_transport, True)
+        self._log.info("vnc session {grant_id} relaying for {instance}",
+                       grant_id=self._grant.id, instance=self._grant.instance_uuid)
+
+    # -- ending ----------------------------------------------------------------------------------
+
+    def _handshake_timed_out(self):
+        self._timeout = None
+        if self._downstream is None:
+            self._refuse(CloseCode.CONSOLE_UNAVAILABLE, "timed out connecting to the VNC server")
+        else:
+            self._end(CloseCode.PROTOCOL_ERROR, "handshake timed out")
+
+    def _cancel_timeout(self):
+        if self._timeout is not None and self._timeout.active():
+            self._timeout.cancel()
+        self._timeout = None
+
+    def _end(self, code, detail):
+        if self._closed:
+            return
+        self._closed = True
+        self._cancel_timeout()
+        if self._connecting is not None:
+            self._connecting.cancel()
+        if self._relaying:
+            for transport in (self._viewer.network_transport, self._qemu):
+                if transport is not None and getattr(transport, "producer", None) is not None:
+                    transport.unregisterProducer()
+        self._drop_qemu()
+        if code is not None:
+            self._viewer.close(code, reason_for(code, detail))
+        self._ctx.sessions.release(self._grant.instance_uuid, "vnc", self)
+        duration = self._reactor.seconds() - (self._started_at or self._reactor.seconds())
+        self._log.info(
+            "vnc session {grant_id} for {instance} closed after {duration:.1f}s: {reason} "
+            "({bytes_to_viewer} bytes to viewer, {bytes_from_viewer} from viewer)",
+            grant_id=self._grant.id, instance=self._grant.instance_uuid, duration=duration,
+            reason=detail, code=int(code) if code is not None else None,
+            bytes_to_viewer=self.bytes_to_viewer, bytes_from_viewer=self.bytes_from_viewer,
+            event="close")
