@@ -75,15 +75,14 @@ class ConsoleProxyService(MultiService):
             if sessions:
                 self._log.info("instance {instance} stopped: closing {n} sessions",
                                instance=event.uuid, n=len(sessions))
-            self.ctx.sessions.close_instance(event.uuid, CloseCode.INSTANCE_STOPPED,
-                                             "instance stopped")
+            self.ctx.sessions.close_instance(event.uuid, CloseCode.INSTANCE_STOPPED)
 
     def stopService(self):
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
         live = self.ctx.sessions.sessions()
-        self.ctx.sessions.close_all(CloseCode.SERVICE_STOPPING, "service stopping")
+        self.ctx.sessions.close_all(CloseCode.SERVICE_STOPPING)
         # Give the close frames a moment to reach the viewers before the listeners go.
         d = task.deferLater(self._reactor, 0.5 if live else 0, lambda: None)
         d.addCallback(lambda _: super(ConsoleProxyService, self).stopService())

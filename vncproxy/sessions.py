@@ -1,7 +1,8 @@
 """
 The registry of live console sessions: per-instance limits and closing an instance's sessions.
 
-A session is anything with a C{close(code, reason)} method (see L{vncproxy.closecodes}).
+A session is anything with a C{close(code, detail=None)} method: C{code} is a
+L{vncproxy.closecodes.CloseCode}, C{detail} an optional explanation added to its reason.
 """
 
 from collections import defaultdict
@@ -64,13 +65,13 @@ class SessionRegistry:
             for s in list(live)
         ]
 
-    def close_instance(self, instance_uuid, code, reason):
+    def close_instance(self, instance_uuid, code, detail=None):
         """
         Close every session of one instance.
         """
         for session in self.sessions(instance_uuid):
-            session.close(code, reason)
+            session.close(code, detail)
 
-    def close_all(self, code, reason):
+    def close_all(self, code, detail=None):
         for session in self.sessions():
-            session.close(code, reason)
+            session.close(code, detail)

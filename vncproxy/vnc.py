@@ -104,11 +104,11 @@ class VncSession:
         d.addCallback(self._connect)
         d.addErrback(self._connect_failed)
 
-    def close(self, code, reason):
+    def close(self, code, detail=None):
         """
         End the session from our side (instance stopped, service stopping, ...).
         """
-        self._end(code, reason)
+        self._end(code, detail)
 
     # -- upstream (QEMU) -------------------------------------------------------------------------
 
@@ -305,14 +305,16 @@ class VncSession:
                 if transport is not None and getattr(transport, "producer", None) is not None:
                     transport.unregisterProducer()
         self._drop_qemu()
+        reason = detail
         if code is not None:
-            self._viewer.close(code, reason_for(code, detail))
+            reason = reason_for(code, detail)
+            self._viewer.close(code, reason)
         self._ctx.sessions.release(self._grant.instance_uuid, "vnc", self)
         duration = self._reactor.seconds() - (self._started_at or self._reactor.seconds())
         self._log.info(
             "vnc session {grant_id} for {instance} closed after {duration:.1f}s: {reason} "
             "({bytes_to_viewer} bytes to viewer, {bytes_from_viewer} from viewer)",
             grant_id=self._grant.id, instance=self._grant.instance_uuid, duration=duration,
-            reason=detail, code=int(code) if code is not None else None,
+            reason=reason, code=int(code) if code is not None else None,
             bytes_to_viewer=self.bytes_to_viewer, bytes_from_viewer=self.bytes_from_viewer,
             event="close")

@@ -1,0 +1,60 @@
+"""
+An in-process consoleproxy on real loopback sockets, with a fake hypervisor and a fake VNC
+server standing in for libvirt and QEMU.
+"""
+
+import socket
+from dataclasses import dataclass
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+
+from tests.support.fakevnc import FakeVncFactory
+from vncproxy import config
+from vncproxy.hypervisor import VncEndpoint
+from vncproxy.hypervisor.fake import FakeHypervisor
+from vncproxy.service import ConsoleProxyService
+
+API_KEY = "integration-test-key-0123456789"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Proxy:
+    service: ConsoleProxyService
+    hypervisor: FakeHypervisor
+    vnc: FakeVncFactory
+    vnc_port: int
+    api_url: str
+    ws_url: str
+    key: str = API_KEY
+
+
+@pytest.fixture
+def proxy():
+    fake_vnc = FakeVncFactory(password=b"secret1")
+    vnc_listener = reactor.listenTCP(0, fake_vnc, interface="127.0.0.1")
+    vnc_port = vnc_listener.getHost().port
+    hypervisor = FakeHypervisor()
+    hypervisor.add_domain("vm1", uuid="6f1b3c55-2f0e-4b8e-9a57-1f2d3c4b5a69",
+                          vnc=VncEndpoint(host="127.0.0.1", port=vnc_port, password="secret1"))
+    hypervisor.add_domain("off1", state="shutoff")
+    api_port, console_port = free_port(), free_port()
+    cfg = config.defaults(
+        api_listen=f"tcp:{api_port}:interface=127.0.0.1",
+        console_listen=f"tcp:{console_port}:interface=127.0.0.1",
+        vnc_handshake_timeout=5.0,
+        vnc_connect_timeout=2.0,
+    )
+    service = ConsoleProxyService(cfg, reactor, hypervisor, [API_KEY])
+    service.startService()
+    yield Proxy(service, hypervisor, fake_vnc, vnc_port,
+                f"http://127.0.0.1:{api_port}", f"ws://127.0.0.1:{console_port}")
+    pytest_twisted.blockon(service.stopService())
+    pytest_twisted.blockon(vnc_listener.stopListening())

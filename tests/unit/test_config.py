@@ -1,0 +1,103 @@
+"""
+Configuration: defaults, validation errors that name file/section/key, documented keys.
+"""
+
+import configparser
+import pathlib
+
+import pytest
+
+from vncproxy import config
+
+ETC = pathlib.Path(__file__).resolve().parents[2] / "etc" / "consoleproxy.conf"
+
+
+def test_runs_on_builtin_defaults():
+    """With no file, the listeners and timeouts of INTERFACE.md apply."""
+    c = config.load()
+    assert c.api_listen == "tcp:6090:interface=127.0.0.1"
+    assert c.console_listen == "tcp:6080"
+    assert c.xvpvnc_listen == "tcp:6081"
+    assert c.libvirt_uri == "qemu:///system"
+    assert c.token_ttl == 180
+    assert c.max_vnc_sessions == 2
+
+
+def test_unknown_key_names_file_section_and_key():
+    """A misspelt key is an error naming the file, the section and the key."""
+    with pytest.raises(config.ConfigError) as e:
+        config.from_string("[tokens]\ntoken_tll = 5\n", "/etc/x.conf")
+    assert str(e.value) == "/etc/x.conf: [tokens] token_tll: unknown key"
+
+
+def test_unknown_section_is_an_error():
+    """An unknown section is an error naming it."""
+    with pytest.raises(config.ConfigError, match=r"/etc/x.conf: unknown section \[token\]"):
+        config.from_string("[token]\nttl = 5\n", "/etc/x.conf")
+
+
+def test_keys_are_case_sensitive():
+    """A key in the wrong case is not silently taken as the right one."""
+    with pytest.raises(config.ConfigError, match="Token_TTL: unknown key"):
+        config.from_string("[tokens]\nToken_TTL = 5\n", "f")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[listen]\nconsole = nosuch:80\n", "[listen] console: not a server endpoint string"),
+    ("[listen]\napi = tcp:notaport\n", "[listen] api: not a server endpoint string"),
+    ("[tokens]\ntoken_ttl = -1\n", "[tokens] token_ttl: must be greater than zero"),
+    ("[tokens]\ntoken_ttl = soon\n", "[tokens] token_ttl:"),
+    ("[console]\npublic_url = console.example.com\n", "[console] public_url: must be"),
+])
+def test_bad_values_are_errors(text, message):
+    """A value of the wrong form is refused with the section and key named."""
+    with pytest.raises(config.ConfigError) as e:
+        config.from_string(text, "f.conf")
+    assert str(e.value).startswith("f.conf: " + message)
+
+
+def test_syntax_error_is_a_config_error():
+    """A file that is not INI is a ConfigError, not a traceback."""
+    with pytest.raises(config.ConfigError, match="f.conf"):
+        config.from_string("no section header\n", "f.conf")
+
+
+def test_missing_file_is_a_config_error(tmp_path):
+    """A missing file is reported with its path."""
+    with pytest.raises(config.ConfigError, match="cannot read"):
+        config.load(str(tmp_path / "nope.conf"))
+
+
+def test_overrides_apply_and_are_validated():
+    """Command-line overrides replace file values and face the same checks."""
+    c = config.from_string("[tokens]\ntoken_ttl = 30\n", "f", [("tokens", "token_ttl", "60")])
+    assert c.token_ttl == 60
+    with pytest.raises(config.ConfigError, match=r"\[tokens\] nope: unknown key"):
+        config.from_string("", "f", [("tokens", "nope", "1")])
+
+
+def test_public_url_shapes_returned_urls():
+    """Returned URLs use public_url when set, in http and ws forms."""
+    c = config.from_string("[console]\npublic_url = https://console.example.com:8443/\n")
+    assert c.console_base_url == "https://console.example.com:8443"
+    assert c.websocket_base_url == "wss://console.example.com:8443"
+    assert c.xvpvnc_base_url == "http://console.example.com:6081"
+
+
+def test_urls_derived_from_a_listener_interface():
+    """Without public_url, a listener bound to one address yields URLs on that address."""
+    c = config.from_string("[listen]\nconsole = tcp:7080:interface=192.0.2.7\n")
+    assert c.websocket_base_url == "ws://192.0.2.7:7080"
+    c = config.from_string("[listen]\nconsole = tcp:7080:interface=\\:\\:1\n")
+    assert c.websocket_base_url == "ws://[::1]:7080"
+
+
+def test_example_file_documents_every_key_with_its_default():
+    """etc/consoleproxy.conf lists every key of the schema with its default, and loads."""
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.optionxform = str
+    parser.read(ETC)
+    documented = {(s, k): v for s in parser.sections() for k, v in parser.items(s)}
+    schema = {key: default for key, (_, _, default) in config.SCHEMA.items()}
+    assert documented == schema
+    assert config.load(str(ETC)) == config.load()
