@@ -1,0 +1,128 @@
+"""
+The token API over real HTTP: authentication, every status code of INTERFACE.md, JSON errors.
+"""
+
+import pytest
+import pytest_twisted
+from twisted.internet import threads
+
+from tests.support import api
+
+in_thread = threads.deferToThread
+VM = "6f1b3c55-2f0e-4b8e-9a57-1f2d3c4b5a69"
+
+
+def grant_url(proxy, instance="vm1"):
+    return f"{proxy.api_url}/v1/instances/{instance}/console_access_token"
+
+
+@pytest_twisted.inlineCallbacks
+def test_grant_by_name_and_by_uuid(proxy):
+    """An instance is found by name and by UUID in either case; the href names its UUID."""
+    results = yield in_thread(lambda: [
+        api.grant(proxy.api_url, proxy.key, instance) for instance in ("vm1", VM, VM.upper())])
+    for status, body in results:
+        assert status == 200
+        assert f"/v1/instances/{VM}/console?access_token=" in body["href"]
+        assert body["console_type"] == "vnc" and body["force"] is False
+        assert body["created_at"].endswith("Z") and body["expires_at"] > body["created_at"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_bearer_header_is_accepted(proxy):
+    """Authorization: Bearer KEY works like X-Auth-Token."""
+    status, _ = yield in_thread(api.call, grant_url(proxy), "POST", {"console_type": "vnc"},
+                                headers={"Authorization": f"Bearer {proxy.key}"})
+    assert status == 200
+
+
+@pytest.mark.parametrize("headers", [
+    {}, {"X-Auth-Token": "wrong-key-wrong-key-wrong"}, {"Authorization": "Basic abc"},
+    {"Authorization": "Bearer "}, {"X-Auth-Token": "integration-test-key-012345678"},
+])
+@pytest_twisted.inlineCallbacks
+def test_missing_or_wrong_key_is_401(proxy, headers):
+    """No key, a wrong key, a prefix of the key or another scheme get 401 in the JSON error shape."""
+    status, body = yield in_thread(api.call, grant_url(proxy), "POST", {"console_type": "vnc"},
+                                   headers=headers)
+    assert status == 401
+    assert body == {"error": {"code": 401, "message": "missing or invalid API key"}}
+
+
+@pytest.mark.parametrize("raw, message", [
+    (b"{not json", "not valid JSON"),
+    (b"", "must be a JSON object"),
+    (b"[1, 2]", "must be a JSON object"),
+    (b"\xff\xfe", "not valid JSON"),
+    (b'{"force": true}', 'console_type must be "vnc" or "serial"'),
+    (b'{"console_type": 5}', 'console_type must be "vnc" or "serial"'),
+    (b'{"console_type": "spice"}', 'console_type must be "vnc" or "serial"'),
+    (b'{"console_type": "vnc", "force": "yes"}', "force must be true or false"),
+])
+@pytest_twisted.inlineCallbacks
+def test_bad_bodies_are_400(proxy, raw, message):
+    """Garbage, wrong shapes and wrong types get 400 with a message saying what is wrong."""
+    status, body = yield in_thread(api.call, grant_url(proxy), "POST", raw=raw, key=proxy.key)
+    assert status == 400
+    assert message in body["error"]["message"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_oversized_body_is_413(proxy):
+    """A body over 64 KiB is refused without being parsed."""
+    raw = b'{"console_type": "vnc", "pad": "' + b"x" * 70000 + b'"}'
+    status, body = yield in_thread(api.call, grant_url(proxy), "POST", raw=raw, key=proxy.key)
+    assert status == 413
+
+
+@pytest_twisted.inlineCallbacks
+def test_unknown_instance_is_404(proxy):
+    """A name or UUID no domain has gets 404."""
+    status, body = yield in_thread(api.grant, proxy.api_url, proxy.key, "nosuchvm")
+    assert status == 404
+    assert body["error"] == {"code": 404, "message": "instance nosuchvm not found"}
+
+
+@pytest_twisted.inlineCallbacks
+def test_stopped_instance_is_409(proxy):
+    """A domain that is not running gets 409."""
+    status, body = yield in_thread(api.grant, proxy.api_url, proxy.key, "off1")
+    assert status == 409
+    assert "not running" in body["error"]["message"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_instance_without_vnc_is_409(proxy):
+    """A running domain without VNC graphics gets 409."""
+    proxy.hypervisor.add_domain("headless")
+    status, body = yield in_thread(api.grant, proxy.api_url, proxy.key, "headless")
+    assert status == 409
+    assert "no VNC console" in body["error"]["message"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_unknown_path_is_404_and_wrong_method_405(proxy):
+    """Unknown paths get a JSON 404; a known path with the wrong method gets 405 with Allow."""
+    results = yield in_thread(lambda: (
+        api.call(f"{proxy.api_url}/v1/nothing", key=proxy.key),
+        api.call(grant_url(proxy), "GET", key=proxy.key),
+    ))
+    assert results[0] == (404, {"error": {"code": 404, "message": "no such resource"}})
+    assert results[1][0] == 405
+
+
+@pytest_twisted.inlineCallbacks
+def test_hypervisor_down_is_503(proxy):
+    """When libvirt cannot be asked, the grant fails with 503 and healthz says so."""
+    proxy.hypervisor.available = False
+    grant, health = yield in_thread(lambda: (
+        api.grant(proxy.api_url, proxy.key, "vm1"), api.call(f"{proxy.api_url}/healthz")))
+    assert grant[0] == 503
+    assert health == (503, {"status": "degraded", "libvirt": "unreachable"})
+
+
+@pytest_twisted.inlineCallbacks
+def test_healthz_needs_no_key(proxy):
+    """/healthz answers without a key and reports libvirt connectivity."""
+    result = yield in_thread(api.call, f"{proxy.api_url}/healthz")
+    assert result == (200, {"status": "ok", "libvirt": "connected"})
