@@ -1,0 +1,91 @@
+"""
+Runs the real consoleproxy service (``twistd -n consoleproxy``) as a subprocess for e2e tests,
+on free loopback ports, with its own config and API key file; collects its log output.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServiceProcess:
+    """
+    @ivar api_url: the token API's base URL.
+    @ivar ws_url: the console listener's ws:// base URL.
+    @ivar key: the API key.
+    """
+
+    def __init__(self, workdir, **settings):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.api_port, self.console_port = free_port(), free_port()
+        self.api_url = f"http://127.0.0.1:{self.api_port}"
+        self.ws_url = f"ws://127.0.0.1:{self.console_port}"
+        self.key = "e2e-" + os.urandom(16).hex()
+        keys = self.workdir / "api-keys"
+        keys.write_text(f"# e2e\n{self.key}\n")
+        keys.chmod(0o600)
+        sections = {
+            "listen": {"api": f"tcp:{self.api_port}:interface=127.0.0.1",
+                       "console": f"tcp:{self.console_port}:interface=127.0.0.1"},
+            "console": {"public_url": f"http://127.0.0.1:{self.console_port}"},
+            "api": {"keys_file": str(keys)},
+            "service": {"state_dir": str(self.workdir / "state")},
+        }
+        for dotted, value in settings.items():
+            section, key = dotted.split("__", 1)
+            sections.setdefault(section, {})[key] = str(value)
+        self.config_path = self.workdir / "consoleproxy.conf"
+        self.config_path.write_text("".join(
+            f"[{s}]\n" + "".join(f"{k} = {v}\n" for k, v in kv.items()) for s, kv in sections.items()))
+        self.log_path = self.workdir / "service.log"
+        self.process = None
+
+    def start(self, timeout=30):
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        twistd = Path(sys.executable).with_name("twistd")
+        self._log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [str(twistd), "--nodaemon", "--pidfile=", "consoleproxy",
+             "--config", str(self.config_path)],
+            cwd=self.workdir, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"consoleproxy exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(f"{self.api_url}/healthz", timeout=2) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"consoleproxy did not answer /healthz within {timeout}s:\n{self.log()}")
+
+    def stop(self, timeout=15):
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if getattr(self, "_log", None):
+            self._log.close()
+        return self.process.returncode if self.process else None
+
+    def log(self):
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
