@@ -8,15 +8,18 @@ guest's real framebuffer.
 import struct
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import websocket
 
 from tests.e2e.service import ServiceProcess
 from tests.support import api
+from tests.support.png import write_png
 from tests.support.viewer import RfbViewer, WebSocketPipe, open_websocket
 
 TOKEN_TTL = 4
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 ISSUED = []  # every token this module was granted, for the log check at the end
 
 
@@ -72,6 +75,8 @@ def test_token_opens_the_guests_screen(service, vnc_guest, tmp_path):
     assert covered == init.width * init.height
     assert pixels.count(0) < len(pixels)  # the text console is not a blank screen
     ws.close()
+    ARTIFACTS.mkdir(exist_ok=True)
+    write_png(ARTIFACTS / "vnc-through-proxy.png", init.width, init.height, rects)
 
 
 @pytest.mark.parametrize("version", [(3, 3), (3, 7)])
