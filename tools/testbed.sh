@@ -98,7 +98,10 @@ sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Pyth
         log "venv up to date ($VENV)"
     else
         log "pip install -e '.[test]' into $VENV"
-        (cd "$REPO" && "$VENV/bin/pip" install -q --disable-pip-version-check -e '.[test]')
+        # compat mode: a plain path entry for the repo, so Twisted's plugin scan finds
+        # twisted/plugins/consoleproxy.py (the default editable finder hides it from twistd).
+        (cd "$REPO" && "$VENV/bin/pip" install -q --disable-pip-version-check \
+            --config-settings editable_mode=compat -e '.[test]')
         touch "$VENV_STAMP"
     fi
     log "deps done in $((SECONDS - t0))s"

@@ -1,0 +1,62 @@
+"""
+The twistd plugin and the composition root.
+"""
+
+import pytest
+from twisted.application.service import IServiceMaker
+from twisted.internet.testing import MemoryReactorClock
+from twisted.plugin import getPlugins
+from twisted.python import usage
+
+from vncproxy import tap
+from vncproxy.hypervisor.fake import FakeHypervisor
+
+
+def test_plugin_is_discoverable():
+    """twistd finds a 'consoleproxy' service maker that names vncproxy.tap."""
+    makers = {m.tapname: m for m in getPlugins(IServiceMaker)}
+    assert makers["consoleproxy"].module == "vncproxy.tap"
+
+
+def test_options_take_a_config_file_and_overrides(tmp_path):
+    """--config reads the file and --set overrides one key on top of it."""
+    conf = tmp_path / "c.conf"
+    conf.write_text("[tokens]\ntoken_ttl = 30\n")
+    options = tap.Options()
+    options.parseOptions(["--config", str(conf), "--set", "listen.console=tcp:7080"])
+    assert options["config_obj"].token_ttl == 30
+    assert options["config_obj"].console_listen == "tcp:7080"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--set", "nodot=1"], "SECTION.KEY=VALUE"),
+    (["--set", "tokens.nope=1"], "unknown key"),
+    (["--config", "/nonexistent/c.conf"], "cannot read"),
+])
+def test_bad_options_are_usage_errors(argv, message):
+    """Bad overrides and unreadable files are usage errors with a clear message, not tracebacks."""
+    with pytest.raises(usage.UsageError, match=message):
+        tap.Options().parseOptions(argv)
+
+
+def test_make_service_builds_named_listeners(tmp_path):
+    """makeService creates the default API key file and the api and console listeners."""
+    options = tap.Options()
+    options.parseOptions(["--set", f"service.state_dir={tmp_path}/state"])
+    service = tap.makeService(options, reactor=MemoryReactorClock(), hypervisor=FakeHypervisor())
+    assert {s.name for s in service if s.name} == {"api", "console"}
+    key_file = tmp_path / "state" / "api-keys"
+    assert oct(key_file.stat().st_mode & 0o777) == "0o600"
+    keys = [line for line in key_file.read_text().splitlines() if not line.startswith("#")]
+    assert len(keys) == 1 and len(keys[0]) >= 32
+
+
+def test_world_readable_key_file_is_refused(tmp_path):
+    """A key file others can read stops the service at start with a clear message."""
+    keys = tmp_path / "keys"
+    keys.write_text("a-sufficiently-long-api-key\n")
+    keys.chmod(0o644)
+    options = tap.Options()
+    options.parseOptions(["--set", f"api.keys_file={keys}"])
+    with pytest.raises(usage.UsageError, match="must not be readable by others"):
+        tap.makeService(options, reactor=MemoryReactorClock(), hypervisor=FakeHypervisor())
