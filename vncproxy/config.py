@@ -10,6 +10,7 @@ The schema below is the single source of truth; C{etc/consoleproxy.conf} documen
 """
 
 import configparser
+import os
 import socket
 from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
@@ -42,6 +43,25 @@ def _positive(kind):
     return parse
 
 
+def _at_least(kind, minimum):
+    def parse(value):
+        number = kind(value)
+        if number < minimum:
+            raise ValueError(f"must be at least {minimum}")
+        return number
+
+    return parse
+
+
+def _one_of(*choices):
+    def parse(value):
+        if value not in choices:
+            raise ValueError("must be one of " + ", ".join(choices))
+        return value
+
+    return parse
+
+
 def _words(value):
     return tuple(w for w in value.replace(",", " ").split() if w)
 
@@ -69,6 +89,14 @@ SCHEMA = {
     ("vnc", "connect_timeout"): ("vnc_connect_timeout", _positive(float), "10"),
     ("vnc", "handshake_timeout"): ("vnc_handshake_timeout", _positive(float), "15"),
     ("service", "state_dir"): ("state_dir", str, "/var/lib/consoleproxy"),
+    ("serial", "source"): ("serial_source", _one_of("libvirt", "pty"), "libvirt"),
+    ("serial", "log_dir"): ("serial_log_dir", str, ""),
+    ("serial", "log_size"): ("serial_log_size", _at_least(int, 4096), "1048576"),
+    ("serial", "log_files"): ("serial_log_files", _at_least(int, 0), "2"),
+    ("serial", "scrollback"): ("serial_scrollback", _at_least(int, 0), "65536"),
+    ("serial", "viewer_queue"): ("serial_viewer_queue", _at_least(int, 4096), "1048576"),
+    ("serial", "slow_viewer_grace"): ("serial_slow_viewer_grace", _positive(float), "5"),
+    ("serial", "max_viewers"): ("serial_max_viewers", _positive(int), "16"),
 }
 
 
@@ -90,6 +118,21 @@ class Config:
     vnc_connect_timeout: float
     vnc_handshake_timeout: float
     state_dir: str
+    serial_source: str
+    serial_log_dir: str
+    serial_log_size: int
+    serial_log_files: int
+    serial_scrollback: int
+    serial_viewer_queue: int
+    serial_slow_viewer_grace: float
+    serial_max_viewers: int
+
+    @property
+    def serial_log_path(self):
+        """
+        The directory of the serial console logs: C{serial_log_dir}, or C{STATE_DIR/serial}.
+        """
+        return self.serial_log_dir or os.path.join(self.state_dir, "serial")
 
     @property
     def console_base_url(self):

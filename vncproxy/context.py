@@ -15,6 +15,8 @@ class ProxyContext:
     """
     @ivar reactor: the reactor (time, TCP/UNIX connections, threads); tests pass a fake.
     @ivar hypervisor: an L{vncproxy.interfaces.IHypervisor}.
+    @ivar serial: the L{vncproxy.serial.manager.SerialManager} (serial capture, hubs, logs), or
+        C{None} where serial consoles are not wired up.
     """
 
     config: Config
@@ -22,3 +24,4 @@ class ProxyContext:
     hypervisor: object
     tokens: TokenStore
     sessions: SessionRegistry
+    serial: object = None

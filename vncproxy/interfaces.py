@@ -40,6 +40,25 @@ class IHypervisor(Interface):
         @return: a no-argument callable that unsubscribes.
         """
 
+    def open_console(instance, on_data, on_closed, force=False):
+        """
+        Become the reader of a running domain's serial console (its first serial or console
+        device).
+
+        Output reaches C{on_data(bytes)} on the reactor thread, in order, for as long as the
+        console stays open; C{on_closed(reason)} is called once, with a short text, when it ends
+        without L{IConsoleSource.close} (the domain stopped, another client took the console
+        over, the connection to the hypervisor failed).
+
+        @param force: take the console over from another client that holds it; without it,
+            opening fails while someone else holds it.
+        @return: a L{Deferred} firing with an L{IConsoleSource}, or failing with
+            L{vncproxy.hypervisor.NoSuchInstance}, or with
+            L{vncproxy.hypervisor.ConsoleUnavailable} (not running, no serial console, held by
+            another client, not supported by the driver), or with
+            L{vncproxy.hypervisor.HypervisorError}.
+        """
+
     def ping():
         """
         Check that the hypervisor answers.
@@ -69,4 +88,39 @@ class ITokenStore(Interface):
         makes the token unusable.
 
         @raise vncproxy.tokens.TokenRejected: when the token is unknown, used or expired.
+        """
+
+
+class IConsoleSource(Interface):
+    """
+    One domain's serial console as a byte stream, with one reader: the service.
+
+    A source is created already reading (see L{IHypervisor.open_console} and
+    L{vncproxy.serial.pty.PtySource}): output goes to the C{on_data} callable it was opened
+    with, on the reactor thread, and is never paused for a consumer (the guest must not block).
+    C{on_closed(reason)} is called once when the console ends by itself.
+    """
+
+    def write(data):
+        """
+        Send bytes to the guest, in order. Never blocks: bytes wait in a buffer until the
+        console takes them.
+        """
+
+    def registerProducer(producer, streaming):
+        """
+        Throttle the input: C{producer.pauseProducing()} while the buffer toward the guest is
+        full, C{resumeProducing()} once it drained. C{stopProducing} is never called. Only
+        streaming (push) producers are supported.
+        """
+
+    def unregisterProducer():
+        """
+        Stop throttling the registered producer.
+        """
+
+    def close():
+        """
+        Release the console (stop reading; pending input may be dropped). C{on_closed} is not
+        called afterwards. Calling it twice is harmless.
         """

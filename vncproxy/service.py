@@ -14,6 +14,7 @@ from twisted.web.server import Site
 from vncproxy.closecodes import CloseCode
 from vncproxy.context import ProxyContext
 from vncproxy.hypervisor import LifecycleKind
+from vncproxy.serial.manager import SerialManager
 from vncproxy.sessions import SessionRegistry
 from vncproxy.tokens import TokenStore
 from vncproxy.web.api import ApiResource
@@ -48,6 +49,9 @@ class ConsoleProxyService(MultiService):
         self._reactor = reactor
         self._unsubscribe = None
         hypervisor.setServiceParent(self)
+        # After the hypervisor: started after it, stopped before it (its consoles close first).
+        self.ctx.serial = SerialManager(config, reactor, hypervisor)
+        self.ctx.serial.setServiceParent(self)
 
         api_site = Site(ApiResource(self.ctx, KeyChecker(api_keys)),
                         logFormatter=redacted_log_line, reactor=reactor)

@@ -34,6 +34,8 @@ class Grant:
     @ivar id: a short random identifier for logs and audit (not a secret).
     @ivar instance_uuid: the domain the token opens.
     @ivar console_type: C{"vnc"} or C{"serial"}.
+    @ivar read_only: for serial: the session may watch but not type, and does not count
+        against the one interactive session.
     """
 
     id: str
@@ -44,6 +46,7 @@ class Grant:
     created_at: float
     expires_at: float
     caller: str | None = field(default=None, compare=False)
+    read_only: bool = False
 
 
 def _digest(secret):
@@ -67,7 +70,8 @@ class TokenStore:
     def __len__(self):
         return len(self._grants)
 
-    def mint(self, instance_uuid, console_type, force=False, caller=None, instance_name=""):
+    def mint(self, instance_uuid, console_type, force=False, caller=None, instance_name="",
+             read_only=False):
         if console_type not in CONSOLE_TYPES:
             raise ValueError(f"unknown console type {console_type!r}")
         now = self._clock.seconds()
@@ -82,6 +86,7 @@ class TokenStore:
             created_at=now,
             expires_at=now + self.ttl,
             caller=caller,
+            read_only=bool(read_only),
         )
         self._grants[_digest(secret)] = grant
         return secret, grant

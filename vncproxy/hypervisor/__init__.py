@@ -4,6 +4,7 @@ The hypervisor seam: L{vncproxy.interfaces.IHypervisor} implemented against libv
 """
 
 from vncproxy.hypervisor._types import (
+    ConsoleUnavailable,
     DomainInfo,
     DomainState,
     HypervisorError,
@@ -14,6 +15,7 @@ from vncproxy.hypervisor._types import (
 )
 
 __all__ = [
+    "ConsoleUnavailable",
     "DomainInfo",
     "DomainState",
     "HypervisorError",

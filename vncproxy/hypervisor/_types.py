@@ -25,6 +25,13 @@ class HypervisorError(RuntimeError):
     """
 
 
+class ConsoleUnavailable(HypervisorError):
+    """
+    A domain's serial console cannot be opened: the domain is not running, has no serial
+    console, another client holds it, or the driver cannot open consoles.
+    """
+
+
 @dataclass(frozen=True)
 class VncEndpoint:
     """

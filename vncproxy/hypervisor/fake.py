@@ -13,6 +13,12 @@ Usage::
                          serial_pty="/dev/pts/7")
     hv.set_state("vm1", DomainState.SHUTOFF)      # listeners get LifecycleKind.STOPPED
     hv.available = False                           # describe() fails, ping() is False
+
+Serial consoles are real PTYs: point C{serial_pty} at the follower side of an C{os.openpty()}
+pair and L{open_console} reads it with a L{vncproxy.serial.pty.PtySource} (this needs the
+C{reactor} argument); the test plays QEMU on the leader side. Like libvirt, one client holds a
+domain's console at a time: a second open fails unless forced, and a forced one ends the first
+(its C{on_closed} is called).
 """
 
 import uuid as _uuid
@@ -25,6 +31,7 @@ from zope.interface import implementer
 
 from vncproxy.hypervisor._types import (
     _ACTIVE,
+    ConsoleUnavailable,
     DomainInfo,
     DomainState,
     HypervisorError,
@@ -35,6 +42,7 @@ from vncproxy.hypervisor._types import (
 )
 from vncproxy.hypervisor.domxml import canonical_uuid
 from vncproxy.interfaces import IHypervisor
+from vncproxy.serial.pty import PtySource
 
 _UNSET = object()
 
@@ -120,10 +128,12 @@ class FakeHypervisor(Service):
 
     _log = Logger()
 
-    def __init__(self):
+    def __init__(self, reactor=None):
         self.available = True
+        self._reactor = reactor
         self._domains: dict[str, _Domain] = {}
         self._listeners: dict[object, object] = {}
+        self._consoles: dict[str, object] = {}  # domain UUID -> (source, on_closed)
 
     # -- arranging the world --------------------------------------------------------------
 
@@ -167,6 +177,8 @@ class FakeHypervisor(Service):
         """
         domain = self._get(instance)
         old, domain.state = domain.state, DomainState(state)
+        if old in _ACTIVE and domain.state not in _ACTIVE:
+            self._console_gone(domain.uuid)
         if emit:
             for kind in _transition(old, domain.state):
                 self._emit_kind(domain, kind)
@@ -238,10 +250,44 @@ class FakeHypervisor(Service):
 
         return unsubscribe
 
+    def open_console(self, instance, on_data, on_closed, force=False):
+        if not self.available:
+            return defer.fail(HypervisorError("the fake hypervisor is unavailable"))
+        domain = self._find(instance)
+        if domain is None:
+            return defer.fail(NoSuchInstance(instance))
+        if domain.state not in _ACTIVE:
+            return defer.fail(ConsoleUnavailable(f"instance {instance} is not running"))
+        if not domain.serial_pty:
+            return defer.fail(ConsoleUnavailable(f"instance {instance} has no serial console"))
+        if self._reactor is None:
+            return defer.fail(ConsoleUnavailable("FakeHypervisor(reactor) is needed for consoles"))
+        held = self._consoles.get(domain.uuid)
+        if held is not None and not held[0].disconnected:
+            if not force:
+                return defer.fail(ConsoleUnavailable("another client holds the console"))
+            source, their_on_closed = held
+            source.close()
+            their_on_closed("console taken over by another client")
+        try:
+            source = PtySource(self._reactor, domain.serial_pty, on_data, on_closed)
+        except ConsoleUnavailable as e:
+            return defer.fail(e)
+        self._consoles[domain.uuid] = (source, on_closed)
+        return defer.succeed(source)
+
     def ping(self):
         return defer.succeed(bool(self.available))
 
     # -- internals ------------------------------------------------------------------------
+
+    def _console_gone(self, uuid: str) -> None:
+        # The QEMU process is gone: its console stream ends, as libvirt's does (EOF).
+        held = self._consoles.pop(uuid, None)
+        if held is not None and not held[0].disconnected:
+            source, on_closed = held
+            source.close()
+            on_closed("console closed")
 
     def _find(self, instance: str) -> _Domain | None:
         canonical = canonical_uuid(instance)

@@ -34,6 +34,7 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from vncproxy.hypervisor._types import (
+    ConsoleUnavailable,
     DomainInfo,
     DomainState,
     HypervisorError,
@@ -42,6 +43,7 @@ from vncproxy.hypervisor._types import (
     NoSuchInstance,
 )
 from vncproxy.hypervisor.domxml import canonical_uuid, parse_domain_xml
+from vncproxy.hypervisor.libvirt_console import LibvirtConsole
 from vncproxy.interfaces import IHypervisor
 
 _log = Logger()
@@ -232,6 +234,9 @@ class LibvirtHypervisor(Service):
 
         return unsubscribe
 
+    def open_console(self, instance, on_data, on_closed, force=False):
+        return self._call(self._open_console, instance, on_data, on_closed, force)
+
     def ping(self):
         d = self._call(lambda conn: conn.getLibVersion())
 
@@ -254,6 +259,14 @@ class LibvirtHypervisor(Service):
                 HypervisorError(f"the libvirt hypervisor for {self.uri} is not running")
             )
         return deferToThreadPool(self._reactor, self._pool, self._with_connection, f, *args)
+
+    def _run_on_worker(self, f):
+        """
+        Run C{f()} on the worker thread without touching the connection; C{None} when stopped.
+        """
+        if self._pool is None:
+            return None
+        return deferToThreadPool(self._reactor, self._pool, f)
 
     def _deliver(self, event: LifecycleEvent) -> None:
         if not self.running:
@@ -436,6 +449,42 @@ class LibvirtHypervisor(Service):
             if _error_code(e) == libvirt.VIR_ERR_NO_DOMAIN:  # undefined meanwhile
                 raise NoSuchInstance(instance) from None
             raise
+
+    def _open_console(self, conn, instance: str, on_data, on_closed, force: bool):
+        dom = self._lookup(conn, instance)
+        try:
+            if not dom.isActive():
+                raise ConsoleUnavailable(f"instance {instance} is not running")
+            stream = conn.newStream(libvirt.VIR_STREAM_NONBLOCK)
+        except libvirt.libvirtError as e:
+            if _error_code(e) == libvirt.VIR_ERR_NO_DOMAIN:
+                raise NoSuchInstance(instance) from None
+            raise
+        flags = libvirt.VIR_DOMAIN_CONSOLE_FORCE if force else 0
+        try:
+            dom.openConsole(None, stream, flags)
+        except libvirt.libvirtError as e:
+            try:
+                stream.abort()
+            except libvirt.libvirtError:
+                pass
+            if _error_code(e) == libvirt.VIR_ERR_NO_DOMAIN:
+                raise NoSuchInstance(instance) from None
+            if _is_connection_error(conn, e):
+                raise  # _with_connection reopens the connection and tries once more
+            raise ConsoleUnavailable(
+                f"cannot open the serial console of {instance}: {_message(e)}") from None
+        console = LibvirtConsole(self._reactor, stream, on_data, on_closed, self._run_on_worker)
+        try:
+            console.start()
+        except libvirt.libvirtError as e:
+            try:
+                stream.abort()
+            except libvirt.libvirtError:
+                pass
+            raise ConsoleUnavailable(
+                f"cannot read the serial console of {instance}: {_message(e)}") from None
+        return console
 
     def _list_active(self, conn) -> list[DomainInfo]:
         infos = []

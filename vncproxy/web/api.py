@@ -4,6 +4,9 @@ The token API (listener C{api}): JSON over HTTP, API-key authenticated.
 Routes (see the README and INTERFACE for the full contract)::
 
     POST /v1/instances/{instance}/console_access_token   IBM VPC shape: mint a token
+    GET  /v1/instances/{instance}/console_log[?tail=N]    serial console log (raw bytes)
+    DELETE /v1/instances/{instance}/console_log           clear it
+    GET|DELETE /1.0/instances/{name}/console              the same, LXD shape
     GET  /healthz                                         liveness and libvirt connectivity (no key)
 
 Every handler raises L{ApiError} for a refusal; one renderer turns it into
@@ -20,6 +23,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from vncproxy.hypervisor import HypervisorError, NoSuchInstance
+from vncproxy.serial.manager import SerialUnavailable, capturable
+from vncproxy.serial.hub import HubBusy, HubFull
 from vncproxy.sessions import LimitReached
 from vncproxy.web.auth import presented_key
 from vncproxy.web.errors import ApiError, read_json_object, render_error, render_json
@@ -50,6 +55,10 @@ class ApiResource(Resource):
         self._routes = [
             ("POST", re.compile(r"/v1/instances/([^/]+)/console_access_token"),
              self._grant_ibm, True),
+            ("GET", re.compile(r"/v1/instances/([^/]+)/console_log"), self._get_log, True),
+            ("DELETE", re.compile(r"/v1/instances/([^/]+)/console_log"), self._clear_log, True),
+            ("GET", re.compile(r"/1\.0/instances/([^/]+)/console"), self._get_log, True),
+            ("DELETE", re.compile(r"/1\.0/instances/([^/]+)/console"), self._clear_log_lxd, True),
             ("GET", re.compile(r"/healthz"), self._healthz, False),
         ]
 
@@ -59,6 +68,11 @@ class ApiResource(Resource):
 
         def respond(result):
             code, body = result
+            if isinstance(body, bytes):  # raw bytes (console logs)
+                request.setResponseCode(code)
+                request.setHeader(b"content-type", b"application/octet-stream")
+                request.setHeader(b"cache-control", b"no-store")
+                return body
             return render_json(request, code, body)
 
         def fail(failure):
@@ -125,24 +139,30 @@ class ApiResource(Resource):
         force = body.get("force", False)
         if not isinstance(force, bool):
             raise ApiError(400, "force must be true or false")
-        if console_type == "serial":
-            raise ApiError(501, "serial consoles are not implemented yet")
+        read_only = body.get("read_only", False)
+        if not isinstance(read_only, bool):
+            raise ApiError(400, "read_only must be true or false")
+        if read_only and console_type != "serial":
+            raise ApiError(400, "read_only applies to serial consoles only")
         info = yield self._describe_running(instance)
-        if info.vnc is None:
+        if console_type == "serial":
+            self._check_serial(info, force, read_only)
+        elif info.vnc is None:
             raise ApiError(409, f"instance {instance} has no VNC console")
         try:
             self._ctx.sessions.check(info.uuid, console_type)
         except LimitReached as e:
             raise ApiError(409, str(e)) from None
         secret, grant = self._ctx.tokens.mint(
-            info.uuid, console_type, force=force, caller=caller, instance_name=info.name)
+            info.uuid, console_type, force=force, caller=caller, instance_name=info.name,
+            read_only=read_only)
         self._log.info(
             "granted {console_type} token {grant_id} for {instance} to {caller}",
             console_type=console_type, grant_id=grant.id, instance=info.uuid, caller=caller,
             event="grant")
         href = (f"{self._ctx.config.websocket_base_url}/v1/instances/{info.uuid}/console"
                 f"?access_token={secret}")
-        return 200, {
+        response = {
             "access_token": secret,
             "console_type": console_type,
             "created_at": _iso(grant.created_at),
@@ -150,6 +170,69 @@ class ApiResource(Resource):
             "force": force,
             "href": href,
         }
+        if read_only:
+            response["read_only"] = True
+        return 200, response
+
+    def _check_serial(self, info, force, read_only):
+        """
+        Refuse a serial token that could not attach now (409), as IBM does at grant time.
+        """
+        if not capturable(info):
+            raise ApiError(409, f"instance {info.name} has no serial console")
+        if self._ctx.serial is None:
+            raise ApiError(501, "serial consoles are not enabled")
+        try:
+            self._ctx.serial.check_attach(info.uuid, interactive=not read_only, force=force)
+        except SerialUnavailable as e:
+            raise ApiError(409, f"{e} for instance {info.name}") from None
+        except HubBusy:
+            raise ApiError(409, "serial console in use (force: true takes it over, "
+                                "read_only: true watches)") from None
+        except HubFull as e:
+            raise ApiError(409, str(e)) from None
+
+    # -- serial console logs -----------------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def _console_log(self, instance):
+        if self._ctx.serial is None:
+            raise ApiError(501, "serial consoles are not enabled")
+        try:
+            info = yield self._ctx.hypervisor.describe(instance)
+        except NoSuchInstance:
+            raise ApiError(404, f"instance {instance} not found") from None
+        except HypervisorError:
+            self._log.failure("hypervisor lookup of {instance} failed", instance=instance)
+            raise ApiError(503, "hypervisor unavailable") from None
+        return info
+
+    @defer.inlineCallbacks
+    def _get_log(self, request, caller, instance):
+        tail = None
+        raw = request.args.get(b"tail")
+        if raw:
+            text = raw[0].decode("ascii", "replace")
+            if not text.isdigit():
+                raise ApiError(400, "tail must be a number of bytes")
+            tail = int(text)
+        info = yield self._console_log(instance)
+        return 200, self._ctx.serial.log(info.uuid).tail(tail)
+
+    @defer.inlineCallbacks
+    def _clear_log(self, request, caller, instance):
+        info = yield self._console_log(instance)
+        self._ctx.serial.clear(info.uuid)
+        self._log.info("serial console log of {instance} cleared by {caller}",
+                       instance=info.uuid, caller=caller, event="clear_log")
+        return 204, b""
+
+    @defer.inlineCallbacks
+    def _clear_log_lxd(self, request, caller, instance):
+        yield self._clear_log(request, caller, instance)
+        # LXD's synchronous response envelope.
+        return 200, {"type": "sync", "status": "Success", "status_code": 200,
+                     "operation": "", "error_code": 0, "error": "", "metadata": {}}
 
     @defer.inlineCallbacks
     def _healthz(self, request, caller):

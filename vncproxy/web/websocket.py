@@ -11,7 +11,8 @@ Paths (INTERFACE.md)::
 Everything is decided in C{onConnect}, before the upgrade, so a refusal is a plain HTTP status:
 403 for a foreign Origin, 401 for a bad, used or expired token, 409 when the instance is at its
 session limit. Frames are binary; the C{binary} subprotocol is selected only when offered (modern
-noVNC offers none).
+noVNC offers none). A serial token attaches a L{SerialSession} (text frames count as their UTF-8
+bytes); its refusals (console busy, viewer limit, not captured) are 409 as well.
 """
 
 import re
@@ -23,6 +24,7 @@ from autobahn.websocket.types import ConnectionDeny
 from twisted.logger import Logger
 
 from vncproxy.closecodes import CloseCode
+from vncproxy.serial.session import SerialRefused, SerialSession
 from vncproxy.sessions import LimitReached
 from vncproxy.tokens import TokenRejected
 from vncproxy.vnc import VncSession
@@ -151,8 +153,8 @@ class ConsoleServerProtocol(WebSocketServerProtocol):
             self._log.info("refused console connection from {peer}: token {grant_id} is for "
                            "another instance", peer=peer, grant_id=grant.id, event="refusal")
             raise ConnectionDeny(401, "token invalid")
-        if grant.console_type != "vnc":
-            raise ConnectionDeny(501, "serial consoles are not implemented yet")
+        if grant.console_type == "serial":
+            return self._admit_serial(ctx, grant, peer, request)
         self._session = VncSession(ctx, grant, _WebSocketViewer(self), peer)
         try:
             ctx.sessions.admit(grant.instance_uuid, "vnc", self._session)
@@ -161,6 +163,18 @@ class ConsoleServerProtocol(WebSocketServerProtocol):
             self._log.info("refused console connection from {peer}: {reason}",
                            peer=peer, reason=str(e), event="refusal")
             raise ConnectionDeny(409, "limit reached") from None
+        self._grant = grant
+        return "binary" if "binary" in request.protocols else None
+
+    def _admit_serial(self, ctx, grant, peer, request):
+        session = SerialSession(ctx, grant, _WebSocketViewer(self), peer)
+        try:
+            session.admit()
+        except SerialRefused as e:
+            self._log.info("refused serial connection from {peer}: {reason}",
+                           peer=peer, reason=e.message, event="refusal")
+            raise ConnectionDeny(e.status, e.message) from None
+        self._session = session
         self._grant = grant
         return "binary" if "binary" in request.protocols else None
 
@@ -193,6 +207,17 @@ class _WebSocketViewer:
     def send(self, data):
         if data and self._protocol.state == WebSocketServerProtocol.STATE_OPEN:
             self._protocol.sendMessage(data, isBinary=True)
+
+    def send_chunk(self, chunk):
+        """
+        Send a serial hub chunk, framed once for all viewers (an Autobahn prepared message kept
+        in the chunk).
+        """
+        protocol = self._protocol
+        if protocol.state == WebSocketServerProtocol.STATE_OPEN:
+            if chunk.cache is None:
+                chunk.cache = protocol.factory.prepareMessage(chunk.data, isBinary=True)
+            protocol.sendPreparedMessage(chunk.cache)
 
     def close(self, code, reason):
         protocol = self._protocol

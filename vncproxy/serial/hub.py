@@ -1,0 +1,467 @@
+"""
+L{SerialHub}: one instance's serial console shared by many viewers.
+
+::
+
+    source (IConsoleSource) --data--> hub --> ConsoleLog (every byte, always)
+          ^                            |----> scrollback ring (last N bytes)
+          |                            '----> viewer 1 queue -> sink 1 (WebSocket)
+          '------- input <-- writer         viewer 2 queue -> sink 2 ...
+
+Rules:
+
+ - The source is never paused for a viewer: the guest must not stall and the log must stay
+   complete. Each viewer has its own queue, used only while its transport pushes back (its
+   buffer is full and it paused us as its producer). A viewer more than C{queue_limit} bytes
+   behind has C{grace} seconds to catch up; one more than twice that behind, or still behind
+   after the grace, is disconnected with L{CloseCode.SLOW_VIEWER}. The others never notice.
+ - At most one viewer is interactive (the writer); its input goes to the source, everyone
+   else's is dropped (read-only viewers; this also keeps their terminals' answers to the
+   guest's cursor-position requests off the console). A new interactive viewer is refused
+   (L{HubBusy}) unless it forces its way in, which closes the current writer with
+   L{CloseCode.TAKEN_OVER}.
+ - A viewer first receives the scrollback (the last C{scrollback} bytes, cut at a line start
+   when it was truncated), then live output, with nothing lost or repeated in between.
+ - The source may come and go (the domain restarts, the console is reopened); viewers stay.
+   While the guest-bound buffer of the source is full, the writer's transport is paused.
+
+A sink (the viewer's side of the hub) has C{send(chunk)} (a L{Chunk}), C{close(code, detail)}
+(the hub ends it; it has already forgotten the viewer), C{pause_reading()},
+C{resume_reading()}, and C{network_transport}: an L{IConsumer} whose buffer throttles delivery
+(C{None}: the sink takes everything at once).
+"""
+
+from collections import deque
+
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from vncproxy.closecodes import CloseCode
+
+#: Largest chunk made when a lagging viewer's queue is coalesced on resume.
+_BATCH = 64 * 1024
+#: How far into a truncated scrollback to look for a line start.
+_LINE_SEARCH = 4096
+
+
+class HubBusy(Exception):
+    """
+    An interactive viewer is attached and the newcomer did not ask to take over.
+    """
+
+
+class HubFull(Exception):
+    """
+    The instance has as many viewers as allowed.
+    """
+
+
+class Chunk:
+    """
+    A piece of console output on its way to every viewer.
+
+    @ivar data: the bytes.
+    @ivar cache: free for sinks to keep an encoded form shared by all of them (a WebSocket
+        frame made once for N viewers).
+    """
+
+    __slots__ = ("data", "cache")
+
+    def __init__(self, data):
+        self.data = bytes(data)
+        self.cache = None
+
+    def __len__(self):
+        return len(self.data)
+
+
+@implementer(IPushProducer)
+class Viewer:
+    """
+    One viewer's place at the hub, returned by L{SerialHub.join}. Also the producer registered
+    with the viewer's transport, so that a full transport buffer pauses delivery to this viewer
+    only.
+
+    @ivar interactive: whether this viewer is the writer (or was, before a takeover).
+    """
+
+    def __init__(self, hub, sink, interactive):
+        self.hub = hub
+        self.sink = sink
+        self.interactive = interactive
+        self.bytes_sent = 0
+        self.bytes_typed = 0
+        self.bytes_dropped = 0
+        self._queue = deque()
+        self._queued = 0
+        self._opened = False
+        self._paused = False
+        self._gone = False
+        self._grace_call = None
+        self._transport = None
+
+    def __repr__(self):
+        kind = "writer" if self.is_writer else "viewer"
+        return f"<Viewer {kind} of {self.hub.instance} queued={self._queued}>"
+
+    @property
+    def is_writer(self):
+        return self.hub.writer is self
+
+    @property
+    def queued(self):
+        """
+        Bytes waiting for this viewer.
+        """
+        return self._queued
+
+    # -- the sink's side -----------------------------------------------------------------------
+
+    def open(self):
+        """
+        Start delivering: the scrollback and whatever came since L{SerialHub.join}, then live
+        output.
+        """
+        if self._gone or self._opened:
+            return
+        self._opened = True
+        transport = getattr(self.sink, "network_transport", None)
+        if transport is not None:
+            transport.registerProducer(self, True)
+            self._transport = transport
+        self._drain()
+
+    def write(self, data):
+        """
+        Input from this viewer: sent to the guest if it is the writer, dropped otherwise.
+
+        @return: whether the bytes went to the console.
+        """
+        return self.hub._input(self, data)
+
+    def leave(self):
+        """
+        The viewer went away (or is being closed by its sink): forget it. Idempotent.
+        """
+        if self._gone:
+            return
+        self._gone = True
+        self._cancel_grace()
+        self._queue.clear()
+        self._queued = 0
+        transport, self._transport = self._transport, None
+        if transport is not None and getattr(transport, "producer", None) is self:
+            transport.unregisterProducer()
+        self.hub._forget(self)
+
+    def close(self, code, detail=None):
+        """
+        End this viewer from the hub's side: forget it, then tell its sink.
+        """
+        if self._gone:
+            return
+        self.leave()
+        self.sink.close(code, detail)
+
+    # -- IPushProducer (called by the viewer's transport) --------------------------------------
+
+    def pauseProducing(self):
+        self._paused = True
+
+    def resumeProducing(self):
+        self._paused = False
+        self._drain()
+
+    def stopProducing(self):
+        # The transport is gone; the sink reports that through leave().
+        self._paused = True
+
+    # -- delivery ------------------------------------------------------------------------------
+
+    def _deliver(self, chunk):
+        if self._gone:
+            return
+        if self._opened and not self._paused and not self._queue:
+            self._send(chunk)
+            return
+        self._queue.append(chunk)
+        self._queued += len(chunk)
+        self._check_lag()
+
+    def _send(self, chunk):
+        self.bytes_sent += len(chunk)
+        self.sink.send(chunk)
+
+    def _drain(self):
+        while self._queue and self._opened and not self._paused and not self._gone:
+            chunk = self._queue.popleft()
+            if self._queue and len(chunk) < _BATCH:
+                parts, size = [chunk.data], len(chunk)
+                while self._queue and size + len(self._queue[0]) <= _BATCH:
+                    part = self._queue.popleft().data
+                    parts.append(part)
+                    size += len(part)
+                self._queued -= size
+                chunk = Chunk(b"".join(parts))
+            else:
+                self._queued -= len(chunk)
+            self._send(chunk)
+        self._check_lag()
+
+    def _check_lag(self):
+        if self._gone:
+            return
+        limit = self.hub.queue_limit
+        if self._queued > 2 * limit:
+            self.hub._too_slow(self, f"{self._queued} bytes behind")
+        elif self._queued > limit:
+            if self._grace_call is None:
+                self._grace_call = self.hub.clock.callLater(self.hub.grace, self._grace_over)
+        else:
+            self._cancel_grace()
+
+    def _grace_over(self):
+        self._grace_call = None
+        if not self._gone and self._queued > self.hub.queue_limit:
+            self.hub._too_slow(self, f"still {self._queued} bytes behind after "
+                                     f"{self.hub.grace:g} s")
+
+    def _cancel_grace(self):
+        if self._grace_call is not None and self._grace_call.active():
+            self._grace_call.cancel()
+        self._grace_call = None
+
+
+@implementer(IPushProducer)
+class _InputThrottle:
+    """
+    Registered with the source as its input producer: pauses whichever viewer is the writer
+    while the source's guest-bound buffer is full.
+    """
+
+    def __init__(self, hub):
+        self._hub = hub
+        self.paused = False
+
+    def pauseProducing(self):
+        self.paused = True
+        if self._hub.writer is not None:
+            self._hub.writer.sink.pause_reading()
+
+    def resumeProducing(self):
+        self.paused = False
+        if self._hub.writer is not None:
+            self._hub.writer.sink.resume_reading()
+
+    def stopProducing(self):
+        self.resumeProducing()
+
+
+class SerialHub:
+    """
+    @param instance: the instance UUID (for logs).
+    @param clock: an L{IReactorTime} (slow-viewer grace timers).
+    @param log: a L{vncproxy.serial.capture.ConsoleLog}, or C{None} to keep no log.
+    @param scrollback: bytes of recent output kept for new viewers (0: none).
+    @param queue_limit: bytes a viewer may lag before its grace period starts (at least
+        C{scrollback}).
+    @param grace: seconds a viewer may stay over C{queue_limit}.
+    @param max_viewers: most viewers at once, interactive and read-only together.
+
+    @ivar bytes_from_guest: output received from the source since the hub was made.
+    """
+
+    _log = Logger()
+
+    def __init__(self, instance, clock, log=None, scrollback=64 * 1024,
+                 queue_limit=1024 * 1024, grace=5.0, max_viewers=16):
+        self.instance = instance
+        self.clock = clock
+        self.log = log
+        self.scrollback = scrollback
+        # A new viewer's scrollback must never count as lagging.
+        self.queue_limit = max(queue_limit, scrollback)
+        self.grace = grace
+        self.max_viewers = max_viewers
+        self.bytes_from_guest = 0
+        self.bytes_to_guest = 0
+        self._viewers = []
+        self._writer = None
+        self._source = None
+        self._throttle = _InputThrottle(self)
+        self._ring = deque()
+        self._ring_size = 0
+        self._ring_truncated = False
+
+    def __repr__(self):
+        return f"<SerialHub {self.instance} viewers={len(self._viewers)}>"
+
+    @property
+    def writer(self):
+        """
+        The interactive L{Viewer}, or C{None}.
+        """
+        return self._writer
+
+    @property
+    def viewers(self):
+        return list(self._viewers)
+
+    @property
+    def source(self):
+        return self._source
+
+    # -- the source ------------------------------------------------------------------------------
+
+    def attach_source(self, source):
+        """
+        Take input from now on to C{source} (an L{IConsoleSource}); its output must be wired to
+        L{source_data}. Replaces any previous source (without closing it).
+        """
+        self.detach_source()
+        self._source = source
+        self._throttle.paused = False
+        source.registerProducer(self._throttle, True)
+
+    def detach_source(self, source=None):
+        """
+        Forget the source (it ended or is being closed); input is dropped until another is
+        attached. With C{source}, only if that is the current one.
+        """
+        current = self._source
+        if current is None or (source is not None and source is not current):
+            return
+        self._source = None
+        try:
+            current.unregisterProducer()
+        except Exception:
+            pass
+        if self._throttle.paused:
+            self._throttle.resumeProducing()
+
+    def source_data(self, data):
+        """
+        Output from the guest: log it, remember it, send it to every viewer. Never raises (the
+        source must keep reading whatever a viewer does).
+        """
+        if not data:
+            return
+        self.bytes_from_guest += len(data)
+        if self.log is not None:
+            self.log.write(data)
+        chunk = Chunk(data)
+        self._remember(chunk)
+        for viewer in list(self._viewers):
+            try:
+                viewer._deliver(chunk)
+            except Exception:
+                self._log.failure("serial viewer of {instance} failed; dropping it",
+                                  instance=self.instance)
+                viewer.leave()
+
+    # -- scrollback ----------------------------------------------------------------------------
+
+    def _remember(self, chunk):
+        if self.scrollback <= 0:
+            return
+        self._ring.append(chunk.data)
+        self._ring_size += len(chunk)
+        while self._ring and self._ring_size - len(self._ring[0]) >= self.scrollback:
+            self._ring_size -= len(self._ring.popleft())
+            self._ring_truncated = True
+
+    def recent_output(self):
+        """
+        The scrollback a new viewer receives: at most C{scrollback} bytes, starting at a line
+        start when older output was cut off (and a line start is near).
+        """
+        data = b"".join(self._ring)
+        truncated = self._ring_truncated
+        if len(data) > self.scrollback:
+            data = data[-self.scrollback:]
+            truncated = True
+        if truncated:
+            newline = data.find(b"\n", 0, _LINE_SEARCH)
+            if newline >= 0:
+                data = data[newline + 1:]
+        return data
+
+    def clear_scrollback(self):
+        self._ring.clear()
+        self._ring_size = 0
+        self._ring_truncated = False
+
+    # -- viewers ---------------------------------------------------------------------------------
+
+    def check(self, interactive, force=False):
+        """
+        Whether a viewer could join now.
+
+        @raise HubBusy: C{interactive} without C{force} while a writer is attached.
+        @raise HubFull: at C{max_viewers} (a forced takeover replaces the writer, so it fits).
+        """
+        if interactive and self._writer is not None:
+            if not force:
+                raise HubBusy("an interactive serial session is active")
+            return
+        if len(self._viewers) >= self.max_viewers:
+            raise HubFull(f"serial viewer limit reached ({self.max_viewers})")
+
+    def join(self, sink, interactive=True, force=False):
+        """
+        Add a viewer; it receives nothing before L{Viewer.open}, and then the scrollback first.
+        With C{interactive} and C{force}, the current writer is closed (TAKEN_OVER).
+
+        @raise HubBusy: see L{check}.
+        @raise HubFull: see L{check}.
+        @return: its L{Viewer}.
+        """
+        self.check(interactive, force)
+        viewer = Viewer(self, sink, interactive)
+        if interactive and self._writer is not None:
+            old = self._writer
+            self._log.info("serial console of {instance} taken over by a forced session",
+                           instance=self.instance)
+            old.close(CloseCode.TAKEN_OVER, "another session took the console over")
+        recent = self.recent_output()
+        if recent:
+            viewer._deliver(Chunk(recent))
+        self._viewers.append(viewer)
+        if interactive:
+            self._writer = viewer
+            if self._throttle.paused:
+                sink.pause_reading()
+        return viewer
+
+    def close_viewers(self, code, detail=None):
+        """
+        Close every viewer (the instance stopped, the service stops).
+        """
+        for viewer in list(self._viewers):
+            viewer.close(code, detail)
+
+    def _forget(self, viewer):
+        if viewer in self._viewers:
+            self._viewers.remove(viewer)
+        if self._writer is viewer:
+            self._writer = None
+            if self._throttle.paused:
+                viewer.sink.resume_reading()
+
+    def _too_slow(self, viewer, detail):
+        self._log.info("serial viewer of {instance} disconnected: too slow ({detail})",
+                       instance=self.instance, detail=detail)
+        viewer.close(CloseCode.SLOW_VIEWER, detail)
+
+    def _input(self, viewer, data):
+        if viewer is not self._writer or viewer._gone or not data:
+            viewer.bytes_dropped += len(data)
+            return False
+        if self._source is None:
+            viewer.bytes_dropped += len(data)
+            return False
+        viewer.bytes_typed += len(data)
+        self.bytes_to_guest += len(data)
+        self._source.write(data)
+        return True

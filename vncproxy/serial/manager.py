@@ -1,0 +1,393 @@
+"""
+L{SerialManager}: which domains' serial consoles are captured, from what, and when.
+
+Capture is not tied to viewers. QEMU drops a PTY's output while nobody holds it, so the
+console is opened as soon as the domain runs::
+
+    service start        list_active() -> open every console (force: we are its reader)
+    STARTED event        describe() -> open the new console (force); a new start is a new PTY
+    console ends         (takeover by another client, libvirtd restart, EOF) -> after 1 s,
+      by itself          2 s, ... 30 s: describe(); still running -> reopen *without* force
+                         (an operator's "virsh console --force" keeps the console until they
+                         leave, then capture resumes); not running -> as STOPPED
+    REBOOTED event       nothing: same QEMU process, same PTY, viewers stay attached
+    STOPPED, CRASHED     close the console and every viewer (INSTANCE_STOPPED); the log and
+                         the scrollback stay (the hub waits for the next start)
+    UNDEFINED            as STOPPED, and the hub is dropped (the log files stay)
+
+Where output comes from is one function, chosen by C{[serial] source}: C{libvirt}
+(L{IHypervisor.open_console}: a libvirt stream, works for a non-root service) or C{pty}
+(L{PtySource} on the C{/dev/pts/N} path from the domain XML: root only).
+
+Each open attempt carries a generation number: results and data of an attempt that was
+superseded (the domain restarted meanwhile, it stopped) are ignored and its source closed.
+"""
+
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from vncproxy.closecodes import CloseCode
+from vncproxy.hypervisor import ConsoleUnavailable, LifecycleKind, NoSuchInstance
+from vncproxy.serial.capture import ConsoleLog
+from vncproxy.serial.hub import HubBusy, HubFull, SerialHub
+from vncproxy.serial.pty import PtySource
+
+_RETRY_MIN = 1.0
+_RETRY_MAX = 30.0
+_STOPPING = {LifecycleKind.STOPPED, LifecycleKind.CRASHED, LifecycleKind.UNDEFINED}
+
+
+def capturable(info):
+    """
+    Whether a domain has a serial console we capture: a PTY (C{/dev/pts/N}). A
+    C{<serial type='dev'>} naming a host device (C{/dev/ttyS1}) is never touched.
+    """
+    return bool(info.serial_pty) and info.serial_pty.startswith("/dev/pts/")
+
+
+class SerialUnavailable(Exception):
+    """
+    A viewer cannot attach: the instance is not captured (not running, no serial console).
+    """
+
+
+class _Capture:
+    """
+    The capture of one running domain.
+    """
+
+    def __init__(self, uuid, name):
+        self.uuid = uuid
+        self.name = name
+        self.info = None
+        self.source = None
+        self.generation = 0
+        self.retry = None
+        self.delay = _RETRY_MIN
+        self.failing = False
+
+    def cancel_retry(self):
+        if self.retry is not None and self.retry.active():
+            self.retry.cancel()
+        self.retry = None
+
+
+class SerialManager(Service):
+    """
+    @param config: the L{vncproxy.config.Config} (C{serial_*} keys).
+    @param reactor: the reactor (time; file descriptors for the C{pty} source).
+    @param hypervisor: the L{IHypervisor}.
+    @param open_source: C{open_source(info, on_data, on_closed, force)} returning an
+        L{IConsoleSource} or a L{Deferred} of one; by default chosen by C{config.serial_source}.
+    """
+
+    _log = Logger()
+
+    def __init__(self, config, reactor, hypervisor, open_source=None):
+        self._config = config
+        self._reactor = reactor
+        self._hypervisor = hypervisor
+        self._open_source = open_source or {
+            "libvirt": self._open_libvirt,
+            "pty": self._open_pty,
+        }[config.serial_source]
+        self._captures = {}  # uuid -> _Capture, for running domains
+        self._hubs = {}  # uuid -> SerialHub, kept across restarts of the domain
+        self._logs = {}  # uuid -> ConsoleLog
+        self._unsubscribe = None
+        self._initial = None
+
+    # -- service ---------------------------------------------------------------------------------
+
+    def startService(self):
+        super().startService()
+        self._unsubscribe = self._hypervisor.subscribe(self._lifecycle)
+        self._scan()
+
+    def stopService(self):
+        super().stopService()
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        if self._initial is not None and self._initial.active():
+            self._initial.cancel()
+        for capture in list(self._captures.values()):
+            self._release(capture)
+        self._captures.clear()
+        for log in self._logs.values():
+            log.close()
+
+    def _scan(self):
+        self._initial = None
+        d = self._hypervisor.list_active()
+
+        def found(infos):
+            for info in infos:
+                if capturable(info) and info.uuid not in self._captures:
+                    self._begin(info, force=True)
+
+        def failed(f):
+            if not self.running:
+                return
+            self._log.warn("cannot list domains to capture their serial consoles ({error}); "
+                           "retrying in {delay} s", error=f.getErrorMessage(), delay=_RETRY_MAX)
+            self._initial = self._reactor.callLater(_RETRY_MAX, self._scan)
+
+        d.addCallbacks(found, failed)
+        d.addErrback(lambda f: self._log.failure("serial capture scan failed", f))
+
+    # -- what the web layer asks -----------------------------------------------------------------
+
+    def hub(self, uuid):
+        """
+        The hub viewers of a captured instance attach to, or C{None} when it is not captured.
+        """
+        if uuid in self._captures:
+            return self._hubs[uuid]
+        return None
+
+    def check_attach(self, uuid, interactive, force=False):
+        """
+        Refuse early (when a token is requested) what L{attach} would refuse.
+
+        @raise SerialUnavailable: the instance is not captured.
+        @raise HubBusy: an interactive session exists and C{force} is false.
+        @raise HubFull: the instance has C{max_viewers} viewers.
+        """
+        hub = self.hub(uuid)
+        if hub is None:
+            raise SerialUnavailable("serial console not available")
+        hub.check(interactive, force)
+
+    def attach(self, uuid, sink, interactive, force=False):
+        """
+        Join a viewer to the instance's hub (see L{SerialHub.join}).
+
+        @raise SerialUnavailable: the instance is not captured.
+        """
+        hub = self.hub(uuid)
+        if hub is None:
+            raise SerialUnavailable("serial console not available")
+        return hub.join(sink, interactive, force)
+
+    def log(self, uuid):
+        """
+        The L{ConsoleLog} of an instance (whether or not it runs).
+        """
+        log = self._logs.get(uuid)
+        if log is None:
+            log = ConsoleLog(self._config.serial_log_path, uuid, self._config.serial_log_size,
+                             self._config.serial_log_files)
+            self._logs[uuid] = log
+        return log
+
+    def clear(self, uuid):
+        """
+        Clear an instance's log and scrollback.
+        """
+        self.log(uuid).clear()
+        hub = self._hubs.get(uuid)
+        if hub is not None:
+            hub.clear_scrollback()
+
+    def is_captured(self, uuid):
+        """
+        Whether a console source is attached right now.
+        """
+        capture = self._captures.get(uuid)
+        return capture is not None and capture.source is not None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def _lifecycle(self, event):
+        if event.kind == LifecycleKind.STARTED:
+            self._started(event.uuid, event.name)
+        elif event.kind in _STOPPING:
+            self._stopped(event.uuid, undefined=event.kind == LifecycleKind.UNDEFINED)
+        elif event.kind == LifecycleKind.REBOOTED:
+            self._log.debug("{instance} rebooted: serial capture continues", instance=event.uuid)
+
+    def _started(self, uuid, name):
+        # Known at once, so that a viewer arriving right after the start finds the hub.
+        capture = self._capture_for(uuid, name)
+        capture.generation += 1
+        generation = capture.generation
+        d = self._hypervisor.describe(uuid)
+
+        def described(info):
+            if self._captures.get(uuid) is not capture or capture.generation != generation:
+                return
+            if not info.active:
+                self._stopped(uuid)
+            elif not capturable(info):
+                self._log.debug("{instance} has no serial console to capture", instance=uuid)
+                self._drop_capture(capture)
+            else:
+                self._begin(info, force=True)
+
+        def failed(f):
+            if self._captures.get(uuid) is not capture or capture.generation != generation:
+                return
+            if f.check(NoSuchInstance):
+                self._stopped(uuid, undefined=True)
+                return
+            self._log.warn("cannot describe started instance {instance}: {error}",
+                           instance=uuid, error=f.getErrorMessage())
+            self._schedule_retry(capture)
+
+        d.addCallbacks(described, failed)
+        d.addErrback(lambda f: self._log.failure("serial capture of {instance} failed", f,
+                                                 instance=uuid))
+
+    def _stopped(self, uuid, undefined=False):
+        capture = self._captures.pop(uuid, None)
+        hub = self._hubs.get(uuid)
+        if capture is not None:
+            self._release(capture)
+            self._log.info("serial capture of {instance} ended: instance stopped", instance=uuid)
+        if hub is not None:
+            hub.close_viewers(CloseCode.INSTANCE_STOPPED)
+            if undefined:
+                del self._hubs[uuid]
+        log = self._logs.get(uuid)
+        if log is not None:
+            log.close()
+            if undefined:
+                del self._logs[uuid]
+
+    def _capture_for(self, uuid, name):
+        capture = self._captures.get(uuid)
+        if capture is None:
+            capture = self._captures[uuid] = _Capture(uuid, name)
+        if uuid not in self._hubs:
+            c = self._config
+            self._hubs[uuid] = SerialHub(
+                uuid, self._reactor, log=self.log(uuid), scrollback=c.serial_scrollback,
+                queue_limit=c.serial_viewer_queue, grace=c.serial_slow_viewer_grace,
+                max_viewers=c.serial_max_viewers)
+        return capture
+
+    def _drop_capture(self, capture):
+        if self._captures.get(capture.uuid) is capture:
+            del self._captures[capture.uuid]
+        self._release(capture)
+
+    def _release(self, capture):
+        capture.generation += 1
+        capture.cancel_retry()
+        source, capture.source = capture.source, None
+        if source is not None:
+            self._hubs[capture.uuid].detach_source(source)
+            source.close()
+
+    # -- opening and reopening -------------------------------------------------------------------
+
+    def _begin(self, info, force):
+        capture = self._capture_for(info.uuid, info.name)
+        capture.info = info
+        self._open(capture, force)
+
+    def _open(self, capture, force):
+        self._release(capture)
+        generation = capture.generation
+        hub = self._hubs[capture.uuid]
+
+        def current():
+            return self._captures.get(capture.uuid) is capture and capture.generation == generation
+
+        def on_data(data):
+            if current():
+                hub.source_data(data)
+
+        def on_closed(reason):
+            if not current() or capture.source is None:
+                return
+            source, capture.source = capture.source, None
+            hub.detach_source(source)
+            self._log.info("serial console of {instance} lost ({reason}); reopening",
+                           instance=capture.uuid, reason=reason)
+            capture.generation += 1
+            self._schedule_retry(capture)
+
+        def opened(source):
+            if not current():
+                source.close()
+                return
+            capture.source = source
+            capture.delay = _RETRY_MIN
+            hub.attach_source(source)
+            if capture.failing:
+                capture.failing = False
+                self._log.info("serial capture of {instance} resumed", instance=capture.uuid)
+            else:
+                self._log.info("capturing the serial console of {instance} ({name})",
+                               instance=capture.uuid, name=capture.name)
+
+        def failed(f):
+            if not current():
+                return
+            if f.check(NoSuchInstance):
+                self._stopped(capture.uuid, undefined=True)
+                return
+            if not capture.failing:
+                capture.failing = True
+                self._log.warn("cannot open the serial console of {instance}: {error}; "
+                               "retrying", instance=capture.uuid, error=f.getErrorMessage())
+            self._schedule_retry(capture)
+
+        d = defer.maybeDeferred(self._open_source, capture.info, on_data, on_closed, force)
+        d.addCallbacks(opened, failed)
+        d.addErrback(lambda f: self._log.failure("serial capture of {instance} failed", f,
+                                                 instance=capture.uuid))
+
+    def _schedule_retry(self, capture):
+        if not self.running:
+            return
+        capture.cancel_retry()
+        delay, capture.delay = capture.delay, min(capture.delay * 2, _RETRY_MAX)
+        capture.retry = self._reactor.callLater(delay, self._retry, capture)
+
+    def _retry(self, capture):
+        capture.retry = None
+        if self._captures.get(capture.uuid) is not capture:
+            return
+        capture.generation += 1
+        generation = capture.generation
+        d = self._hypervisor.describe(capture.uuid)
+
+        def described(info):
+            if self._captures.get(capture.uuid) is not capture or capture.generation != generation:
+                return
+            if not info.active:
+                self._stopped(capture.uuid)
+            elif not capturable(info):
+                self._drop_capture(capture)
+            else:
+                capture.info = info
+                self._open(capture, force=False)
+
+        def failed(f):
+            if self._captures.get(capture.uuid) is not capture or capture.generation != generation:
+                return
+            if f.check(NoSuchInstance):
+                self._stopped(capture.uuid, undefined=True)
+            else:
+                self._schedule_retry(capture)
+
+        d.addCallbacks(described, failed)
+        d.addErrback(lambda f: self._log.failure("serial capture of {instance} failed", f,
+                                                 instance=capture.uuid))
+
+    # -- the two sources ---------------------------------------------------------------------------
+
+    def _open_libvirt(self, info, on_data, on_closed, force):
+        return self._hypervisor.open_console(info.uuid, on_data, on_closed, force=force)
+
+    def _open_pty(self, info, on_data, on_closed, force):
+        if not capturable(info):
+            raise ConsoleUnavailable(f"{info.serial_pty} is not a PTY")
+        return PtySource(self._reactor, info.serial_pty, on_data, on_closed)
+
+
+__all__ = ["HubBusy", "HubFull", "SerialManager", "SerialUnavailable", "capturable"]
