@@ -42,6 +42,7 @@ class _Driver:
     def __init__(self):
         self._fds: list[int] = []
         self._defined: list[str] = []
+        self.leaders: dict[str, int] = {}  # follower path -> leader fd (the "QEMU" side)
 
     def unique_name(self, label: str = "vm") -> str:
         return f"contract-{label}-{uuid.uuid4().hex[:10]}"
@@ -52,7 +53,9 @@ class _Driver:
         """
         leader, follower = os.openpty()
         self._fds += [leader, follower]
-        return os.ttyname(follower)
+        path = os.ttyname(follower)
+        self.leaders[path] = leader
+        return path
 
     def close(self) -> None:
         for fd in self._fds:
@@ -65,7 +68,7 @@ class FakeDriver(_Driver):
 
     def __init__(self):
         super().__init__()
-        self.hypervisor = FakeHypervisor()
+        self.hypervisor = FakeHypervisor(reactor)
 
     def define_and_start(self, name, vnc_port, vnc_password, serial_path) -> str:
         info = self.hypervisor.add_domain(

@@ -5,8 +5,12 @@ Synchronous: the fake's Deferreds have already fired.
 
 import pytest
 from twisted.internet import defer
+from twisted.internet.testing import MemoryReactorClock
+
+from tests.support.ptypair import PtyPair
 
 from vncproxy.hypervisor import (
+    ConsoleUnavailable,
     DomainState,
     HypervisorError,
     LifecycleEvent,
@@ -139,3 +143,52 @@ def test_unavailable(fake):
     assert result_of(fake.ping()) is False
     fake.available = True
     assert result_of(fake.ping()) is True
+
+
+@pytest.fixture
+def pty():
+    pair = PtyPair()
+    yield pair
+    pair.close()
+
+
+def test_console_is_exclusive_unless_forced(pty):
+    """
+    Like libvirt: while one client holds the console, another open fails unless forced; a
+    forced open ends the first one (its on_closed is called).
+    """
+    hv = FakeHypervisor(MemoryReactorClock())
+    hv.add_domain("vm1", serial_pty=pty.path)
+    first_closed = []
+    first = result_of(hv.open_console("vm1", lambda d: None, first_closed.append))
+    failure = result_of(hv.open_console("vm1", lambda d: None, lambda r: None))
+    assert failure.check(ConsoleUnavailable)
+    second = result_of(hv.open_console("vm1", lambda d: None, lambda r: None, force=True))
+    assert first_closed == ["console taken over by another client"]
+    assert first.disconnected and not second.disconnected
+    second.close()
+
+
+def test_console_ends_when_the_domain_stops(pty):
+    """
+    Stopping the domain ends its console (on_closed), as QEMU exiting does.
+    """
+    hv = FakeHypervisor(MemoryReactorClock())
+    hv.add_domain("vm1", serial_pty=pty.path)
+    closed = []
+    source = result_of(hv.open_console("vm1", lambda d: None, closed.append))
+    hv.set_state("vm1", S.SHUTOFF)
+    assert closed == ["console closed"] and source.disconnected
+
+
+def test_console_needs_a_reactor_and_a_pty(pty):
+    """
+    Without a reactor, or for a domain without a serial PTY, open_console is ConsoleUnavailable.
+    """
+    hv = FakeHypervisor()
+    hv.add_domain("vm1", serial_pty=pty.path)
+    hv.add_domain("vm2")
+    assert result_of(hv.open_console("vm1", None, None)).check(ConsoleUnavailable)
+    hv = FakeHypervisor(MemoryReactorClock())
+    hv.add_domain("vm2")
+    assert result_of(hv.open_console("vm2", None, None)).check(ConsoleUnavailable)

@@ -7,6 +7,8 @@ behaviour asserted here, so that it holds for libvirt too.
 """
 
 import inspect
+import os
+import select
 import uuid
 
 import pytest
@@ -17,6 +19,7 @@ from twisted.python import threadable
 from zope.interface.verify import verifyObject
 
 from vncproxy.hypervisor import (
+    ConsoleUnavailable,
     DomainInfo,
     DomainState,
     HypervisorError,
@@ -27,7 +30,7 @@ from vncproxy.hypervisor import (
 )
 from vncproxy.hypervisor.fake import FakeHypervisor
 from vncproxy.hypervisor.libvirt_adapter import LibvirtHypervisor
-from vncproxy.interfaces import IHypervisor
+from vncproxy.interfaces import IConsoleSource, IHypervisor
 
 
 def _start_one(world, label="vm", port=5907, password="s3cret-pw"):
@@ -197,6 +200,56 @@ def test_list_active_lists_only_active_domains(world):
     assert stopped_uuid not in by_uuid
     assert by_uuid[running_uuid] == (yield world.hypervisor.describe(running))
     assert all(info.active for info in infos)
+
+
+@pytest.mark.parametrize("instance", ["contract-no-such-domain", str(uuid.uuid4())])
+@pytest_twisted.inlineCallbacks
+def test_open_console_of_unknown_fails_with_no_such_instance(world, instance):
+    """
+    Opening the console of an unknown domain fails with NoSuchInstance.
+    """
+    with pytest.raises(NoSuchInstance):
+        yield world.hypervisor.open_console(instance, lambda data: None, lambda reason: None)
+
+
+@pytest_twisted.inlineCallbacks
+def test_open_console_of_stopped_domain_is_unavailable(world):
+    """
+    A stopped domain has no console to open: ConsoleUnavailable (a HypervisorError).
+    """
+    name, _, _ = _start_one(world)
+    world.destroy(name)
+    with pytest.raises(ConsoleUnavailable):
+        yield world.hypervisor.open_console(name, lambda data: None, lambda reason: None,
+                                            force=True)
+
+
+@pytest_twisted.inlineCallbacks
+def test_open_console_of_running_domain(world, wait_until):
+    """
+    A running domain's console delivers what its PTY prints and sends what is written, until
+    closed; libvirt's test:///default cannot open consoles at all and says so with
+    ConsoleUnavailable (the real libvirt path is covered end to end against QEMU).
+    """
+    name, _, pty = _start_one(world)
+    got = []
+    if world.kind == "libvirt":
+        with pytest.raises(ConsoleUnavailable, match="not supported"):
+            yield world.hypervisor.open_console(name, got.append, lambda reason: None)
+        return
+    console = yield world.hypervisor.open_console(name, got.append, lambda reason: None)
+    assert verifyObject(IConsoleSource, console)
+    leader = world.leaders[pty]
+    os.write(leader, b"[guest /]# ")
+    yield wait_until(lambda: b"".join(got) == b"[guest /]# ")
+    console.write(b"uname\r")
+    yield wait_until(lambda: _readable(leader))
+    assert os.read(leader, 100) == b"uname\r"
+    console.close()
+
+
+def _readable(fd):
+    return bool(select.select([fd], [], [], 0)[0])
 
 
 @pytest_twisted.inlineCallbacks

@@ -23,8 +23,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from vncproxy.hypervisor import HypervisorError, NoSuchInstance
-from vncproxy.serial.manager import SerialUnavailable, capturable
 from vncproxy.serial.hub import HubBusy, HubFull
+from vncproxy.serial.manager import SerialUnavailable, capturable
 from vncproxy.sessions import LimitReached
 from vncproxy.web.auth import presented_key
 from vncproxy.web.errors import ApiError, read_json_object, render_error, render_json
