@@ -11,6 +11,8 @@ import pytest_twisted
 from twisted.internet import reactor
 
 from tests.support.fakevnc import FakeVncFactory
+from tests.support.ptypair import PtyPair
+from tests.support.serialclient import FakeShell
 from vncproxy import config
 from vncproxy.hypervisor import VncEndpoint
 from vncproxy.hypervisor.fake import FakeHypervisor
@@ -26,6 +28,16 @@ def free_port():
 
 
 @dataclass
+class SerialGuest:
+    """A domain "ser1" whose serial PTY is a real PTY pair with a fake shell on the other end."""
+
+    name: str
+    uuid: str
+    pty: PtyPair
+    shell: FakeShell
+
+
+@dataclass
 class Proxy:
     service: ConsoleProxyService
     hypervisor: FakeHypervisor
@@ -37,11 +49,11 @@ class Proxy:
 
 
 @pytest.fixture
-def proxy():
+def proxy(tmp_path):
     fake_vnc = FakeVncFactory(password=b"secret1")
     vnc_listener = reactor.listenTCP(0, fake_vnc, interface="127.0.0.1")
     vnc_port = vnc_listener.getHost().port
-    hypervisor = FakeHypervisor()
+    hypervisor = FakeHypervisor(reactor)
     hypervisor.add_domain("vm1", uuid="6f1b3c55-2f0e-4b8e-9a57-1f2d3c4b5a69",
                           vnc=VncEndpoint(host="127.0.0.1", port=vnc_port, password="secret1"))
     hypervisor.add_domain("off1", state="shutoff")
@@ -51,6 +63,7 @@ def proxy():
         console_listen=f"tcp:{console_port}:interface=127.0.0.1",
         vnc_handshake_timeout=5.0,
         vnc_connect_timeout=2.0,
+        state_dir=str(tmp_path / "state"),
     )
     service = ConsoleProxyService(cfg, reactor, hypervisor, [API_KEY])
     service.startService()
@@ -58,3 +71,17 @@ def proxy():
                 f"http://127.0.0.1:{api_port}", f"ws://127.0.0.1:{console_port}")
     pytest_twisted.blockon(service.stopService())
     pytest_twisted.blockon(vnc_listener.stopListening())
+
+
+@pytest.fixture
+def serial_guest(proxy):
+    """
+    Starts "ser1" (after the service, as a real domain start): the service captures its PTY.
+    """
+    pty = PtyPair()
+    shell = FakeShell(pty, prompt=b"[ser1 /]# ").start()
+    info = proxy.hypervisor.add_domain("ser1", uuid="0c3a0a6e-8f57-4c43-9c0b-5d4f1e0d2b11",
+                                       serial_pty=pty.path)
+    yield SerialGuest("ser1", info.uuid, pty, shell)
+    shell.stop()
+    pty.close()
