@@ -90,6 +90,7 @@ SCHEMA = {
     ("vnc", "handshake_timeout"): ("vnc_handshake_timeout", _positive(float), "15"),
     ("service", "state_dir"): ("state_dir", str, "/var/lib/consoleproxy"),
     ("serial", "source"): ("serial_source", _one_of("libvirt", "pty"), "libvirt"),
+    ("serial", "domains"): ("serial_domains", _words, "*"),
     ("serial", "log_dir"): ("serial_log_dir", str, ""),
     ("serial", "log_size"): ("serial_log_size", _at_least(int, 4096), "1048576"),
     ("serial", "log_files"): ("serial_log_files", _at_least(int, 0), "2"),
@@ -119,6 +120,7 @@ class Config:
     vnc_handshake_timeout: float
     state_dir: str
     serial_source: str
+    serial_domains: tuple
     serial_log_dir: str
     serial_log_size: int
     serial_log_files: int

@@ -7,6 +7,8 @@ Fixtures:
     testbed    -> testbed.Testbed (skips unless root with libvirtd and QEMU; with
                   CONSOLEPROXY_REQUIRE_E2E=1, as in CI, it fails instead of skipping)
     vnc_guest  -> testbed.Guest, one booted guest with VNC password "secret1"
+    serial_guest -> testbed.Guest, defined but NOT started (a serial test starts it once its
+                  service runs, so that the whole boot is captured); undefined at the end
 
 Knobs (mainly to check the skip/fail logic): CONSOLEPROXY_E2E_LIBVIRTD (libvirtd binary,
 default /usr/sbin/libvirtd), CONSOLEPROXY_E2E_LIBVIRT_SOCK (socket of a running daemon,
@@ -106,6 +108,18 @@ def vnc_guest(testbed):
     name = f"{E2E_PREFIX}vnc-{os.getpid()}"
     try:
         guest = testbed.make_guest(name, vnc_password="secret1")
+    except BaseException:
+        testbed.remove_guest(name)
+        raise
+    yield guest
+    guest.undefine()
+
+
+@pytest.fixture(scope="session")
+def serial_guest(testbed):
+    name = f"{E2E_PREFIX}serial-{os.getpid()}"
+    try:
+        guest = testbed.make_guest(name, vnc_password=None, start=False)
     except BaseException:
         testbed.remove_guest(name)
         raise

@@ -23,6 +23,8 @@ def free_port():
 
 class ServiceProcess:
     """
+    Settings are keyword arguments SECTION__KEY=VALUE (e.g. serial__domains="cp-e2e-serial-*").
+
     @ivar api_url: the token API's base URL.
     @ivar ws_url: the console listener's ws:// base URL.
     @ivar key: the API key.
@@ -44,6 +46,9 @@ class ServiceProcess:
             "console": {"public_url": f"http://127.0.0.1:{self.console_port}"},
             "api": {"keys_file": str(keys)},
             "service": {"state_dir": str(self.workdir / "state")},
+            # Capture no serial console unless a test names its guests: libvirtd is shared, and
+            # other people's guests (and their tests' consoles) are not ours to open.
+            "serial": {"domains": ""},
         }
         for dotted, value in settings.items():
             section, key = dotted.split("__", 1)

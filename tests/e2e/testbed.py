@@ -149,11 +149,12 @@ class Testbed:
 
     # -- guests ------------------------------------------------------------------------
     def make_guest(self, name: str, vnc_password: str | None = "secret1", mem_mib: int = 128,
-                   timeout: float = 120) -> "Guest":
+                   timeout: float = 120, start: bool = True) -> "Guest":
         """Define and start guest NAME, wait for its shell prompt on the serial console.
 
         An existing guest of ours with that name is reused when it runs with the same
         password and memory, and replaced otherwise. A domain that is not ours: RuntimeError.
+        With start=False the guest is only defined (stopped); call guest.start() later.
         """
         xml = self.domain_xml(name, vnc_password, mem_mib)
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -165,7 +166,7 @@ class Testbed:
             if dom is not None:
                 if not _is_ours(dom):
                     raise RuntimeError(f"domain {name} exists and is not tagged {TAG}; not touching it")
-                if dom.isActive() and _params(dom) == (vnc_password, mem_mib):
+                if start and dom.isActive() and _params(dom) == (vnc_password, mem_mib):
                     guest = Guest(self, name, vnc_password)
                     guest.refresh()
                     guest.wait_for_serial(guest.prompt, timeout)
@@ -175,7 +176,10 @@ class Testbed:
                 dom.undefine()
             conn.defineXML(xml)
         guest = Guest(self, name, vnc_password)
-        guest.start(timeout=timeout)
+        if start:
+            guest.start(timeout=timeout)
+        else:
+            guest.refresh()
         return guest
 
     def guest(self, name: str) -> "Guest":

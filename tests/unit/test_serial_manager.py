@@ -315,3 +315,22 @@ def test_pty_source_opens_the_path_itself(tmp_path):
         assert source.disconnected
     finally:
         pty.close()
+
+
+def test_only_selected_domains_are_captured(tmp_path):
+    """[serial] domains selects by name or UUID pattern; others are never opened, and an empty
+    setting captures nothing."""
+    reactor = MemoryReactorClock()
+    hv = FakeHypervisor(reactor)
+    hv.add_domain("web-1", serial_pty="/dev/pts/1")
+    hv.add_domain("db-1", uuid=UUID, serial_pty="/dev/pts/2")
+    other = hv.add_domain("other", serial_pty="/dev/pts/3")
+    for patterns, expected in [(("web-*", UUID.upper()), ["web-1", "db-1"]), ((), [])]:
+        opener = Opener()
+        cfg = config.defaults(serial_log_dir=str(tmp_path), serial_domains=patterns)
+        manager = SerialManager(cfg, reactor, hv, open_source=opener)
+        manager.startService()
+        hv.emit(LifecycleEvent(other.uuid, "other", LifecycleKind.STARTED))
+        assert sorted(c["info"].name for c in opener.calls) == sorted(expected)
+        assert manager.hub(other.uuid) is None
+        manager.stopService()

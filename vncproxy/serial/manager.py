@@ -23,6 +23,8 @@ Each open attempt carries a generation number: results and data of an attempt th
 superseded (the domain restarted meanwhile, it stopped) are ignored and its source closed.
 """
 
+import fnmatch
+
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -38,12 +40,23 @@ _RETRY_MAX = 30.0
 _STOPPING = {LifecycleKind.STOPPED, LifecycleKind.CRASHED, LifecycleKind.UNDEFINED}
 
 
-def capturable(info):
+def capturable(info, patterns=("*",)):
     """
-    Whether a domain has a serial console we capture: a PTY (C{/dev/pts/N}). A
-    C{<serial type='dev'>} naming a host device (C{/dev/ttyS1}) is never touched.
+    Whether a domain has a serial console we capture: a PTY (C{/dev/pts/N}), and its name or
+    UUID matches one of C{patterns} (C{[serial] domains}). A C{<serial type='dev'>} naming a host
+    device (C{/dev/ttyS1}) is never touched.
     """
-    return bool(info.serial_pty) and info.serial_pty.startswith("/dev/pts/")
+    if not info.serial_pty or not info.serial_pty.startswith("/dev/pts/"):
+        return False
+    return selected(info.name, info.uuid, patterns)
+
+
+def selected(name, uuid, patterns):
+    """
+    Whether C{[serial] domains} selects the domain named C{name} with UUID C{uuid}.
+    """
+    return any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(uuid, p.lower())
+               for p in patterns)
 
 
 class SerialUnavailable(Exception):
@@ -124,7 +137,7 @@ class SerialManager(Service):
 
         def found(infos):
             for info in infos:
-                if capturable(info) and info.uuid not in self._captures:
+                if self.capturable(info) and info.uuid not in self._captures:
                     self._begin(info, force=True)
 
         def failed(f):
@@ -138,6 +151,12 @@ class SerialManager(Service):
         d.addErrback(lambda f: self._log.failure("serial capture scan failed", f))
 
     # -- what the web layer asks -----------------------------------------------------------------
+
+    def capturable(self, info):
+        """
+        Whether this service captures (and serves) the serial console of the domain C{info}.
+        """
+        return capturable(info, self._config.serial_domains)
 
     def hub(self, uuid):
         """
@@ -201,6 +220,8 @@ class SerialManager(Service):
     # -- lifecycle -------------------------------------------------------------------------------
 
     def _lifecycle(self, event):
+        if not selected(event.name, event.uuid, self._config.serial_domains):
+            return
         if event.kind == LifecycleKind.STARTED:
             self._started(event.uuid, event.name)
         elif event.kind in _STOPPING:
@@ -220,7 +241,7 @@ class SerialManager(Service):
                 return
             if not info.active:
                 self._stopped(uuid)
-            elif not capturable(info):
+            elif not self.capturable(info):
                 self._log.debug("{instance} has no serial console to capture", instance=uuid)
                 self._drop_capture(capture)
             else:
@@ -361,7 +382,7 @@ class SerialManager(Service):
                 return
             if not info.active:
                 self._stopped(capture.uuid)
-            elif not capturable(info):
+            elif not self.capturable(info):
                 self._drop_capture(capture)
             else:
                 capture.info = info
@@ -385,7 +406,7 @@ class SerialManager(Service):
         return self._hypervisor.open_console(info.uuid, on_data, on_closed, force=force)
 
     def _open_pty(self, info, on_data, on_closed, force):
-        if not capturable(info):
+        if not self.capturable(info):
             raise ConsoleUnavailable(f"{info.serial_pty} is not a PTY")
         return PtySource(self._reactor, info.serial_pty, on_data, on_closed)
 

@@ -178,10 +178,13 @@ class ApiResource(Resource):
         """
         Refuse a serial token that could not attach now (409), as IBM does at grant time.
         """
-        if not capturable(info):
-            raise ApiError(409, f"instance {info.name} has no serial console")
         if self._ctx.serial is None:
             raise ApiError(501, "serial consoles are not enabled")
+        if not capturable(info):
+            raise ApiError(409, f"instance {info.name} has no serial console")
+        if not self._ctx.serial.capturable(info):
+            raise ApiError(409, f"serial console of instance {info.name} is not served here "
+                                "([serial] domains)")
         try:
             self._ctx.serial.check_attach(info.uuid, interactive=not read_only, force=force)
         except SerialUnavailable as e:
