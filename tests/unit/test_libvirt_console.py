@@ -8,8 +8,9 @@ against QEMU (tests/e2e/test_serial_e2e.py).
 import libvirt
 import pytest
 from twisted.internet import defer
+from twisted.internet.task import Clock
 
-from vncproxy.hypervisor.libvirt_console import HIGH_WATER, LibvirtConsole
+from vncproxy.hypervisor.libvirt_console import HIGH_WATER, POLL_INTERVAL, LibvirtConsole
 
 R = libvirt.VIR_STREAM_EVENT_READABLE
 W = libvirt.VIR_STREAM_EVENT_WRITABLE
@@ -63,18 +64,19 @@ class FakeStream:
         self.callback(self, events, None)
 
 
-class Reactor:
-    """callFromThread queues; run() plays the reactor thread."""
+class Reactor(Clock):
+    """callFromThread queues; run() plays the reactor thread; callLater on a test clock."""
 
     def __init__(self):
-        self.calls = []
+        super().__init__()
+        self.from_threads = []
 
     def callFromThread(self, f, *args):
-        self.calls.append((f, args))
+        self.from_threads.append((f, args))
 
     def run(self):
-        while self.calls:
-            f, args = self.calls.pop(0)
+        while self.from_threads:
+            f, args = self.from_threads.pop(0)
             f(*args)
 
 
@@ -109,9 +111,31 @@ def test_output_is_delivered_in_one_batch_per_reactor_turn(parts):
     stream.fire(R)
     stream.incoming = [b" 6.1\r\n"]
     stream.fire(R)
-    assert len(reactor.calls) == 1  # one flush scheduled for both events
+    assert len(reactor.from_threads) == 1  # one flush scheduled for both events
     reactor.run()
     assert data == [b"Linux version 6.1\r\n"] and closed == []
+
+
+def test_busy_output_is_collected_by_polling_not_by_waking_the_reactor(parts):
+    """After the first wake-up, output that keeps coming is collected every POLL_INTERVAL
+    without further cross-thread calls; once a collection finds nothing, the next output wakes
+    the reactor at once again."""
+    console, stream, reactor, data, closed = parts
+    stream.incoming = [b"1\r\n"]
+    stream.fire(R)
+    reactor.run()
+    for n in range(2, 6):
+        stream.incoming = [b"%d\r\n" % n]
+        stream.fire(R)
+    assert reactor.from_threads == []  # no wake-ups while busy
+    reactor.advance(POLL_INTERVAL)
+    assert data == [b"1\r\n", b"2\r\n3\r\n4\r\n5\r\n"]
+    reactor.advance(POLL_INTERVAL)  # nothing came: idle again
+    stream.incoming = [b"6\r\n"]
+    stream.fire(R)
+    assert len(reactor.from_threads) == 1
+    reactor.run()
+    assert data[-1] == b"6\r\n"
 
 
 def test_eof_ends_the_console_once(parts):

@@ -495,3 +495,35 @@ def test_pty_source_refuses_what_it_cannot_open(reactor, tmp_path):
     plain.write_bytes(b"")
     with pytest.raises(ConsoleUnavailable, match="is not a terminal"):
         PtySource(reactor, str(plain), None, None)
+
+
+def test_output_in_quick_succession_is_batched(reactor, tmp_path):
+    """With a batch interval, the first output after a quiet spell goes out at once (an echo is
+    never delayed); what follows within the interval goes out as one chunk when it ends."""
+    log = ConsoleLog(str(tmp_path), UUID, 1 << 20, 2)
+    hub = SerialHub(UUID, reactor, log=log, batch_interval=0.02)
+    sink = Sink()
+    hub.join(sink).open()
+    hub.source_data(b"e")
+    assert [c.data for c in sink.chunks] == [b"e"]
+    for part in (b"ch", b"o hi", b"\r\n"):
+        hub.source_data(part)
+    assert len(sink.chunks) == 1 and log.tail() == b"e"
+    reactor.advance(0.02)
+    assert [c.data for c in sink.chunks] == [b"e", b"cho hi\r\n"]
+    assert log.tail() == b"echo hi\r\n"
+    reactor.advance(1.0)
+    hub.source_data(b"[guest /]# ")
+    assert sink.chunks[-1].data == b"[guest /]# "
+
+
+def test_pending_output_goes_out_before_viewers_are_closed(reactor):
+    """Power-off closes viewers only after the last gathered output reached them."""
+    hub = SerialHub(UUID, reactor, batch_interval=0.02)
+    sink = Sink()
+    hub.join(sink).open()
+    hub.source_data(b"reboot: ")
+    hub.source_data(b"Power down\r\n")
+    hub.close_viewers(CloseCode.INSTANCE_STOPPED)
+    assert bytes(sink.received) == b"reboot: Power down\r\n"
+    assert sink.closed[0] == CloseCode.INSTANCE_STOPPED

@@ -268,6 +268,8 @@ class SerialHub:
         C{scrollback}).
     @param grace: seconds a viewer may stay over C{queue_limit}.
     @param max_viewers: most viewers at once, interactive and read-only together.
+    @param batch_interval: seconds over which output arriving in quick succession is gathered
+        into one log write and one frame per viewer (0: none).
 
     @ivar bytes_from_guest: output received from the source since the hub was made.
     """
@@ -275,7 +277,7 @@ class SerialHub:
     _log = Logger()
 
     def __init__(self, instance, clock, log=None, scrollback=64 * 1024,
-                 queue_limit=1024 * 1024, grace=5.0, max_viewers=16):
+                 queue_limit=1024 * 1024, grace=5.0, max_viewers=16, batch_interval=0.0):
         self.instance = instance
         self.clock = clock
         self.log = log
@@ -284,6 +286,7 @@ class SerialHub:
         self.queue_limit = max(queue_limit, scrollback)
         self.grace = grace
         self.max_viewers = max_viewers
+        self.batch_interval = batch_interval
         self.bytes_from_guest = 0
         self.bytes_to_guest = 0
         self._viewers = []
@@ -293,6 +296,9 @@ class SerialHub:
         self._ring = deque()
         self._ring_size = 0
         self._ring_truncated = False
+        self._pending = []
+        self._flush_call = None
+        self._last_flush = None
 
     def __repr__(self):
         return f"<SerialHub {self.instance} viewers={len(self._viewers)}>"
@@ -332,6 +338,7 @@ class SerialHub:
         current = self._source
         if current is None or (source is not None and source is not current):
             return
+        self.flush()
         self._source = None
         try:
             current.unregisterProducer()
@@ -344,10 +351,38 @@ class SerialHub:
         """
         Output from the guest: log it, remember it, send it to every viewer. Never raises (the
         source must keep reading whatever a viewer does).
+
+        With a C{batch_interval}, output is passed on at once when the previous batch is at
+        least that old (an echoed keystroke is never delayed), else gathered until it is: the
+        guest's UART delivers a few bytes at a time, and one log write and one frame per viewer
+        for each of them would cost far more than the bytes.
         """
         if not data:
             return
         self.bytes_from_guest += len(data)
+        self._pending.append(data)
+        if self._flush_call is not None:
+            return
+        now = self.clock.seconds()
+        if self._last_flush is None or now - self._last_flush >= self.batch_interval:
+            self.flush()
+        else:
+            self._flush_call = self.clock.callLater(
+                self._last_flush + self.batch_interval - now, self.flush)
+
+    def flush(self):
+        """
+        Pass on the output gathered so far (see L{source_data}).
+        """
+        if self._flush_call is not None:
+            if self._flush_call.active():
+                self._flush_call.cancel()
+            self._flush_call = None
+        if not self._pending:
+            return
+        data = b"".join(self._pending) if len(self._pending) > 1 else self._pending[0]
+        self._pending = []
+        self._last_flush = self.clock.seconds()
         if self.log is not None:
             self.log.write(data)
         chunk = Chunk(data)
@@ -436,8 +471,9 @@ class SerialHub:
 
     def close_viewers(self, code, detail=None):
         """
-        Close every viewer (the instance stopped, the service stops).
+        Close every viewer (the instance stopped, the service stops), after the last output.
         """
+        self.flush()
         for viewer in list(self._viewers):
             viewer.close(code, detail)
 

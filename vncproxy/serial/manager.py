@@ -35,6 +35,9 @@ from vncproxy.serial.capture import ConsoleLog
 from vncproxy.serial.hub import HubBusy, HubFull, SerialHub
 from vncproxy.serial.pty import PtySource
 
+#: Output arriving faster than this is passed on in batches (see SerialHub.source_data): at most
+#: 50 log writes and frames per viewer per second, and a keystroke's echo is never delayed.
+BATCH_INTERVAL = 0.02
 _RETRY_MIN = 1.0
 _RETRY_MAX = 30.0
 _STOPPING = {LifecycleKind.STOPPED, LifecycleKind.CRASHED, LifecycleKind.UNDEFINED}
@@ -286,7 +289,7 @@ class SerialManager(Service):
             self._hubs[uuid] = SerialHub(
                 uuid, self._reactor, log=self.log(uuid), scrollback=c.serial_scrollback,
                 queue_limit=c.serial_viewer_queue, grace=c.serial_slow_viewer_grace,
-                max_viewers=c.serial_max_viewers)
+                max_viewers=c.serial_max_viewers, batch_interval=BATCH_INTERVAL)
         return capture
 
     def _drop_capture(self, capture):
