@@ -5,7 +5,8 @@ setup(
     name="consoleproxy",
     version="0.1.0",
     description="Hypervisor-side console proxy for virtual machines (VNC over WebSocket, serial)",
-    packages=["vncproxy", "vncproxy.rfb", "vncproxy.web", "vncproxy.hypervisor", "twisted.plugins"],
+    packages=["vncproxy", "vncproxy.rfb", "vncproxy.web", "vncproxy.hypervisor", "vncproxy.serial",
+              "twisted.plugins"],
     package_data={"vncproxy": ["default.conf"], "twisted": ["plugins/consoleproxy.py"]},
     python_requires=">=3.11",
     install_requires=[

@@ -169,7 +169,8 @@ def main(reactor, args):
     for r in results:
         print(f"{r['label']:<14} {r['viewers']:>7} {r['bytes']:>9} {r['wall']:>7.1f} "
               f"{r['bytes'] / r['wall'] / 1024:>7.1f} {r['cpu']:>6.2f} "
-              f"{100 * r['cpu'] / r['wall']:>5.1f}% {r['main']:>6.2f} {r['lost']:>5} {r['mismatched']:>6} "
+              f"{100 * r['cpu'] / r['wall']:>5.1f}% {r['main']:>6.2f} {r['lost']:>5} "
+              f"{r['mismatched']:>6} "
               f"{r['disconnects']:>6} {str(r['log_matches_reference']):>7}")
     print(f"(service log and state: {work})")
     if any(r["lost"] or r["mismatched"] or r["disconnects"] or not r["log_matches_reference"]
@@ -179,7 +180,8 @@ def main(reactor, args):
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--viewers", type=int, default=100, help="read-only viewers (plus 1 writer)")
+    parser.add_argument("--viewers", type=int, default=100,
+                        help="read-only viewers (plus 1 writer)")
     parser.add_argument("--lines", type=int, default=100_000, help="seq 1 LINES")
     parser.add_argument("--source", choices=("libvirt", "pty"), default="libvirt",
                         help="[serial] source of the service")

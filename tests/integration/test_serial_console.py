@@ -79,7 +79,8 @@ def test_attach_shows_recent_output_then_echoes_what_is_typed(proxy, serial_gues
         client.disconnect()
         return body
     body = yield in_thread(scenario)
-    assert set(body) == {"access_token", "console_type", "created_at", "expires_at", "force", "href"}
+    assert set(body) == {"access_token", "console_type", "created_at", "expires_at", "force",
+                         "href"}
     assert body["console_type"] == "serial"
     assert body["href"].startswith(f"{proxy.service.ctx.config.websocket_base_url}/v1/instances/"
                                    f"{serial_guest.uuid}/console?access_token=")

@@ -334,3 +334,12 @@ def test_only_selected_domains_are_captured(tmp_path):
         assert sorted(c["info"].name for c in opener.calls) == sorted(expected)
         assert manager.hub(other.uuid) is None
         manager.stopService()
+
+
+def test_domains_without_a_serial_pty_leave_nothing_behind(world):
+    """A started domain without a serial PTY is never opened and keeps no hub."""
+    reactor, hv, manager, opener = world
+    manager.startService()
+    info = hv.add_domain("vnc-only", serial_pty=None)
+    assert opener.calls == []
+    assert manager.hub(info.uuid) is None and info.uuid not in manager._hubs

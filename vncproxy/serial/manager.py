@@ -293,9 +293,16 @@ class SerialManager(Service):
         return capture
 
     def _drop_capture(self, capture):
+        """
+        The domain turned out to have no console we capture: forget it (and its hub, unless
+        it holds viewers or scrollback of an earlier start).
+        """
         if self._captures.get(capture.uuid) is capture:
             del self._captures[capture.uuid]
         self._release(capture)
+        hub = self._hubs.get(capture.uuid)
+        if hub is not None and not hub.viewers and not hub.recent_output():
+            del self._hubs[capture.uuid]
 
     def _release(self, capture):
         capture.generation += 1

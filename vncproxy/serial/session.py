@@ -76,7 +76,11 @@ class SerialSession:
             raise SerialRefused(409, "serial console in use") from None
         except HubFull as e:
             raise SerialRefused(409, str(e)) from None
-        self._ctx.sessions.admit(grant.instance_uuid, "serial", self)
+        try:
+            self._ctx.sessions.admit(grant.instance_uuid, "serial", self)
+        except Exception:
+            self._place.leave()
+            raise
         self._log.info(
             "serial session {grant_id} for {instance} from {peer} attached ({mode})",
             grant_id=grant.id, instance=grant.instance_uuid, peer=self._peer,
