@@ -210,6 +210,8 @@ def test_console_log_api(proxy, serial_guest):
             "tail": api.call(f"{base}/{serial_guest.uuid}/console_log?tail=18", key=proxy.key),
             "lxd": api.call(f"{proxy.api_url}/1.0/instances/ser1/console", key=proxy.key),
             "bad_tail": api.call(f"{base}/ser1/console_log?tail=-5", key=proxy.key),
+            "odd_tail": api.call(f"{base}/ser1/console_log?tail=%C2%B2", key=proxy.key),
+            "huge_tail": api.call(f"{base}/ser1/console_log?tail=" + "9" * 5000, key=proxy.key),
             "unknown": api.call(f"{base}/nosuch/console_log", key=proxy.key),
             "no_key": api.call(f"{base}/ser1/console_log"),
             "delete": api.call(f"{base}/ser1/console_log", "DELETE", key=proxy.key),
@@ -224,7 +226,7 @@ def test_console_log_api(proxy, serial_guest):
     assert r["whole"] == (200, b"boot message one\r\nboot message two\r\n")
     assert r["tail"] == (200, b"boot message two\r\n")
     assert r["lxd"] == r["whole"]
-    assert r["bad_tail"][0] == 400
+    assert r["bad_tail"][0] == r["odd_tail"][0] == r["huge_tail"][0] == 400
     assert r["unknown"][0] == 404
     assert r["no_key"][0] == 401
     assert r["delete"] == (204, b"")

@@ -30,6 +30,7 @@ from vncproxy.web.auth import presented_key
 from vncproxy.web.errors import ApiError, read_json_object, render_error, render_json
 
 MAX_BODY = 64 * 1024
+_TAIL = re.compile(r"[0-9]{1,15}")
 
 
 def _iso(timestamp):
@@ -216,7 +217,7 @@ class ApiResource(Resource):
         raw = request.args.get(b"tail")
         if raw:
             text = raw[0].decode("ascii", "replace")
-            if not text.isdigit():
+            if not _TAIL.fullmatch(text):
                 raise ApiError(400, "tail must be a number of bytes")
             tail = int(text)
         info = yield self._console_log(instance)
