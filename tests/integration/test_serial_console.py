@@ -325,3 +325,18 @@ def test_slow_viewer_is_disconnected_and_nobody_else_loses_a_byte(proxy, serial_
     assert CloseCode.SLOW_VIEWER in codes
     log = proxy.service.ctx.serial.log(serial_guest.uuid).tail()
     assert len(log) >= 1024 * 1024 and printed.endswith(log[-len(printed):])
+
+
+@pytest_twisted.inlineCallbacks
+def test_nova_style_path_with_a_serial_token(proxy, serial_guest):
+    """A serial token minted straight from the TokenStore (as Nova's os-getSerialConsole and
+    remote-consoles handlers do) opens the console at /?token=T."""
+    secret, _ = proxy.service.ctx.tokens.mint(serial_guest.uuid, "serial",
+                                              instance_name=serial_guest.name)
+
+    def scenario():
+        client = SerialClient(f"{proxy.ws_url}/?token={secret}")
+        client.type(b"echo via-nova-path\r")
+        client.read_until(b"via-nova-path\r\n")
+        client.disconnect()
+    yield in_thread(scenario)
