@@ -287,7 +287,7 @@ def test_viewer_disconnect_frees_the_writer_slot(proxy, serial_guest):
 
 @pytest_twisted.inlineCallbacks
 def test_slow_viewer_is_disconnected_and_nobody_else_loses_a_byte(proxy, serial_guest):
-    """A viewer that stops reading is closed with 4012 once it lags past its queue for the
+    """A viewer that stops reading is closed with 4013 once it lags past its queue for the
     grace period, while a reading viewer and the log get every byte the guest printed. (A
     viewer that reads nothing cannot read the close frame either: after the close handshake
     timeout its connection is simply dropped; the service logs the code.)"""
