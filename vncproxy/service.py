@@ -16,6 +16,7 @@ from vncproxy.context import ProxyContext
 from vncproxy.hypervisor import LifecycleKind
 from vncproxy.sessions import SessionRegistry
 from vncproxy.tokens import TokenStore
+from vncproxy.vnctls import VncTls
 from vncproxy.web.api import ApiResource
 from vncproxy.web.auth import KeyChecker
 from vncproxy.web.site import ConsoleRoot, make_site, redacted_log_line
@@ -32,6 +33,8 @@ class ConsoleProxyService(MultiService):
     @param hypervisor: an L{IHypervisor} that is also an L{IService} (started and stopped with
         this service).
     @param api_keys: the API keys callers authenticate with.
+    @raise vncproxy.config.ConfigError: when a file the configuration names (TLS CA,
+        certificate, key) cannot be read or parsed.
     """
 
     _log = Logger()
@@ -44,6 +47,7 @@ class ConsoleProxyService(MultiService):
             hypervisor=hypervisor,
             tokens=TokenStore(reactor, config.token_ttl),
             sessions=SessionRegistry(config.max_vnc_sessions),
+            vnc_tls=VncTls.from_config(config),
         )
         self._reactor = reactor
         self._unsubscribe = None
