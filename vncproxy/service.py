@@ -21,6 +21,7 @@ from vncproxy.web.api import ApiResource
 from vncproxy.web.auth import KeyChecker
 from vncproxy.web.site import ConsoleRoot, make_site, redacted_log_line
 from vncproxy.web.websocket import make_factory
+from vncproxy.xvpvnc import XvpVncFactory
 
 # Lifecycle events after which the domain's QEMU process is gone.
 _STOPPING = {LifecycleKind.STOPPED, LifecycleKind.CRASHED, LifecycleKind.UNDEFINED}
@@ -61,6 +62,7 @@ class ConsoleProxyService(MultiService):
         console_site = make_site(ConsoleRoot(WebSocketResource(make_factory(self.ctx, secure))),
                                  reactor=reactor)
         self._listen("console", config.console_listen, console_site)
+        self._listen("xvpvnc", config.xvpvnc_listen, XvpVncFactory(self.ctx))
 
     def _listen(self, name, description, factory):
         service = StreamServerEndpointService(serverFromString(self._reactor, description), factory)
@@ -70,8 +72,9 @@ class ConsoleProxyService(MultiService):
     def startService(self):
         self._unsubscribe = self.ctx.hypervisor.subscribe(self._lifecycle)
         super().startService()
-        self._log.info("consoleproxy started: api {api}, console {console}",
-                       api=self.ctx.config.api_listen, console=self.ctx.config.console_listen)
+        self._log.info("consoleproxy started: api {api}, console {console}, xvpvnc {xvpvnc}",
+                       api=self.ctx.config.api_listen, console=self.ctx.config.console_listen,
+                       xvpvnc=self.ctx.config.xvpvnc_listen)
 
     def _lifecycle(self, event):
         if event.kind in _STOPPING:

@@ -7,6 +7,11 @@ Every grant has a short random C{id} that is safe to log; the token itself never
 
 Time comes from an injected L{IReactorTime}; expired tokens are swept lazily on every mint and
 consume, so the store stays bounded by the number of live tokens.
+
+A C{vnc} grant also carries a one-time 8-character VNC password for native viewers on the
+xvpvnc port. VNC Authentication is a DES challenge-response keyed with the password, so the
+store must keep these passwords themselves (in memory only, never logged); presenting either
+the token or the password consumes the grant.
 """
 
 import hashlib
@@ -16,8 +21,14 @@ from dataclasses import dataclass, field
 from zope.interface import implementer
 
 from vncproxy.interfaces import ITokenStore
+from vncproxy.rfb.vncauth import check_response
 
 CONSOLE_TYPES = ("vnc", "serial")
+
+#: One-time VNC passwords: 8 characters (all VNC Authentication uses) from an alphabet without
+#: look-alikes (0/O, 1/l/I), URL-safe for vnc:// URLs: 57**8, about 2**46.7.
+PASSWORD_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789"
+PASSWORD_LENGTH = 8
 
 
 class TokenRejected(Exception):
@@ -34,6 +45,8 @@ class Grant:
     @ivar id: a short random identifier for logs and audit (not a secret).
     @ivar instance_uuid: the domain the token opens.
     @ivar console_type: C{"vnc"} or C{"serial"}.
+    @ivar vnc_password: for C{vnc} grants, the one-time VNC password for native viewers (kept
+        out of C{repr}); C{None} otherwise.
     """
 
     id: str
@@ -44,6 +57,7 @@ class Grant:
     created_at: float
     expires_at: float
     caller: str | None = field(default=None, compare=False)
+    vnc_password: str | None = field(default=None, compare=False, repr=False)
 
 
 def _digest(secret):
@@ -63,6 +77,7 @@ class TokenStore:
         self._clock = clock
         self.ttl = ttl
         self._grants = {}  # sha256(token) -> Grant
+        self._passwords = {}  # sha256(token) -> one-time VNC password (vnc grants only)
 
     def __len__(self):
         return len(self._grants)
@@ -73,6 +88,7 @@ class TokenStore:
         now = self._clock.seconds()
         self._sweep(now)
         secret = secrets.token_urlsafe(32)
+        password = self._new_password() if console_type == "vnc" else None
         grant = Grant(
             id=secrets.token_hex(6),
             instance_uuid=instance_uuid,
@@ -82,9 +98,20 @@ class TokenStore:
             created_at=now,
             expires_at=now + self.ttl,
             caller=caller,
+            vnc_password=password,
         )
-        self._grants[_digest(secret)] = grant
+        key = _digest(secret)
+        self._grants[key] = grant
+        if password is not None:
+            self._passwords[key] = password
         return secret, grant
+
+    def _new_password(self):
+        live = set(self._passwords.values())
+        while True:  # two live grants must never share a password
+            password = "".join(secrets.choice(PASSWORD_ALPHABET) for _ in range(PASSWORD_LENGTH))
+            if password not in live:
+                return password
 
     def consume(self, secret, now=None):
         if now is None:
@@ -92,12 +119,63 @@ class TokenStore:
         self._sweep(now)
         if not isinstance(secret, str) or not secret:
             raise TokenRejected("token missing")
-        grant = self._grants.pop(_digest(secret), None)
+        key = _digest(secret)
+        grant = self._grants.pop(key, None)
+        self._passwords.pop(key, None)
         if grant is None:
             raise TokenRejected("token invalid, used or expired")
         return grant
+
+    def match_vnc_response(self, challenge, response, now=None):
+        """
+        Find the live grant whose one-time VNC password produced C{response} to C{challenge}
+        (VNC Authentication), without consuming it. Every live password is tried, whatever
+        matches, so the time taken does not depend on which one (if any) does.
+
+        @return: the matching L{Grant}, or C{None}.
+        """
+        if now is None:
+            now = self._clock.seconds()
+        self._sweep(now)
+        found = None
+        for key, password in list(self._passwords.items()):
+            if check_response(password.encode("ascii"), challenge, response):
+                found = self._grants[key]
+        return found
+
+    def consume_grant(self, grant):
+        """
+        Consume a grant found by L{match_vnc_response}: its token and its password stop
+        working.
+
+        @raise TokenRejected: when it was consumed or expired meanwhile.
+        """
+        for key, live in list(self._grants.items()):
+            if live.id == grant.id:
+                del self._grants[key]
+                self._passwords.pop(key, None)
+                return live
+        raise TokenRejected("token invalid, used or expired")
+
+    def revoke_password(self, grant):
+        """
+        Make a grant's one-time VNC password unusable; its token keeps working.
+        """
+        for key, live in self._grants.items():
+            if live.id == grant.id:
+                self._passwords.pop(key, None)
+
+    def password_instances(self, now=None):
+        """
+        @return: the set of instance UUIDs that have a live one-time VNC password.
+        """
+        if now is None:
+            now = self._clock.seconds()
+        self._sweep(now)
+        return {self._grants[key].instance_uuid for key in self._passwords}
 
     def _sweep(self, now):
         expired = [k for k, g in self._grants.items() if g.expires_at <= now]
         for k in expired:
             del self._grants[k]
+            self._passwords.pop(k, None)

@@ -142,7 +142,7 @@ class ApiResource(Resource):
             event="grant")
         href = (f"{self._ctx.config.websocket_base_url}/v1/instances/{info.uuid}/console"
                 f"?access_token={secret}")
-        return 200, {
+        body = {
             "access_token": secret,
             "console_type": console_type,
             "created_at": _iso(grant.created_at),
@@ -150,6 +150,10 @@ class ApiResource(Resource):
             "force": force,
             "href": href,
         }
+        if grant.vnc_password is not None:  # for native viewers on the xvpvnc port
+            body["password"] = grant.vnc_password
+            body["vnc_url"] = self._ctx.config.native_vnc_url(grant.vnc_password)
+        return 200, body
 
     @defer.inlineCallbacks
     def _healthz(self, request, caller):
