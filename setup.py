@@ -23,6 +23,7 @@ setup(
             "pytest-twisted>=1.13",
             "hypothesis>=6.67",
             "websocket-client>=1.2",
+            "vncdotool>=1.2",
         ],
     },
     zip_safe=False,
