@@ -127,9 +127,17 @@ class VncSession:
 
     def close(self, code, detail=None):
         """
-        End the session from our side (instance stopped, service stopping, ...).
+        End the session from our side (instance stopped, service stopping, ...). A native
+        viewer still waiting for its SecurityResult is told why in RFB terms first.
         """
-        self._end(code, detail)
+        machine = self._downstream
+        if (not self._closed and self._refusal is None and machine is not None
+                and machine.state is DownstreamState.AWAIT_AUTH_DECISION):
+            self._refusal = (code, detail)
+            self._drop_qemu()
+            self._downstream_events(machine.reject(reason_for(code, detail)))
+        else:
+            self._end(code, detail)
 
     # -- upstream (QEMU) -------------------------------------------------------------------------
 

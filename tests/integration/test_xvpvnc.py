@@ -436,3 +436,28 @@ def test_native_junk_version_closes(proxy):
         sock.sendall(b"SSH-2.0-OpenSSH\r\n")
         return sock.recv(100)
     assert (yield in_thread(scenario)) == b""
+
+
+@pytest_twisted.inlineCallbacks
+def test_native_viewer_told_when_the_instance_stops_meanwhile(proxy):
+    """A native login waiting for a stalled VNC server hears 'instance stopped' when the VM powers off."""
+    from twisted.internet.protocol import Factory, Protocol
+
+    from vncproxy.hypervisor import DomainState
+
+    silent = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+    proxy.hypervisor.set_consoles("vm1", vnc=VncEndpoint(host="127.0.0.1",
+                                                         port=silent.getHost().port))
+
+    def scenario():
+        body = grant(proxy)
+        viewer = native(proxy)
+        reactor.callFromThread(reactor.callLater, 1.0, proxy.hypervisor.set_state, "vm1",
+                               DomainState.SHUTOFF)
+        with pytest.raises(RfbRefused) as refused:
+            viewer.handshake(password=body["password"].encode())
+        return str(refused.value)
+    try:
+        assert (yield in_thread(scenario)) == "instance stopped"
+    finally:
+        yield silent.stopListening()
