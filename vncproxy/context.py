@@ -22,3 +22,5 @@ class ProxyContext:
     hypervisor: object
     tokens: TokenStore
     sessions: SessionRegistry
+    metrics: object = None
+    limiter: object = None  # FailureLimiter for token redemption failures, per source address

@@ -14,6 +14,8 @@ from twisted.web.server import Site
 from vncproxy.closecodes import CloseCode
 from vncproxy.context import ProxyContext
 from vncproxy.hypervisor import LifecycleKind
+from vncproxy.metrics import Metrics
+from vncproxy.ratelimit import FailureLimiter
 from vncproxy.sessions import SessionRegistry
 from vncproxy.tokens import TokenStore
 from vncproxy.web.api import ApiResource
@@ -38,12 +40,17 @@ class ConsoleProxyService(MultiService):
 
     def __init__(self, config, reactor, hypervisor, api_keys):
         super().__init__()
+        tokens = TokenStore(reactor, config.token_ttl, config.reconnect_grace)
+        sessions = SessionRegistry(config.max_vnc_sessions)
         self.ctx = ProxyContext(
             config=config,
             reactor=reactor,
             hypervisor=hypervisor,
-            tokens=TokenStore(reactor, config.token_ttl),
-            sessions=SessionRegistry(config.max_vnc_sessions),
+            tokens=tokens,
+            sessions=sessions,
+            metrics=Metrics(tokens, sessions),
+            limiter=FailureLimiter(reactor, config.ratelimit_window,
+                                   config.ratelimit_slow_after, config.ratelimit_refuse_after),
         )
         self._reactor = reactor
         self._unsubscribe = None

@@ -24,6 +24,7 @@ from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint, con
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 
+from vncproxy.audit import audit
 from vncproxy.closecodes import CloseCode, reason_for
 from vncproxy.hypervisor import HypervisorError, NoSuchInstance
 from vncproxy.rfb import (
@@ -34,6 +35,7 @@ from vncproxy.rfb import (
     UpstreamHandshake,
 )
 from vncproxy.rfb.wire import client_init
+from vncproxy.sessions import SessionTimer
 
 # Bytes a viewer may send before the downstream handshake starts (it should send none).
 MAX_EARLY_BYTES = 64 * 1024
@@ -87,6 +89,9 @@ class VncSession:
         self._timeout = None
         self._connecting = None
         self._started_at = None
+        self._connect_started = None
+        self._timer = SessionTimer(self._reactor, ctx.config.idle_timeout,
+                                   ctx.config.max_session, lambda code: self._end(code, None))
         self.bytes_to_viewer = 0
         self.bytes_from_viewer = 0
 
@@ -94,12 +99,13 @@ class VncSession:
 
     def start(self):
         self._started_at = self._reactor.seconds()
+        self._timer.start(self._grant.session_started_at)
         self._viewer.pause_reading()
         self._timeout = self._reactor.callLater(
             self._ctx.config.vnc_handshake_timeout, self._handshake_timed_out)
-        self._log.info("vnc session {grant_id} for {instance} from {peer} opening",
-                       grant_id=self._grant.id, instance=self._grant.instance_uuid,
-                       peer=self._peer, event="connect")
+        audit("connect", console_type="vnc", instance=self._grant.instance_uuid,
+              peer=self._peer, grant_id=self._grant.id, caller=self._grant.caller,
+              resumed=self._grant.session_started_at is not None)
         d = defer.maybeDeferred(self._ctx.hypervisor.describe, self._grant.instance_uuid)
         d.addCallback(self._connect)
         d.addErrback(self._connect_failed)
@@ -127,6 +133,7 @@ class VncSession:
             endpoint = HostnameEndpoint(self._reactor, vnc.host, vnc.port, timeout=timeout)
         password = vnc.password.encode("utf-8") if vnc.password else None
         self._upstream = UpstreamHandshake(password=password)
+        self._connect_started = self._reactor.seconds()
         self._connecting = connectProtocol(endpoint, _QemuProtocol(self))
         return self._connecting
 
@@ -157,6 +164,7 @@ class VncSession:
 
     def _qemu_data(self, data):
         if self._relaying:
+            self._timer.activity()
             self.bytes_to_viewer += len(data)
             self._viewer.send(data)
             return
@@ -173,6 +181,8 @@ class VncSession:
             self._qemu.write(out)
         for event in events:
             if isinstance(event, SecurityAccepted):
+                self._ctx.metrics.handshake_seconds.observe(
+                    self._reactor.seconds() - self._connect_started)
                 self._upstream_ready(event.leftover)
             elif isinstance(event, HandshakeFailed):
                 self._log.warn("vnc session {grant_id}: handshake with the VNC server failed: "
@@ -231,6 +241,7 @@ class VncSession:
         if self._closed:
             return
         if self._relaying:
+            self._timer.activity()
             self.bytes_from_viewer += len(data)
             self._qemu.write(data)
             return
@@ -252,11 +263,13 @@ class VncSession:
                 else:
                     self._end(CloseCode.PROTOCOL_ERROR, event.reason)
 
-    def viewer_lost(self):
+    def viewer_lost(self, resumable=False):
         """
-        The viewer went away (closed, or its connection dropped).
+        The viewer went away: it closed, or (C{resumable}) its connection dropped without a
+        close, in which case the token may reopen the console within the reconnect grace.
         """
-        self._end(None, "viewer disconnected")
+        self._end(None, "viewer dropped" if resumable else "viewer closed",
+                  resumable=resumable)
 
     # -- relay -----------------------------------------------------------------------------------
 
@@ -293,11 +306,12 @@ class VncSession:
             self._timeout.cancel()
         self._timeout = None
 
-    def _end(self, code, detail):
+    def _end(self, code, detail, resumable=False):
         if self._closed:
             return
         self._closed = True
         self._cancel_timeout()
+        self._timer.stop()
         if self._connecting is not None:
             self._connecting.cancel()
         if self._relaying:
@@ -310,11 +324,12 @@ class VncSession:
             reason = reason_for(code, detail)
             self._viewer.close(code, reason)
         self._ctx.sessions.release(self._grant.instance_uuid, "vnc", self)
-        duration = self._reactor.seconds() - (self._started_at or self._reactor.seconds())
-        self._log.info(
-            "vnc session {grant_id} for {instance} closed after {duration:.1f}s: {reason} "
-            "({bytes_to_viewer} bytes to viewer, {bytes_from_viewer} from viewer)",
-            grant_id=self._grant.id, instance=self._grant.instance_uuid, duration=duration,
-            reason=reason, code=int(code) if code is not None else None,
-            bytes_to_viewer=self.bytes_to_viewer, bytes_from_viewer=self.bytes_from_viewer,
-            event="close")
+        self._ctx.tokens.release(self._grant, resumable and self._relaying,
+                                 self._timer.started_at)
+        self._ctx.metrics.session_closed("vnc", self.bytes_to_viewer, self.bytes_from_viewer)
+        now = self._reactor.seconds()
+        audit("close", console_type="vnc", instance=self._grant.instance_uuid, peer=self._peer,
+              grant_id=self._grant.id, caller=self._grant.caller,
+              duration=now - (self._started_at or now), reason=reason,
+              code=int(code) if code is not None else None,
+              bytes_to_viewer=self.bytes_to_viewer, bytes_from_viewer=self.bytes_from_viewer)
