@@ -21,8 +21,10 @@ C{resume_reading()} and a C{network_transport} attribute (the transport carrying
 
 from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint, connectProtocol
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from vncproxy.audit import audit
 from vncproxy.closecodes import CloseCode, reason_for
@@ -39,6 +41,15 @@ from vncproxy.sessions import SessionTimer
 
 # Bytes a viewer may send before the downstream handshake starts (it should send none).
 MAX_EARLY_BYTES = 64 * 1024
+# Seconds to wait for libvirt's STOPPED event after QEMU's VNC connection dropped.
+STOP_EVENT_WAIT = 3.0
+
+
+class _Gone:
+    active = False
+
+
+_GONE = _Gone()
 
 
 class _Refused(Exception):
@@ -46,6 +57,27 @@ class _Refused(Exception):
         super().__init__(detail)
         self.code = code
         self.detail = detail
+
+
+@implementer(IPushProducer)
+class _Throttle:
+    """
+    Lets one side's transport throttle the other's reading, and nothing more: when a
+    transport's connection is lost, Twisted calls C{stopProducing} on its producer, which on a
+    raw transport would hang up the other side before the session could tell its viewer why.
+    """
+
+    def __init__(self, transport):
+        self._transport = transport
+
+    def pauseProducing(self):
+        self._transport.pauseProducing()
+
+    def resumeProducing(self):
+        self._transport.resumeProducing()
+
+    def stopProducing(self):
+        pass
 
 
 class _QemuProtocol(Protocol):
@@ -90,6 +122,7 @@ class VncSession:
         self._connecting = None
         self._started_at = None
         self._connect_started = None
+        self._cancel_on_end = None
         self._timer = SessionTimer(self._reactor, ctx.config.idle_timeout,
                                    ctx.config.max_session, lambda code: self._end(code, None))
         self.bytes_to_viewer = 0
@@ -195,9 +228,38 @@ class VncSession:
         if self._closed:
             return
         if self._relaying:
-            self._end(CloseCode.CONSOLE_CLOSED, "VNC server closed the connection")
+            self._upstream_gone()
         elif self._refusal is None:
             self._refuse(CloseCode.CONSOLE_UNAVAILABLE, "VNC server closed the connection")
+
+    def _upstream_gone(self):
+        """
+        QEMU's VNC connection ended mid-session. When the VM was powered off, QEMU's socket
+        closes before libvirt reports the domain stopped (about a second later): ask libvirt,
+        and give the lifecycle event a moment to arrive, so the viewer learns "instance stopped"
+        rather than a bare "console closed".
+        """
+        self._viewer.pause_reading()
+        fallback = self._reactor.callLater(
+            STOP_EVENT_WAIT, self._end, CloseCode.CONSOLE_CLOSED, "VNC server closed the connection")
+
+        self._cancel_on_end = fallback
+
+        def check(info):
+            if not info.active and fallback.active():
+                fallback.cancel()
+                self._end(CloseCode.INSTANCE_STOPPED, None)
+
+        def lookup_failed(failure):
+            if failure.check(NoSuchInstance):
+                check(_GONE)
+            elif not failure.check(HypervisorError):
+                self._log.failure("vnc session {grant_id}: checking the instance failed",
+                                  failure, grant_id=self._grant.id)
+
+        d = defer.maybeDeferred(self._ctx.hypervisor.describe, self._grant.instance_uuid)
+        d.addCallback(check)
+        d.addErrback(lookup_failed)
 
     def _drop_qemu(self):
         if self._qemu is not None:
@@ -287,8 +349,8 @@ class VncSession:
             self._viewer.send(pending)
         # Each side throttles the other: when the viewer's socket buffer fills, reading from
         # QEMU pauses, and the other way round.
-        self._viewer.network_transport.registerProducer(self._qemu, True)
-        self._qemu.registerProducer(self._viewer.network_transport, True)
+        self._viewer.network_transport.registerProducer(_Throttle(self._qemu), True)
+        self._qemu.registerProducer(_Throttle(self._viewer.network_transport), True)
         self._log.info("vnc session {grant_id} relaying for {instance}",
                        grant_id=self._grant.id, instance=self._grant.instance_uuid)
 
@@ -312,6 +374,8 @@ class VncSession:
         self._closed = True
         self._cancel_timeout()
         self._timer.stop()
+        if self._cancel_on_end is not None and self._cancel_on_end.active():
+            self._cancel_on_end.cancel()
         if self._connecting is not None:
             self._connecting.cancel()
         if self._relaying:
