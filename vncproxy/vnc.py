@@ -358,7 +358,9 @@ class VncSession:
 
     def _handshake_timed_out(self):
         self._timeout = None
-        if self._downstream is None:
+        if self._refusal is not None:
+            self._end(*self._refusal)
+        elif self._downstream is None:
             self._refuse(CloseCode.CONSOLE_UNAVAILABLE, "timed out connecting to the VNC server")
         else:
             self._end(CloseCode.PROTOCOL_ERROR, "handshake timed out")
