@@ -247,7 +247,7 @@ class ApiResource(Resource):
         return f"{config.websocket_base_url}/?token={secret}"
 
     def _check_pair(self, protocol, console_type):
-        if protocol not in NOVA_TYPES:
+        if not isinstance(protocol, str) or protocol not in NOVA_TYPES:
             raise ApiError(400, f"invalid protocol {str(protocol)[:20]!r}")
         if console_type not in NOVA_TYPES[protocol]:
             raise ApiError(400, f"console type {str(console_type)[:20]!r} is not valid for "
