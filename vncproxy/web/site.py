@@ -51,7 +51,7 @@ class ConsoleRoot(Resource):
             return self._websocket.render(request)
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
         if is_console_path:
-            request.setResponseCode(426)
+            request.setResponseCode(426, b"Upgrade Required")
             request.setHeader(b"upgrade", b"websocket")
             return b"consoleproxy: this path takes a WebSocket connection with a console token\n"
         request.setResponseCode(404)
