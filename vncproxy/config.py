@@ -84,6 +84,9 @@ SCHEMA = {
     ("ratelimit", "refuse_after"): ("ratelimit_refuse_after", _positive(int), "20"),
     ("vnc", "connect_timeout"): ("vnc_connect_timeout", _positive(float), "10"),
     ("vnc", "handshake_timeout"): ("vnc_handshake_timeout", _positive(float), "15"),
+    ("http", "header_timeout"): ("http_header_timeout", _positive(float), "10"),
+    ("http", "idle_timeout"): ("http_idle_timeout", _positive(float), "60"),
+    ("http", "max_pending_per_address"): ("http_max_pending_per_address", _positive(int), "32"),
     ("service", "state_dir"): ("state_dir", str, "/var/lib/consoleproxy"),
 }
 
@@ -111,6 +114,9 @@ class Config:
     ratelimit_refuse_after: int
     vnc_connect_timeout: float
     vnc_handshake_timeout: float
+    http_header_timeout: float
+    http_idle_timeout: float
+    http_max_pending_per_address: int
     state_dir: str
 
     @property

@@ -9,7 +9,6 @@ from twisted.application.service import MultiService
 from twisted.internet import task
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
-from twisted.web.server import Site
 
 from vncproxy.closecodes import CloseCode
 from vncproxy.context import ProxyContext
@@ -20,7 +19,7 @@ from vncproxy.sessions import SessionRegistry
 from vncproxy.tokens import TokenStore
 from vncproxy.web.api import ApiResource
 from vncproxy.web.auth import KeyChecker
-from vncproxy.web.site import ConsoleRoot, make_site, redacted_log_line
+from vncproxy.web.site import ConsoleRoot, make_site
 from vncproxy.web.websocket import make_factory
 
 # Lifecycle events after which the domain's QEMU process is gone.
@@ -56,13 +55,12 @@ class ConsoleProxyService(MultiService):
         self._unsubscribe = None
         hypervisor.setServiceParent(self)
 
-        api_site = Site(ApiResource(self.ctx, KeyChecker(api_keys)),
-                        logFormatter=redacted_log_line, reactor=reactor)
+        api_site = make_site(ApiResource(self.ctx, KeyChecker(api_keys)), config, reactor=reactor)
         self._listen("api", config.api_listen, api_site)
 
         secure = config.console_listen.startswith("ssl:")
         console_site = make_site(ConsoleRoot(WebSocketResource(make_factory(self.ctx, secure))),
-                                 reactor=reactor)
+                                 config, reactor=reactor)
         self._listen("console", config.console_listen, console_site)
 
     def _listen(self, name, description, factory):
