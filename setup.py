@@ -6,7 +6,7 @@ setup(
     version="0.1.0",
     description="Hypervisor-side console proxy for virtual machines (VNC over WebSocket, serial)",
     packages=["vncproxy", "vncproxy.rfb", "vncproxy.web", "vncproxy.hypervisor", "twisted.plugins"],
-    package_data={"vncproxy": ["default.conf"], "twisted": ["plugins/consoleproxy.py"]},
+    package_data={"vncproxy.web": ["openapi.json"], "twisted": ["plugins/consoleproxy.py"]},
     python_requires=">=3.11",
     install_requires=[
         "twisted[tls]>=22.4",
@@ -16,6 +16,7 @@ setup(
         "libvirt-python>=9.0",
         "zope.interface>=5.5",
         "cryptography>=38",
+        "prometheus-client>=0.16",
     ],
     extras_require={
         "test": [

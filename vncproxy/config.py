@@ -42,6 +42,16 @@ def _positive(kind):
     return parse
 
 
+def _non_negative(kind):
+    def parse(value):
+        number = kind(value)
+        if number < 0:
+            raise ValueError("must not be negative")
+        return number
+
+    return parse
+
+
 def _words(value):
     return tuple(w for w in value.replace(",", " ").split() if w)
 
@@ -74,7 +84,13 @@ SCHEMA = {
     ("api", "keys_file"): ("api_keys_file", str, ""),
     ("libvirt", "uri"): ("libvirt_uri", str, "qemu:///system"),
     ("tokens", "token_ttl"): ("token_ttl", _positive(float), "180"),
+    ("tokens", "reconnect_grace"): ("reconnect_grace", _non_negative(float), "15"),
     ("sessions", "max_vnc_sessions"): ("max_vnc_sessions", _positive(int), "2"),
+    ("sessions", "idle_timeout"): ("idle_timeout", _positive(float), "600"),
+    ("sessions", "max_session"): ("max_session", _positive(float), "3600"),
+    ("ratelimit", "window"): ("ratelimit_window", _positive(float), "60"),
+    ("ratelimit", "slow_after"): ("ratelimit_slow_after", _non_negative(int), "5"),
+    ("ratelimit", "refuse_after"): ("ratelimit_refuse_after", _positive(int), "20"),
     ("vnc", "connect_timeout"): ("vnc_connect_timeout", _positive(float), "10"),
     ("vnc", "handshake_timeout"): ("vnc_handshake_timeout", _positive(float), "15"),
     ("vnc", "tls_ca"): ("vnc_tls_ca", str, ""),
@@ -83,11 +99,11 @@ SCHEMA = {
     ("vnc", "tls_hostname"): ("vnc_tls_hostname", str, ""),
     ("vnc", "tls_anonymous"): ("vnc_tls_anonymous", _boolean, "false"),
     ("xvpvnc", "native_wait"): ("xvpvnc_native_wait", _positive(float), "2"),
-    ("xvpvnc", "max_failures_per_address"): ("xvpvnc_max_failures_per_address",
-                                             _positive(int), "5"),
     ("xvpvnc", "max_failures_per_instance"): ("xvpvnc_max_failures_per_instance",
                                               _positive(int), "20"),
-    ("xvpvnc", "failure_window"): ("xvpvnc_failure_window", _positive(float), "300"),
+    ("http", "header_timeout"): ("http_header_timeout", _positive(float), "10"),
+    ("http", "idle_timeout"): ("http_idle_timeout", _positive(float), "60"),
+    ("http", "max_pending_per_address"): ("http_max_pending_per_address", _positive(int), "32"),
     ("service", "state_dir"): ("state_dir", str, "/var/lib/consoleproxy"),
 }
 
@@ -106,7 +122,13 @@ class Config:
     api_keys_file: str
     libvirt_uri: str
     token_ttl: float
+    reconnect_grace: float
     max_vnc_sessions: int
+    idle_timeout: float
+    max_session: float
+    ratelimit_window: float
+    ratelimit_slow_after: int
+    ratelimit_refuse_after: int
     vnc_connect_timeout: float
     vnc_handshake_timeout: float
     vnc_tls_ca: str
@@ -115,9 +137,10 @@ class Config:
     vnc_tls_hostname: str
     vnc_tls_anonymous: bool
     xvpvnc_native_wait: float
-    xvpvnc_max_failures_per_address: int
     xvpvnc_max_failures_per_instance: int
-    xvpvnc_failure_window: float
+    http_header_timeout: float
+    http_idle_timeout: float
+    http_max_pending_per_address: int
     state_dir: str
 
     @property

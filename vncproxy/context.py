@@ -25,4 +25,6 @@ class ProxyContext:
     hypervisor: object
     tokens: TokenStore
     sessions: SessionRegistry
+    metrics: object = None
+    limiter: object = None  # FailureLimiter for token redemption failures, per source address
     vnc_tls: VncTls = field(default_factory=VncTls)

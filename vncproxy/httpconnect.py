@@ -32,6 +32,7 @@ RESPONSES = {
     400: b"HTTP/1.1 400 Invalid Request\r\n\r\n",
     401: b"HTTP/1.1 401 Not Authorized\r\n\r\n",
     409: b"HTTP/1.1 409 Conflict\r\n\r\n",
+    429: b"HTTP/1.1 429 Too Many Requests\r\n\r\n",
 }
 
 

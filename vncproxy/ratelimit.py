@@ -1,69 +1,62 @@
 """
-Counting failures per key in a sliding window, on an injected clock: what limits wrong
-one-time VNC passwords per client address and per instance.
+Slowing down and then refusing sources that keep failing (bad tokens, wrong VNC passwords).
+
+Per key (a source address, an instance), the failures of the last C{window} seconds are kept,
+at most C{refuse_after} of them, and at most C{max_keys} keys (the stalest are dropped first),
+so an attacker spraying from many addresses cannot grow memory without bound.
 """
 
 from collections import OrderedDict, deque
 
+MAX_DELAY = 3.0
+
 
 class FailureLimiter:
     """
-    A key is blocked while it has C{limit} or more failures in the last C{window} seconds.
-
-    Memory is bounded: each key keeps at most C{limit} timestamps, and at most C{max_keys}
-    keys are tracked (the least recently failed are forgotten first).
-
     @param clock: an L{IReactorTime}.
+    @param window: seconds a failure counts for.
+    @param slow_after: failures after which each refusal is delayed.
+    @param refuse_after: failures after which the key is refused outright.
     """
 
-    def __init__(self, clock, limit, window, max_keys=10_000):
-        if limit < 1 or window <= 0 or max_keys < 1:
-            raise ValueError("limit, window and max_keys must be positive")
+    def __init__(self, clock, window, slow_after, refuse_after, max_keys=10_000):
         self._clock = clock
-        self.limit = limit
-        self.window = window
+        self._window = window
+        self._slow_after = slow_after
+        self._refuse_after = refuse_after
         self._max_keys = max_keys
-        self._failures = OrderedDict()  # key -> deque of failure times, oldest first
+        self._failures = OrderedDict()  # key -> deque of failure times
 
-    def __len__(self):
-        return len(self._failures)
-
-    def _recent(self, key, now):
+    def _recent(self, key):
         times = self._failures.get(key)
         if times is None:
-            return None
-        while times and times[0] <= now - self.window:
+            return 0
+        cutoff = self._clock.seconds() - self._window
+        while times and times[0] <= cutoff:
             times.popleft()
         if not times:
             del self._failures[key]
-            return None
-        return times
-
-    def failures(self, key):
-        """
-        @return: how many failures C{key} had in the window.
-        """
-        times = self._recent(key, self._clock.seconds())
-        return len(times) if times else 0
+            return 0
+        return len(times)
 
     def blocked(self, key):
         """
-        @return: whether C{key} reached the limit within the window.
+        Whether C{key} has failed too often to be heard at all right now.
         """
-        return self.failures(key) >= self.limit
+        return self._recent(key) >= self._refuse_after
 
-    def record(self, key):
+    def failed(self, key):
         """
-        Count one failure for C{key} now.
+        Record a failure.
+
+        @return: how many seconds to wait before answering it (0 for the first few).
         """
-        now = self._clock.seconds()
-        times = self._recent(key, now)
-        if times is None:
-            times = self._failures[key] = deque(maxlen=self.limit)
-        times.append(now)
-        self._failures.move_to_end(key)
+        count = self._recent(key) + 1
+        times = self._failures.pop(key, None) or deque(maxlen=self._refuse_after)
+        times.append(self._clock.seconds())
+        self._failures[key] = times  # most recently failed last
         while len(self._failures) > self._max_keys:
             self._failures.popitem(last=False)
-
-
-__all__ = ["FailureLimiter"]
+        if count <= self._slow_after:
+            return 0.0
+        return min(MAX_DELAY, 0.25 * (count - self._slow_after))

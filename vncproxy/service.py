@@ -9,17 +9,18 @@ from twisted.application.service import MultiService
 from twisted.internet import task
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
-from twisted.web.server import Site
 
 from vncproxy.closecodes import CloseCode
 from vncproxy.context import ProxyContext
 from vncproxy.hypervisor import LifecycleKind
+from vncproxy.metrics import Metrics
+from vncproxy.ratelimit import FailureLimiter
 from vncproxy.sessions import SessionRegistry
 from vncproxy.tokens import TokenStore
 from vncproxy.vnctls import VncTls
 from vncproxy.web.api import ApiResource
 from vncproxy.web.auth import KeyChecker
-from vncproxy.web.site import ConsoleRoot, make_site, redacted_log_line
+from vncproxy.web.site import ConsoleRoot, make_site
 from vncproxy.web.websocket import make_factory
 from vncproxy.xvpvnc import XvpVncFactory
 
@@ -42,25 +43,29 @@ class ConsoleProxyService(MultiService):
 
     def __init__(self, config, reactor, hypervisor, api_keys):
         super().__init__()
+        tokens = TokenStore(reactor, config.token_ttl, config.reconnect_grace)
+        sessions = SessionRegistry(config.max_vnc_sessions)
         self.ctx = ProxyContext(
             config=config,
             reactor=reactor,
             hypervisor=hypervisor,
-            tokens=TokenStore(reactor, config.token_ttl),
-            sessions=SessionRegistry(config.max_vnc_sessions),
+            tokens=tokens,
+            sessions=sessions,
+            metrics=Metrics(tokens, sessions),
+            limiter=FailureLimiter(reactor, config.ratelimit_window,
+                                   config.ratelimit_slow_after, config.ratelimit_refuse_after),
             vnc_tls=VncTls.from_config(config),
         )
         self._reactor = reactor
         self._unsubscribe = None
         hypervisor.setServiceParent(self)
 
-        api_site = Site(ApiResource(self.ctx, KeyChecker(api_keys)),
-                        logFormatter=redacted_log_line, reactor=reactor)
+        api_site = make_site(ApiResource(self.ctx, KeyChecker(api_keys)), config, reactor=reactor)
         self._listen("api", config.api_listen, api_site)
 
         secure = config.console_listen.startswith("ssl:")
         console_site = make_site(ConsoleRoot(WebSocketResource(make_factory(self.ctx, secure))),
-                                 reactor=reactor)
+                                 config, reactor=reactor)
         self._listen("console", config.console_listen, console_site)
         self._listen("xvpvnc", config.xvpvnc_listen, XvpVncFactory(self.ctx))
 

@@ -31,9 +31,12 @@ C{resume_reading()} and a C{network_transport} attribute (the transport carrying
 
 from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint, connectProtocol
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
+from zope.interface import implementer
 
+from vncproxy.audit import audit
 from vncproxy.closecodes import CloseCode, reason_for
 from vncproxy.hypervisor import HypervisorError, NoSuchInstance
 from vncproxy.rfb import (
@@ -46,10 +49,20 @@ from vncproxy.rfb import (
     UpstreamHandshake,
 )
 from vncproxy.rfb.wire import client_init
+from vncproxy.sessions import SessionTimer
 from vncproxy.vnctls import TlsUnavailable
 
 # Bytes a viewer may send before the downstream handshake starts (it should send none).
 MAX_EARLY_BYTES = 64 * 1024
+# Seconds to wait for libvirt's STOPPED event after QEMU's VNC connection dropped.
+STOP_EVENT_WAIT = 3.0
+
+
+class _Gone:
+    active = False
+
+
+_GONE = _Gone()
 
 
 class _Refused(Exception):
@@ -57,6 +70,27 @@ class _Refused(Exception):
         super().__init__(detail)
         self.code = code
         self.detail = detail
+
+
+@implementer(IPushProducer)
+class _Throttle:
+    """
+    Lets one side's transport throttle the other's reading, and nothing more: when a
+    transport's connection is lost, Twisted calls C{stopProducing} on its producer, which on a
+    raw transport would hang up the other side before the session could tell its viewer why.
+    """
+
+    def __init__(self, transport):
+        self._transport = transport
+
+    def pauseProducing(self):
+        self._transport.pauseProducing()
+
+    def resumeProducing(self):
+        self._transport.resumeProducing()
+
+    def stopProducing(self):
+        pass
 
 
 class _QemuProtocol(Protocol):
@@ -108,6 +142,10 @@ class VncSession:
         self._timeout = None
         self._connecting = None
         self._started_at = None
+        self._connect_started = None
+        self._cancel_on_end = None
+        self._timer = SessionTimer(self._reactor, ctx.config.idle_timeout,
+                                   ctx.config.max_session, lambda code: self._end(code, None))
         self.bytes_to_viewer = 0
         self.bytes_from_viewer = 0
 
@@ -115,12 +153,13 @@ class VncSession:
 
     def start(self):
         self._started_at = self._reactor.seconds()
+        self._timer.start(self._grant.session_started_at)
         self._viewer.pause_reading()
         self._timeout = self._reactor.callLater(
             self._ctx.config.vnc_handshake_timeout, self._handshake_timed_out)
-        self._log.info("vnc session {grant_id} for {instance} from {peer} opening",
-                       grant_id=self._grant.id, instance=self._grant.instance_uuid,
-                       peer=self._peer, event="connect")
+        audit("connect", console_type="vnc", instance=self._grant.instance_uuid,
+              peer=self._peer, grant_id=self._grant.id, caller=self._grant.caller,
+              resumed=self._grant.session_started_at is not None)
         d = defer.maybeDeferred(self._ctx.hypervisor.describe, self._grant.instance_uuid)
         d.addCallback(self._connect)
         d.addErrback(self._connect_failed)
@@ -157,6 +196,7 @@ class VncSession:
         password = vnc.password.encode("utf-8") if vnc.password else None
         self._vnc_host = vnc.host
         self._upstream = UpstreamHandshake(password=password, tls=self._ctx.vnc_tls.mode)
+        self._connect_started = self._reactor.seconds()
         self._connecting = connectProtocol(endpoint, _QemuProtocol(self))
         return self._connecting
 
@@ -187,6 +227,7 @@ class VncSession:
 
     def _qemu_data(self, data):
         if self._relaying:
+            self._timer.activity()
             self.bytes_to_viewer += len(data)
             self._viewer.send(data)
             return
@@ -211,6 +252,8 @@ class VncSession:
                 self._start_tls(event)
             elif isinstance(event, SecurityAccepted):
                 self._upstream_done = True
+                self._ctx.metrics.handshake_seconds.observe(
+                    self._reactor.seconds() - self._connect_started)
                 self._upstream_ready(event.leftover)
             elif isinstance(event, HandshakeFailed):
                 self._upstream_failed(event.reason)
@@ -241,13 +284,42 @@ class VncSession:
         if self._closed:
             return
         if self._relaying:
-            self._end(CloseCode.CONSOLE_CLOSED, "VNC server closed the connection")
+            self._upstream_gone()
         elif self._refusal is None:
             if self._tls_on:
                 self._upstream_failed(
                     self._ctx.vnc_tls.describe_failure(reason, self._tls_hostname))
             else:
                 self._refuse(CloseCode.CONSOLE_UNAVAILABLE, "VNC server closed the connection")
+
+    def _upstream_gone(self):
+        """
+        QEMU's VNC connection ended mid-session. When the VM was powered off, QEMU's socket
+        closes before libvirt reports the domain stopped (about a second later): ask libvirt,
+        and give the lifecycle event a moment to arrive, so the viewer learns "instance stopped"
+        rather than a bare "console closed".
+        """
+        self._viewer.pause_reading()
+        fallback = self._reactor.callLater(
+            STOP_EVENT_WAIT, self._end, CloseCode.CONSOLE_CLOSED, "VNC server closed the connection")
+
+        self._cancel_on_end = fallback
+
+        def check(info):
+            if not info.active and fallback.active():
+                fallback.cancel()
+                self._end(CloseCode.INSTANCE_STOPPED, None)
+
+        def lookup_failed(failure):
+            if failure.check(NoSuchInstance):
+                check(_GONE)
+            elif not failure.check(HypervisorError):
+                self._log.failure("vnc session {grant_id}: checking the instance failed",
+                                  failure, grant_id=self._grant.id)
+
+        d = defer.maybeDeferred(self._ctx.hypervisor.describe, self._grant.instance_uuid)
+        d.addCallback(check)
+        d.addErrback(lookup_failed)
 
     def _drop_qemu(self):
         if self._qemu is not None:
@@ -299,6 +371,7 @@ class VncSession:
         if self._closed:
             return
         if self._relaying:
+            self._timer.activity()
             self.bytes_from_viewer += len(data)
             self._qemu.write(data)
             return
@@ -322,11 +395,13 @@ class VncSession:
                 else:
                     self._end(CloseCode.PROTOCOL_ERROR, event.reason)
 
-    def viewer_lost(self):
+    def viewer_lost(self, resumable=False):
         """
-        The viewer went away (closed, or its connection dropped).
+        The viewer went away: it closed, or (C{resumable}) its connection dropped without a
+        close, in which case the token may reopen the console within the reconnect grace.
         """
-        self._end(None, "viewer disconnected")
+        self._end(None, "viewer dropped" if resumable else "viewer closed",
+                  resumable=resumable)
 
     # -- relay -----------------------------------------------------------------------------------
 
@@ -344,8 +419,8 @@ class VncSession:
             self._viewer.send(pending)
         # Each side throttles the other: when the viewer's socket buffer fills, reading from
         # QEMU pauses, and the other way round.
-        self._viewer.network_transport.registerProducer(self._qemu, True)
-        self._qemu.registerProducer(self._viewer.network_transport, True)
+        self._viewer.network_transport.registerProducer(_Throttle(self._qemu), True)
+        self._qemu.registerProducer(_Throttle(self._viewer.network_transport), True)
         self._log.info("vnc session {grant_id} relaying for {instance}",
                        grant_id=self._grant.id, instance=self._grant.instance_uuid)
 
@@ -368,11 +443,14 @@ class VncSession:
             self._timeout.cancel()
         self._timeout = None
 
-    def _end(self, code, detail):
+    def _end(self, code, detail, resumable=False):
         if self._closed:
             return
         self._closed = True
         self._cancel_timeout()
+        self._timer.stop()
+        if self._cancel_on_end is not None and self._cancel_on_end.active():
+            self._cancel_on_end.cancel()
         if self._connecting is not None:
             self._connecting.cancel()
         if self._relaying:
@@ -385,11 +463,12 @@ class VncSession:
             reason = reason_for(code, detail)
             self._viewer.close(code, reason)
         self._ctx.sessions.release(self._grant.instance_uuid, "vnc", self)
-        duration = self._reactor.seconds() - (self._started_at or self._reactor.seconds())
-        self._log.info(
-            "vnc session {grant_id} for {instance} closed after {duration:.1f}s: {reason} "
-            "({bytes_to_viewer} bytes to viewer, {bytes_from_viewer} from viewer)",
-            grant_id=self._grant.id, instance=self._grant.instance_uuid, duration=duration,
-            reason=reason, code=int(code) if code is not None else None,
-            bytes_to_viewer=self.bytes_to_viewer, bytes_from_viewer=self.bytes_from_viewer,
-            event="close")
+        self._ctx.tokens.release(self._grant, resumable and self._relaying,
+                                 self._timer.started_at)
+        self._ctx.metrics.session_closed("vnc", self.bytes_to_viewer, self.bytes_from_viewer)
+        now = self._reactor.seconds()
+        audit("close", console_type="vnc", instance=self._grant.instance_uuid, peer=self._peer,
+              grant_id=self._grant.id, caller=self._grant.caller,
+              duration=now - (self._started_at or now), reason=reason,
+              code=int(code) if code is not None else None,
+              bytes_to_viewer=self.bytes_to_viewer, bytes_from_viewer=self.bytes_from_viewer)

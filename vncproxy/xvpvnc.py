@@ -18,12 +18,15 @@ Authentication. The viewer's response is checked against every live one-time pas
 The downstream machine, waiting for its decision, goes to the L{VncSession}, which accepts it
 once QEMU's handshake succeeded (or rejects it with the reason).
 
-Wrong passwords are limited per client address and per instance (every instance with a live
-password counts each wrong guess, since each guess was tried against it). An address over its
-limit is refused before any check. For an instance over its limit, even the right password is
-refused, and that password is revoked, so a guess that hits during the lock-out is worth
-nothing; its token keeps working on the WebSocket listener. Logs name the address, never a
-password or token.
+Failures are limited per client address with the service's shared limiter (C{[ratelimit]}:
+bad tokens on either listener and wrong passwords count alike; refusals are answered later and
+later, then refused outright: C{HTTP/1.1 429 Too Many Requests} or an RFB failure). Wrong
+passwords are also counted per instance: every instance with a live password counts each wrong
+guess, since each guess was tried against it. For an instance at C{[xvpvnc]
+max_failures_per_instance}, even the right password is refused, and that password is revoked,
+so a guess that hits during the lock-out is worth nothing; its token keeps working on the
+WebSocket listener. Refusals are audited and counted; logs name the address, never a password
+or token.
 
 Until a session takes over, the connection has C{[vnc] handshake_timeout} seconds and a
 bounded buffer (the CONNECT request, or the RFB machine's cap).
@@ -32,6 +35,8 @@ bounded buffer (the CONNECT request, or the RFB machine's cap).
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
+from vncproxy.audit import audit
+from vncproxy.closecodes import REASONS, CloseCode
 from vncproxy.httpconnect import RESPONSES, BadRequest, ConnectRequestParser
 from vncproxy.ratelimit import FailureLimiter
 from vncproxy.rfb import AuthResponse, DownstreamHandshake, HandshakeFailed
@@ -40,9 +45,13 @@ from vncproxy.tokens import TokenRejected
 from vncproxy.vnc import VncSession
 
 WRONG_PASSWORD = "authentication failed"
-ADDRESS_LOCKED = "too many failed password attempts from your address; try again later"
+ADDRESS_LOCKED = "too many failed attempts from your address; try again later"
 INSTANCE_LOCKED = ("too many failed password attempts for this console; "
                    "request a new console password later")
+
+#: HTTP status of each CONNECT refusal -> the close code it is counted and audited as.
+_STATUS_CODES = {400: CloseCode.TOKEN_INVALID, 401: CloseCode.TOKEN_INVALID,
+                 409: CloseCode.LIMIT_REACHED, 429: CloseCode.RATE_LIMITED}
 
 
 def _peer_host(transport):
@@ -64,6 +73,7 @@ class XvpVncProtocol(Protocol):
         self._native_timer = None
         self._deadline = None
         self._closing = False
+        self._rejected = False
 
     # -- connection ------------------------------------------------------------------------------
 
@@ -101,9 +111,30 @@ class XvpVncProtocol(Protocol):
 
     def _timed_out(self):
         self._deadline = None
-        self._log.info("xvpvnc connection from {peer} closed: handshake timed out",
-                       peer=self._peer, event="refusal", reason="handshake timed out")
+        self._refused(CloseCode.PROTOCOL_ERROR, "handshake timed out")
         self._close()
+
+    def _refused(self, code, detail):
+        """
+        Count and audit a refusal (C{detail} never holds a secret).
+        """
+        reason = REASONS[code]
+        self.factory.ctx.metrics.refused(reason.replace(" ", "_"))
+        audit("refusal", console_type="vnc", peer=self._peer, reason=f"{reason}: {detail}")
+
+    def _later(self, delay, action, *args):
+        """
+        Run C{action} now, or after C{delay} seconds (rate limiting) unless closed meanwhile.
+        """
+        if delay <= 0:
+            action(*args)
+            return
+
+        def run():
+            if not self._closing:
+                action(*args)
+
+        self.factory.ctx.reactor.callLater(delay, run)
 
     def _close(self):
         self._closing = True
@@ -133,21 +164,27 @@ class XvpVncProtocol(Protocol):
         if request is not None:
             self._admit_connect(request)
 
-    def _respond(self, status, why):
-        self._log.info("xvpvnc CONNECT from {peer} refused ({status}): {reason}",
-                       peer=self._peer, status=status, reason=why, event="refusal")
+    def _respond(self, status, why, delay=0.0):
+        self._refused(_STATUS_CODES[status], f"CONNECT {status}: {why}")
+        self._parser = _Done()  # whatever else arrives is ignored
+        self._later(delay, self._send_refusal, status)
+
+    def _send_refusal(self, status):
         self.transport.write(RESPONSES[status])
         self._close()
 
     def _admit_connect(self, request):
         ctx = self.factory.ctx
+        if ctx.limiter.blocked(self._peer):
+            self._respond(429, "too many failed attempts from this address")
+            return
         if request.token is None:
             self._respond(400, "no token")
             return
         try:
             grant = ctx.tokens.consume(request.token)
         except TokenRejected as e:
-            self._respond(401, str(e))
+            self._respond(401, str(e), delay=ctx.limiter.failed(self._peer))
             return
         if grant.console_type != "vnc":
             self._respond(401, f"token {grant.id} is for a {grant.console_type} console")
@@ -156,11 +193,12 @@ class XvpVncProtocol(Protocol):
         try:
             ctx.sessions.admit(grant.instance_uuid, "vnc", session)
         except LimitReached as e:
+            ctx.tokens.release(grant, resumable=True, session_started_at=grant.session_started_at)
             self._respond(409, str(e))
             return
         self._log.info("xvpvnc CONNECT from {peer} admitted with token {grant_id} for "
                        "{instance}", peer=self._peer, grant_id=grant.id,
-                       instance=grant.instance_uuid, event="admit")
+                       instance=grant.instance_uuid)
         self.transport.write(RESPONSES[200])
         self._hand_over(session)
         if request.leftover:
@@ -185,52 +223,52 @@ class XvpVncProtocol(Protocol):
             if isinstance(event, AuthResponse):
                 self._authenticate(event)
             elif isinstance(event, HandshakeFailed):
-                self._log.info("native vnc connection from {peer} closed: {reason}",
-                               peer=self._peer, reason=event.reason, event="refusal")
+                if not self._rejected:
+                    self._refused(CloseCode.PROTOCOL_ERROR, f"native viewer: {event.reason}")
                 self._close()
 
-    def _reject(self, reason):
-        self._native_events(self._machine.reject(reason))
+    def _reject(self, code, detail, answer, delay=0.0):
+        """
+        Refuse the native login: counted, audited, and C{answer} told to the viewer (after
+        C{delay} seconds when rate limiting).
+        """
+        self._rejected = True
+        self._refused(code, f"native login: {detail}")
+        self._later(delay, lambda: self._native_events(self._machine.reject(answer)))
 
     def _authenticate(self, event):
-        ctx, limits = self.factory.ctx, self.factory.limits
-        if limits.address_blocked(self._peer):
-            self._log.warn("native vnc login from {peer} refused: too many failed passwords "
-                           "from this address", peer=self._peer, event="refusal")
-            self._reject(ADDRESS_LOCKED)
+        ctx, instances = self.factory.ctx, self.factory.instance_failures
+        if ctx.limiter.blocked(self._peer):
+            self._reject(CloseCode.RATE_LIMITED, "too many failed attempts from this address",
+                         ADDRESS_LOCKED)
             return
         grant = ctx.tokens.match_vnc_response(event.challenge, event.response)
         if grant is None:
-            failures = limits.record_failure(self._peer, ctx.tokens.password_instances())
-            self._log.info("native vnc login from {peer} refused: wrong password "
-                           "({failures} from this address in the window)",
-                           peer=self._peer, failures=failures, event="refusal")
-            self._reject(WRONG_PASSWORD)
+            for instance in ctx.tokens.password_instances():
+                instances.failed(instance)
+            self._reject(CloseCode.TOKEN_INVALID, "wrong password", WRONG_PASSWORD,
+                         delay=ctx.limiter.failed(self._peer))
             return
-        if limits.instance_blocked(grant.instance_uuid):
+        if instances.blocked(grant.instance_uuid):
             ctx.tokens.revoke_password(grant)
-            self._log.warn("native vnc login from {peer} for {instance} refused: too many "
-                           "failed passwords for this instance; password of grant {grant_id} "
-                           "revoked", peer=self._peer, instance=grant.instance_uuid,
-                           grant_id=grant.id, event="refusal")
-            self._reject(INSTANCE_LOCKED)
+            self._reject(CloseCode.RATE_LIMITED,
+                         f"too many wrong passwords for {grant.instance_uuid}; the password of "
+                         f"grant {grant.id} is revoked", INSTANCE_LOCKED)
             return
         try:
             grant = ctx.tokens.consume_grant(grant)
         except TokenRejected:
-            self._reject(WRONG_PASSWORD)
+            self._reject(CloseCode.TOKEN_INVALID, "password expired meanwhile", WRONG_PASSWORD)
             return
         session = VncSession(ctx, grant, TcpViewer(self), self._peer, downstream=self._machine)
         try:
             ctx.sessions.admit(grant.instance_uuid, "vnc", session)
         except LimitReached as e:
-            self._log.info("native vnc login from {peer} refused: {reason}", peer=self._peer,
-                           reason=str(e), event="refusal")
-            self._reject(f"limit reached: {e}")
+            self._reject(CloseCode.LIMIT_REACHED, str(e), f"limit reached: {e}")
             return
         self._log.info("native vnc login from {peer} admitted with the password of grant "
                        "{grant_id} for {instance}", peer=self._peer, grant_id=grant.id,
-                       instance=grant.instance_uuid, event="admit")
+                       instance=grant.instance_uuid)
         self._hand_over(session)
 
 
@@ -266,36 +304,13 @@ class TcpViewer:
         self._protocol.transport.resumeProducing()
 
 
-class NativeAuthLimits:
+class _Done:
     """
-    The two failure limits of native logins: per client address and per instance.
-
-    @param clock: an L{IReactorTime}.
-    @param config: the L{vncproxy.config.Config}.
+    Stands in for the request parser once the request was answered: ignores the rest.
     """
 
-    def __init__(self, clock, config):
-        window = config.xvpvnc_failure_window
-        self.by_address = FailureLimiter(clock, config.xvpvnc_max_failures_per_address, window)
-        self.by_instance = FailureLimiter(clock, config.xvpvnc_max_failures_per_instance, window)
-
-    def address_blocked(self, address):
-        return self.by_address.blocked(address)
-
-    def instance_blocked(self, instance_uuid):
-        return self.by_instance.blocked(instance_uuid)
-
-    def record_failure(self, address, instances):
-        """
-        Count a wrong password from C{address} against it and against each of C{instances}
-        (those with a live password, all of which the guess was tried against).
-
-        @return: the address's failures in the window, this one included.
-        """
-        self.by_address.record(address)
-        for instance in instances:
-            self.by_instance.record(instance)
-        return self.by_address.failures(address)
+    def receive_data(self, data):
+        return None
 
 
 class XvpVncFactory(Factory):
@@ -307,7 +322,10 @@ class XvpVncFactory(Factory):
 
     def __init__(self, ctx):
         self.ctx = ctx
-        self.limits = NativeAuthLimits(ctx.reactor, ctx.config)
+        limit = ctx.config.xvpvnc_max_failures_per_instance
+        # Wrong passwords per instance with a live password: no slowing down, only refusal.
+        self.instance_failures = FailureLimiter(ctx.reactor, ctx.config.ratelimit_window,
+                                                slow_after=limit, refuse_after=limit)
 
 
-__all__ = ["NativeAuthLimits", "TcpViewer", "XvpVncFactory", "XvpVncProtocol"]
+__all__ = ["TcpViewer", "XvpVncFactory", "XvpVncProtocol"]

@@ -29,7 +29,7 @@ def vncdo_binary():
 @pytest.fixture(scope="module")
 def service(vnc_guest, tmp_path_factory):
     proc = ServiceProcess(tmp_path_factory.mktemp("consoleproxy-xvpvnc"),
-                          xvpvnc__native_wait=0.5, xvpvnc__max_failures_per_address=3)
+                          xvpvnc__native_wait=0.5, ratelimit__refuse_after=3)
     proc.start()
     yield proc
     proc.stop()
@@ -125,23 +125,29 @@ def test_vncdotool_with_a_wrong_password_is_refused(service, vnc_guest, tmp_path
 
 
 def test_wrong_passwords_are_rate_limited(service, vnc_guest):
-    """After 3 wrong passwords from this address, even the right password is refused for a while."""
+    """After 3 failures from this address (bad tokens and wrong passwords alike), even the right password is refused."""
     body = grant(service, vnc_guest.name)
-    for _ in range(3):
-        with pytest.raises(RfbRefused):
+    answers = []
+    for _ in range(4):
+        with pytest.raises(RfbRefused) as refused:
             RfbViewer(connect_tcp("127.0.0.1", service.xvpvnc_port)).handshake(
                 password=b"WrongPw9")
+        answers.append(str(refused.value))
+        if "too many" in answers[-1]:
+            break
+    assert answers[0] == "authentication failed"
+    assert "too many failed attempts from your address" in answers[-1]
     with pytest.raises(RfbRefused) as refused:
         RfbViewer(connect_tcp("127.0.0.1", service.xvpvnc_port)).handshake(
             password=body["password"].encode())
-    assert "too many failed password attempts from your address" in str(refused.value)
+    assert "too many failed attempts from your address" in str(refused.value)
 
 
 def test_no_secret_in_the_service_log(service, vnc_guest):
     """The service's log holds none of the tokens, passwords, API key or VNC password."""
     time.sleep(0.5)
     log = service.log()
-    assert "native vnc login" in log and "xvpvnc CONNECT" in log
+    assert "native vnc login" in log and "xvpvnc CONNECT" in log and "native login" in log
     assert len(ISSUED) >= 10
     for secret in ISSUED + ["WrongPw9", service.key, vnc_guest.vnc_password]:
         assert secret not in log

@@ -28,7 +28,6 @@ from twisted.internet import reactor
 
 from tests.support.fakevnc import FakeVncFactory
 from vncproxy.hypervisor import VncEndpoint
-from vncproxy.xvpvnc import NativeAuthLimits
 
 in_thread = threads.deferToThread
 OK = b"HTTP/1.1 200 OK\r\n\r\n"
@@ -63,8 +62,6 @@ def closed_without_data(pipe):
 def set_config(proxy, **changes):
     ctx = proxy.service.ctx
     ctx.config = dataclasses.replace(ctx.config, **changes)
-    factory = proxy.service.getServiceNamed("xvpvnc").factory
-    factory.limits = NativeAuthLimits(ctx.reactor, ctx.config)
 
 
 @pytest.fixture
@@ -325,9 +322,9 @@ def test_password_selects_its_own_instance(proxy):
 
 
 @pytest_twisted.inlineCallbacks
-def test_address_rate_limit(proxy, log_lines):
-    """After max_failures_per_address wrong passwords, even the right one is refused from that address."""
-    set_config(proxy, xvpvnc_max_failures_per_address=3)
+def test_address_rate_limit(make_proxy, log_lines):
+    """After [ratelimit] refuse_after failures, even the right password is refused from that address."""
+    proxy = make_proxy(xvpvnc_native_wait=0.2, ratelimit_slow_after=10, ratelimit_refuse_after=3)
 
     def scenario():
         body = grant(proxy)
@@ -337,14 +334,17 @@ def test_address_rate_limit(proxy, log_lines):
         with pytest.raises(RfbRefused) as refused:
             native(proxy).handshake(password=body["password"].encode())
         return str(refused.value)
-    assert "too many failed password attempts from your address" in (yield in_thread(scenario))
-    assert any("too many failed passwords from this address" in line for line in log_lines)
+    assert "too many failed attempts from your address" in (yield in_thread(scenario))
+    assert any("too many failed attempts" in line and "native login" in line
+               for line in log_lines)
+    assert not any("WrongPw9" in line for line in log_lines)
 
 
 @pytest_twisted.inlineCallbacks
-def test_address_limit_expires_with_the_window(proxy):
+def test_address_limit_expires_with_the_window(make_proxy):
     """Once the window has passed, the address may try again."""
-    set_config(proxy, xvpvnc_max_failures_per_address=1, xvpvnc_failure_window=0.5)
+    proxy = make_proxy(xvpvnc_native_wait=0.2, ratelimit_slow_after=10, ratelimit_refuse_after=1,
+                       ratelimit_window=0.5)
 
     def scenario():
         body = grant(proxy)
@@ -358,18 +358,15 @@ def test_address_limit_expires_with_the_window(proxy):
 
 
 @pytest_twisted.inlineCallbacks
-def test_instance_rate_limit_revokes_a_password_guessed_meanwhile(proxy):
+def test_instance_rate_limit_revokes_a_password_guessed_meanwhile(make_proxy):
     """Over the per-instance limit the right password is refused and revoked; the token still works."""
-    set_config(proxy, xvpvnc_max_failures_per_instance=2)
-    factory = proxy.service.getServiceNamed("xvpvnc").factory
+    proxy = make_proxy(xvpvnc_native_wait=0.2, xvpvnc_max_failures_per_instance=2)
 
     def scenario():
         body = grant(proxy)
         for _ in range(2):
             with pytest.raises(RfbRefused):
                 native(proxy).handshake(password=b"WrongPw9")
-        factory.limits.by_address = NativeAuthLimits(
-            proxy.service.ctx.reactor, proxy.service.ctx.config).by_address  # other addresses
         with pytest.raises(RfbRefused) as locked:
             native(proxy).handshake(password=body["password"].encode())
         with pytest.raises(RfbRefused) as revoked:

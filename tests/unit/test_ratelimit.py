@@ -1,52 +1,46 @@
 """
-Tests for L{vncproxy.ratelimit.FailureLimiter} on a fake clock.
+The failure limiter on a test clock.
 """
 
-import pytest
 from twisted.internet.task import Clock
 
-from vncproxy.ratelimit import FailureLimiter
+from vncproxy.ratelimit import MAX_DELAY, FailureLimiter
 
 
-def test_blocked_at_the_limit_within_the_window():
-    """A key is blocked once it has `limit` failures in the window, not before."""
+def test_first_failures_are_free_then_slowed_then_refused():
+    """Up to slow_after failures answer at once, later ones ever later, and past refuse_after the key is blocked."""
     clock = Clock()
-    limiter = FailureLimiter(clock, limit=3, window=60)
-    for expected in (1, 2):
-        limiter.record("a")
-        assert limiter.failures("a") == expected and not limiter.blocked("a")
-    limiter.record("a")
-    assert limiter.blocked("a") and not limiter.blocked("b")
+    limiter = FailureLimiter(clock, window=60, slow_after=3, refuse_after=6)
+    delays = [limiter.failed("1.2.3.4") for _ in range(5)]
+    assert delays == [0, 0, 0, 0.25, 0.5]
+    assert not limiter.blocked("1.2.3.4")
+    limiter.failed("1.2.3.4")
+    assert limiter.blocked("1.2.3.4")
+    assert not limiter.blocked("5.6.7.8")
 
 
-def test_window_slides():
-    """Failures older than the window stop counting, one by one."""
+def test_failures_age_out_of_the_window():
+    """A blocked key is heard again once its failures are older than the window."""
     clock = Clock()
-    limiter = FailureLimiter(clock, limit=2, window=10)
-    limiter.record("a")
-    clock.advance(6)
-    limiter.record("a")
-    assert limiter.blocked("a")
-    clock.advance(4)  # the first failure is now exactly `window` old
-    assert not limiter.blocked("a") and limiter.failures("a") == 1
-    clock.advance(6)
-    assert limiter.failures("a") == 0 and len(limiter) == 0
+    limiter = FailureLimiter(clock, window=60, slow_after=1, refuse_after=2)
+    limiter.failed("k")
+    limiter.failed("k")
+    assert limiter.blocked("k")
+    clock.advance(60)
+    assert not limiter.blocked("k")
+    assert limiter.failed("k") == 0
 
 
-def test_memory_is_bounded():
-    """Each key keeps at most `limit` times, and only the most recent `max_keys` keys are kept."""
-    clock = Clock()
-    limiter = FailureLimiter(clock, limit=2, window=60, max_keys=3)
-    for _ in range(100):
-        limiter.record("a")
-    assert limiter.failures("a") == 2
-    for key in "bcd":
-        limiter.record(key)
-    assert len(limiter) == 3 and limiter.failures("a") == 0
+def test_delay_is_capped():
+    """However many failures, the delay never exceeds MAX_DELAY."""
+    limiter = FailureLimiter(Clock(), window=60, slow_after=0, refuse_after=1000)
+    assert max(limiter.failed("k") for _ in range(100)) == MAX_DELAY
 
 
-@pytest.mark.parametrize("args", [(0, 60), (1, 0)])
-def test_nonsense_limits_are_refused(args):
-    """A zero limit or window is a programming error."""
-    with pytest.raises(ValueError):
-        FailureLimiter(Clock(), *args)
+def test_memory_is_bounded_by_max_keys():
+    """Spraying from many addresses keeps at most max_keys entries (the stalest go first)."""
+    limiter = FailureLimiter(Clock(), window=60, slow_after=0, refuse_after=1, max_keys=100)
+    for i in range(1000):
+        limiter.failed(f"10.0.{i // 256}.{i % 256}")
+    assert len(limiter._failures) == 100
+    assert limiter.blocked("10.0.3.231") and not limiter.blocked("10.0.0.0")

@@ -162,3 +162,63 @@ def test_revoked_password_leaves_the_token_usable():
     assert tokens.match_vnc_response(challenge, vnc_response(grant.vnc_password.encode(),
                                                              challenge)) is None
     assert tokens.consume(secret) == grant
+
+
+def test_dropped_session_may_resume_once_within_grace():
+    """A token whose session dropped opens one new session within the grace, keeping the first start."""
+    clock, tokens = store()
+    tokens.reconnect_grace = 15
+    secret, grant = tokens.mint("u", "vnc")
+    first = tokens.consume(secret)
+    started = clock.seconds()
+    clock.advance(100)
+    tokens.release(first, resumable=True, session_started_at=started)
+    clock.advance(14)
+    again = tokens.consume(secret)
+    assert again.session_started_at == started
+    assert again.instance_uuid == grant.instance_uuid
+    with pytest.raises(TokenRejected):
+        tokens.consume(secret)
+
+
+def test_grace_runs_out():
+    """After the grace, a dropped session's token is dead."""
+    clock, tokens = store()
+    tokens.reconnect_grace = 15
+    secret, _ = tokens.mint("u", "vnc")
+    tokens.release(tokens.consume(secret), resumable=True, session_started_at=0)
+    clock.advance(15)
+    with pytest.raises(TokenRejected):
+        tokens.consume(secret)
+
+
+def test_deliberately_closed_sessions_never_resume():
+    """A session closed by a user, a timeout or a takeover leaves its token dead."""
+    clock, tokens = store()
+    tokens.reconnect_grace = 15
+    secret, _ = tokens.mint("u", "vnc")
+    tokens.release(tokens.consume(secret), resumable=False, session_started_at=0)
+    with pytest.raises(TokenRejected):
+        tokens.consume(secret)
+
+
+def test_no_grace_configured_means_no_resume():
+    """With reconnect_grace 0, dropped sessions do not resume."""
+    clock, tokens = store()
+    secret, _ = tokens.mint("u", "vnc")
+    tokens.release(tokens.consume(secret), resumable=True, session_started_at=0)
+    with pytest.raises(TokenRejected):
+        tokens.consume(secret)
+
+
+def test_counters_for_metrics():
+    """Issued, consumed and expired tokens are counted."""
+    clock, tokens = store(ttl=10)
+    a, _ = tokens.mint("u", "vnc")
+    tokens.mint("u", "serial")
+    tokens.consume(a)
+    clock.advance(11)
+    tokens.mint("u", "vnc")
+    assert tokens.issued == {"vnc": 2, "serial": 1}
+    assert tokens.consumed == {"vnc": 1}
+    assert tokens.expired == 1

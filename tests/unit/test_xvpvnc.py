@@ -14,6 +14,8 @@ from twisted.internet.testing import StringTransport
 from vncproxy import config, xvpvnc
 from vncproxy.context import ProxyContext
 from vncproxy.hypervisor.fake import FakeHypervisor
+from vncproxy.metrics import Metrics
+from vncproxy.ratelimit import FailureLimiter
 from vncproxy.rfb import DownstreamState, vnc_response
 from vncproxy.sessions import SessionRegistry
 from vncproxy.tokens import TokenStore
@@ -49,9 +51,11 @@ def env(monkeypatch):
     monkeypatch.setattr("vncproxy.rfb.downstream.new_challenge", lambda randbytes: CHALLENGE)
     clock = Clock()
     cfg = config.defaults(xvpvnc_native_wait=WAIT, vnc_handshake_timeout=TIMEOUT,
-                          xvpvnc_max_failures_per_address=3, xvpvnc_max_failures_per_instance=5)
-    ctx = ProxyContext(config=cfg, reactor=clock, hypervisor=FakeHypervisor(),
-                       tokens=TokenStore(clock, 180), sessions=SessionRegistry(2))
+                          xvpvnc_max_failures_per_instance=5, ratelimit_window=60)
+    tokens, sessions = TokenStore(clock, 180), SessionRegistry(2)
+    ctx = ProxyContext(config=cfg, reactor=clock, hypervisor=FakeHypervisor(), tokens=tokens,
+                       sessions=sessions, metrics=Metrics(tokens, sessions),
+                       limiter=FailureLimiter(clock, 60, slow_after=1, refuse_after=3))
     return ctx
 
 
@@ -159,6 +163,7 @@ def test_connect_at_the_session_limit(env):
     protocol, transport = connect(env)
     protocol.dataReceived(f"CONNECT /console?token={token} HTTP/1.1\r\n\r\n".encode())
     assert transport.value() == b"HTTP/1.1 409 Conflict\r\n\r\n"
+    assert env.metrics.refusals == {"limit_reached": 1}
 
 
 def test_stalled_connect_times_out(env):
@@ -189,27 +194,56 @@ def test_native_password_selects_the_grant(env, version):
 
 
 def test_wrong_password_fails_with_a_reason(env):
-    """A wrong password gets SecurityResult failed with 'authentication failed' and a close."""
+    """A wrong password gets SecurityResult failed with 'authentication failed' and a close; it is counted."""
     env.tokens.mint("uuid-1", "vnc")
     protocol, transport = connect(env)
     native_login(protocol, transport, env, b"WrongPw9")
     assert transport.value() == failure("authentication failed")
     assert transport.disconnecting and sessions(env) == []
+    assert env.metrics.refusals == {"token_invalid": 1}
+
+
+def test_repeated_wrong_passwords_are_answered_later(env):
+    """Beyond the limiter's slow_after, the failure answer is delayed (the address is rate limited)."""
+    env.tokens.mint("uuid-1", "vnc")
+    protocol, transport = connect(env)
+    native_login(protocol, transport, env, b"WrongPw9")
+    protocol, transport = connect(env)
+    native_login(protocol, transport, env, b"WrongPw9")
+    assert transport.value() == b""
+    env.reactor.advance(0.25)
+    assert transport.value() == failure("authentication failed")
 
 
 def test_address_limit(env):
-    """After 3 wrong passwords from one address, even the right one is refused from it, not from others."""
+    """After 3 failures from one address, even the right password is refused from it, not from others."""
     factory = xvpvnc.XvpVncFactory(env)
     _, grant = env.tokens.mint("uuid-1", "vnc")
     for _ in range(3):
         protocol, transport = connect(env, factory=factory)
         native_login(protocol, transport, env, b"WrongPw9")
+        env.reactor.advance(1)
     protocol, transport = connect(env, factory=factory)
     native_login(protocol, transport, env, grant.vnc_password.encode())
     assert transport.value() == failure(xvpvnc.ADDRESS_LOCKED)
+    assert env.metrics.refusals["too_many_failed_attempts"] == 1
     protocol, transport = connect(env, host="192.0.2.2", factory=factory)
     native_login(protocol, transport, env, grant.vnc_password.encode())
     assert len(sessions(env)) == 1
+
+
+def test_bad_tokens_and_wrong_passwords_share_the_address_limit(env):
+    """Bad CONNECT tokens count toward the same per-address limit as wrong passwords."""
+    factory = xvpvnc.XvpVncFactory(env)
+    for _ in range(3):
+        protocol, transport = connect(env, factory=factory)
+        protocol.dataReceived(b"CONNECT /console?token=nope HTTP/1.1\r\n\r\n")
+        env.reactor.advance(1)
+        assert transport.value() == b"HTTP/1.1 401 Not Authorized\r\n\r\n"
+    token, _ = env.tokens.mint("uuid-1", "vnc")
+    protocol, transport = connect(env, factory=factory)
+    protocol.dataReceived(f"CONNECT /console?token={token} HTTP/1.1\r\n\r\n".encode())
+    assert transport.value() == b"HTTP/1.1 429 Too Many Requests\r\n\r\n"
 
 
 def test_instance_limit_revokes_the_password(env):
@@ -222,6 +256,7 @@ def test_instance_limit_revokes_the_password(env):
     protocol, transport = connect(env, host="192.0.2.99", factory=factory)
     native_login(protocol, transport, env, grant.vnc_password.encode())
     assert transport.value() == failure(xvpvnc.INSTANCE_LOCKED)
+    assert env.metrics.refusals["too_many_failed_attempts"] == 1
     assert env.tokens.password_instances() == set()
     assert env.tokens.consume(token) == grant
 
