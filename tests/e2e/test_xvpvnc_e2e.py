@@ -124,6 +124,32 @@ def test_vncdotool_with_a_wrong_password_is_refused(service, vnc_guest, tmp_path
     assert "authentication failed" in (run.stdout + run.stderr).lower()
 
 
+@pytest.mark.parametrize("route", ["remote-consoles", "os-getVNCConsole"])
+def test_openstack_xvpvnc_url_opens_the_console(service, vnc_guest, route):
+    """The xvpvnc URL from remote-consoles / os-getVNCConsole opens the guest via CONNECT."""
+    from urllib.parse import urlsplit
+
+    base = f"{service.api_url}/v2.1/servers/{vnc_guest.uuid}"
+    if route == "remote-consoles":
+        status, body = api.call(f"{base}/remote-consoles", "POST",
+                                {"remote_console": {"protocol": "vnc", "type": "xvpvnc"}},
+                                key=service.key)
+        url = body["remote_console"]["url"]
+    else:
+        status, body = api.call(f"{base}/action", "POST", {"os-getVNCConsole": {"type": "xvpvnc"}},
+                                key=service.key)
+        url = body["console"]["url"]
+    assert status == 200, body
+    parts = urlsplit(url)
+    ISSUED.append(parts.query.partition("token=")[2])
+    assert (parts.scheme, parts.port, parts.path) == ("http", service.xvpvnc_port, "/console")
+    response, pipe = xvp_connect(parts.hostname, parts.port, f"{parts.path}?{parts.query}")
+    assert response == b"HTTP/1.1 200 OK\r\n\r\n"
+    assert RfbViewer(pipe).handshake().name == f"QEMU ({vnc_guest.name})"
+    pipe.close()
+
+
+# Keep this one last but one: it leaves 127.0.0.1 blocked for the rest of the window.
 def test_wrong_passwords_are_rate_limited(service, vnc_guest):
     """After 3 failures from this address (bad tokens and wrong passwords alike), even the right password is refused."""
     body = grant(service, vnc_guest.name)
