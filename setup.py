@@ -7,7 +7,7 @@ setup(
     description="Hypervisor-side console proxy for virtual machines (VNC over WebSocket, serial)",
     packages=["vncproxy", "vncproxy.rfb", "vncproxy.web", "vncproxy.hypervisor", "vncproxy.serial",
               "twisted.plugins"],
-    package_data={"vncproxy": ["default.conf"], "twisted": ["plugins/consoleproxy.py"]},
+    package_data={"vncproxy.web": ["openapi.json"], "twisted": ["plugins/consoleproxy.py"]},
     python_requires=">=3.11",
     install_requires=[
         "twisted[tls]>=22.4",
@@ -17,6 +17,7 @@ setup(
         "libvirt-python>=9.0",
         "zope.interface>=5.5",
         "cryptography>=38",
+        "prometheus-client>=0.16",
     ],
     extras_require={
         "test": [
@@ -24,6 +25,7 @@ setup(
             "pytest-twisted>=1.13",
             "hypothesis>=6.67",
             "websocket-client>=1.2",
+            "vncdotool>=1.2",
         ],
     },
     zip_safe=False,

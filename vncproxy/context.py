@@ -3,11 +3,12 @@ The collaborators every request handler and session needs, built once by the com
 (L{vncproxy.service}).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from vncproxy.config import Config
 from vncproxy.sessions import SessionRegistry
 from vncproxy.tokens import TokenStore
+from vncproxy.vnctls import VncTls
 
 
 @dataclass
@@ -17,6 +18,8 @@ class ProxyContext:
     @ivar hypervisor: an L{vncproxy.interfaces.IHypervisor}.
     @ivar serial: the L{vncproxy.serial.manager.SerialManager} (serial capture, hubs, logs), or
         C{None} where serial consoles are not wired up.
+    @ivar vnc_tls: the L{vncproxy.vnctls.VncTls} settings toward VNC servers (default: none,
+        so a VNC server requiring TLS is refused).
     """
 
     config: Config
@@ -25,3 +28,6 @@ class ProxyContext:
     tokens: TokenStore
     sessions: SessionRegistry
     serial: object = None
+    metrics: object = None
+    limiter: object = None  # FailureLimiter for token redemption failures, per source address
+    vnc_tls: VncTls = field(default_factory=VncTls)

@@ -4,6 +4,7 @@ PtySource -> a real PTY with a fake shell on the guest side (FakeHypervisor.open
 e2e suite does the same against a busybox guest under libvirt.
 """
 
+import json
 import socket
 import threading
 import time
@@ -251,7 +252,8 @@ def test_clearing_the_log_also_clears_the_scrollback(proxy, serial_guest):
 
 @pytest_twisted.inlineCallbacks
 def test_no_token_in_the_logs(proxy, serial_guest):
-    """Serial grants and sessions log their grant id, never the token."""
+    """Serial grants and sessions are audited (grant, connect, close) with their grant id,
+    never the token."""
     events = []
     globalLogPublisher.addObserver(events.append)
     try:
@@ -266,9 +268,9 @@ def test_no_token_in_the_logs(proxy, serial_guest):
         yield in_thread(time.sleep, 0.2)
     finally:
         globalLogPublisher.removeObserver(events.append)
-    text = repr(events)
-    assert "serial session" in text
-    assert token not in text
+    audits = {(e.get("audit"), e.get("console_type")) for e in events}
+    assert {("grant", "serial"), ("connect", "serial"), ("close", "serial")} <= audits
+    assert token not in repr(events)
 
 
 @pytest_twisted.inlineCallbacks
@@ -321,7 +323,7 @@ def test_slow_viewer_is_disconnected_and_nobody_else_loses_a_byte(proxy, serial_
     finally:
         globalLogPublisher.removeObserver(events.append)
     assert finished and got == printed
-    codes = [e.get("code") for e in events if e.get("event") == "close"]
+    codes = [e.get("code") for e in events if e.get("audit") == "close"]
     assert CloseCode.SLOW_VIEWER in codes
     log = proxy.service.ctx.serial.log(serial_guest.uuid).tail()
     assert len(log) >= 1024 * 1024 and printed.endswith(log[-len(printed):])
@@ -340,3 +342,98 @@ def test_nova_style_path_with_a_serial_token(proxy, serial_guest):
         client.read_until(b"via-nova-path\r\n")
         client.disconnect()
     yield in_thread(scenario)
+
+
+@pytest_twisted.inlineCallbacks
+def test_idle_serial_session_times_out(make_proxy, add_serial_guest):
+    """A serial session without traffic either way for idle_timeout closes with 4005."""
+    proxy = make_proxy(idle_timeout=0.5)
+    add_serial_guest(proxy)
+
+    def scenario():
+        client = attach(proxy)
+        return client.wait_closed(timeout=5)
+    assert (yield in_thread(scenario)) == (CloseCode.IDLE_TIMEOUT, "idle timeout")
+
+
+@pytest_twisted.inlineCallbacks
+def test_dropped_serial_session_resumes_within_the_grace(proxy, serial_guest):
+    """A serial session whose connection drops (no close frame) can be reopened with the same
+    token within the reconnect grace; one closed by the user cannot."""
+    def scenario():
+        body = grant(proxy)
+        url = url_of(proxy, body)
+        first = SerialClient(url)
+        first.ws.sock.close()  # the network drops: no close frame
+        time.sleep(0.3)
+        again = SerialClient(url)
+        again.type(b"echo resumed\r")
+        again.read_until(b"resumed\r\n")
+        again.disconnect()  # a clean close by the user
+        time.sleep(0.3)
+        return ws_status(url)
+    assert (yield in_thread(scenario)) == 401
+
+
+@pytest_twisted.inlineCallbacks
+def test_nova_serial_consoles(proxy, serial_guest):
+    """remote-consoles with protocol serial and os-getSerialConsole hand out ws://…/?token=
+    URLs that open the serial console."""
+    def scenario():
+        base = f"{proxy.api_url}/v2.1/servers/ser1"
+        status, remote = api.call(f"{base}/remote-consoles", "POST", {
+            "remote_console": {"protocol": "serial", "type": "serial"}}, key=proxy.key)
+        assert status == 200, remote
+        client = SerialClient(remote["remote_console"]["url"].replace(
+            proxy.service.ctx.config.websocket_base_url, proxy.ws_url))
+        client.type(b"echo via-remote-consoles\r")
+        client.read_until(b"via-remote-consoles\r\n")
+        busy = api.call(f"{base}/action", "POST", {"os-getSerialConsole": {"type": "serial"}},
+                        key=proxy.key)
+        client.disconnect()
+        time.sleep(0.2)
+        status, action = api.call(f"{base}/action", "POST",
+                                  {"os-getSerialConsole": {"type": "serial"}}, key=proxy.key)
+        return busy, status, action
+    busy, status, action = yield in_thread(scenario)
+    assert busy[0] == 409
+    assert status == 200 and action["console"]["url"].startswith(
+        proxy.service.ctx.config.websocket_base_url + "/?token=")
+
+
+@pytest_twisted.inlineCallbacks
+def test_busy_refusal_names_its_close_code(proxy, serial_guest):
+    """Refused at the WebSocket because the console is in use: 409 with close code 4003 in the
+    JSON body."""
+    import websocket
+
+    def scenario():
+        spare = grant(proxy)
+        writer = attach(proxy)
+        try:
+            open_websocket(url_of(proxy, spare)).close()
+        except websocket.WebSocketBadStatusException as e:
+            return e.status_code, json.loads(e.resp_body)
+        finally:
+            writer.disconnect()
+    status, body = yield in_thread(scenario)
+    assert status == 409
+    assert body["error"]["close_code"] == CloseCode.LIMIT_REACHED
+
+
+@pytest_twisted.inlineCallbacks
+def test_metrics_count_serial_sessions_and_capture(proxy, serial_guest):
+    """/metrics shows open serial sessions and the bytes captured from the console."""
+    def scenario():
+        serial_guest.shell.prints(b"some boot output\r\n")
+        wait_for_log(proxy, b"boot output")
+        client = attach(proxy, read_only=True)
+        client.read_until(b"boot output")
+        status, text = api.call(f"{proxy.api_url}/metrics")
+        client.disconnect()
+        return text.decode()
+    text = yield in_thread(scenario)
+    assert 'consoleproxy_sessions{console_type="serial"} 1.0' in text
+    captured = [line for line in text.splitlines()
+                if line.startswith("consoleproxy_serial_bytes_captured_total")]
+    assert captured and float(captured[0].split()[-1]) >= len(b"some boot output\r\n")

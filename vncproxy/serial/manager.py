@@ -96,12 +96,15 @@ class SerialManager(Service):
     @param hypervisor: the L{IHypervisor}.
     @param open_source: C{open_source(info, on_data, on_closed, force)} returning an
         L{IConsoleSource} or a L{Deferred} of one; by default chosen by C{config.serial_source}.
+    @param metrics: a L{vncproxy.metrics.Metrics} whose C{serial_bytes_captured} counts the
+        output captured, or C{None}.
     """
 
     _log = Logger()
 
-    def __init__(self, config, reactor, hypervisor, open_source=None):
+    def __init__(self, config, reactor, hypervisor, open_source=None, metrics=None):
         self._config = config
+        self._metrics = metrics
         self._reactor = reactor
         self._hypervisor = hypervisor
         self._open_source = open_source or {
@@ -329,6 +332,8 @@ class SerialManager(Service):
 
         def on_data(data):
             if current():
+                if self._metrics is not None:
+                    self._metrics.serial_bytes_captured += len(data)
                 hub.source_data(data)
 
         def on_closed(reason):

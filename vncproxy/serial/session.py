@@ -6,32 +6,36 @@ L{SerialSession}: one WebSocket viewer of an instance's serial hub.
     onConnect   admit(): join the hub (HubBusy / HubFull / SerialUnavailable -> HTTP 409;
                 a forced token closes the current writer with TAKEN_OVER), register with the
                 session registry (so power-off and service stop close it too)
-    onOpen      start(): the hub sends the scrollback, then live output
+    onOpen      start(): idle and max-length timers; the hub sends the scrollback, then live
+                output
     onMessage   viewer_data(): the writer's input goes to the console, a read-only viewer's
                 is dropped (binary frames, and text frames as their UTF-8 bytes)
-    onClose     viewer_lost()
-    close()     from the registry or the hub (taken over, too slow, stopped): close frame
-                with the code and reason
+    onClose     viewer_lost(resumable): a drop without a close from the user leaves the token
+                usable for one more session within the reconnect grace
+    close()     from the registry, the timers or the hub (taken over, too slow, stopped): close
+                frame with the code and reason; such sessions never resume
 
 The viewer adapter is the WebSocket side: C{send_chunk(chunk)}, C{close(code, reason)},
 C{pause_reading()}, C{resume_reading()}, C{network_transport}.
 """
 
-from twisted.logger import Logger
-
-from vncproxy.closecodes import reason_for
+from vncproxy.audit import audit
+from vncproxy.closecodes import CloseCode, reason_for
 from vncproxy.serial.hub import HubBusy, HubFull
 from vncproxy.serial.manager import SerialUnavailable
+from vncproxy.sessions import SessionTimer
 
 
 class SerialRefused(Exception):
     """
-    The viewer cannot attach; C{message} is safe to show.
+    The viewer cannot attach: HTTP C{status}, close code C{close_code}; C{message} is safe to
+    show.
     """
 
-    def __init__(self, status, message):
+    def __init__(self, status, close_code, message):
         super().__init__(message)
         self.status = status
+        self.close_code = close_code
         self.message = message
 
 
@@ -43,61 +47,81 @@ class SerialSession:
     @param peer: the viewer's address, for logs.
     """
 
-    _log = Logger()
-
     def __init__(self, ctx, grant, viewer, peer):
         self._ctx = ctx
         self._grant = grant
         self._ws = viewer
         self._peer = peer
         self._place = None
+        self._opened = False
         self._closed = False
-        self._started_at = ctx.reactor.seconds()
+        self._started_at = None
+        self._timer = SessionTimer(ctx.reactor, ctx.config.idle_timeout, ctx.config.max_session,
+                                   lambda code: self._end(code, None))
 
     @property
     def interactive(self):
         return not self._grant.read_only
 
+    @property
+    def bytes_to_viewer(self):
+        return self._place.bytes_sent if self._place is not None else 0
+
+    @property
+    def bytes_from_viewer(self):
+        return self._place.bytes_typed if self._place is not None else 0
+
     # -- the WebSocket's side ----------------------------------------------------------------
 
     def admit(self):
         """
-        @raise SerialRefused: 409 when the console is busy, full or not available.
+        @raise SerialRefused: 409 when the console is busy, full or not being captured.
         """
         grant, manager = self._grant, self._ctx.serial
         if manager is None:
-            raise SerialRefused(501, "serial consoles are not enabled")
+            raise SerialRefused(501, CloseCode.CONSOLE_UNAVAILABLE,
+                                "serial consoles are not enabled")
         try:
             self._place = manager.attach(grant.instance_uuid, self, self.interactive,
                                          force=grant.force)
         except SerialUnavailable as e:
-            raise SerialRefused(409, str(e)) from None
+            raise SerialRefused(409, CloseCode.CONSOLE_UNAVAILABLE, str(e)) from None
         except HubBusy:
-            raise SerialRefused(409, "serial console in use") from None
+            raise SerialRefused(409, CloseCode.LIMIT_REACHED, "serial console in use") from None
         except HubFull as e:
-            raise SerialRefused(409, str(e)) from None
+            raise SerialRefused(409, CloseCode.LIMIT_REACHED, str(e)) from None
         try:
             self._ctx.sessions.admit(grant.instance_uuid, "serial", self)
         except Exception:
             self._place.leave()
             raise
-        self._log.info(
-            "serial session {grant_id} for {instance} from {peer} attached ({mode})",
-            grant_id=grant.id, instance=grant.instance_uuid, peer=self._peer,
-            mode="interactive" if self.interactive else "read-only", event="connect")
 
     def start(self):
-        if self._place is not None and not self._closed:
-            self._place.open()
+        if self._place is None or self._closed:
+            return
+        self._opened = True
+        self._started_at = self._ctx.reactor.seconds()
+        self._timer.start(self._grant.session_started_at)
+        grant = self._grant
+        audit("connect", console_type="serial", instance=grant.instance_uuid, peer=self._peer,
+              grant_id=grant.id, caller=grant.caller,
+              mode="interactive" if self.interactive else "read-only",
+              resumed=grant.session_started_at is not None)
+        self._place.open()
 
     def viewer_data(self, data):
         if self._place is not None and not self._closed:
+            self._timer.activity()
             self._place.write(data)
 
-    def viewer_lost(self):
-        self._end(None, "viewer disconnected")
+    def viewer_lost(self, resumable=False):
+        """
+        The viewer went away: it closed, or (C{resumable}) its connection dropped without a
+        close from the user.
+        """
+        self._end(None, "viewer dropped" if resumable else "viewer closed", resumable=resumable)
 
-    # -- the registry's and the hub's side --------------------------------------------------
+    # -- the registry's, the timers' and the hub's side --------------------------------------
 
     def close(self, code, detail=None):
         self._end(code, detail)
@@ -108,6 +132,7 @@ class SerialSession:
         return self._ws.network_transport
 
     def send(self, chunk):
+        self._timer.activity()
         self._ws.send_chunk(chunk)
 
     def pause_reading(self):
@@ -118,10 +143,11 @@ class SerialSession:
 
     # -- ending --------------------------------------------------------------------------------
 
-    def _end(self, code, detail):
+    def _end(self, code, detail, resumable=False):
         if self._closed:
             return
         self._closed = True
+        self._timer.stop()
         place = self._place
         if place is not None:
             place.leave()
@@ -129,15 +155,14 @@ class SerialSession:
         if code is not None:
             reason = reason_for(code, detail)
             self._ws.close(code, reason)
-        grant = self._grant
-        self._ctx.sessions.release(grant.instance_uuid, "serial", self)
-        duration = self._ctx.reactor.seconds() - self._started_at
-        self._log.info(
-            "serial session {grant_id} for {instance} closed after {duration:.1f}s: {reason} "
-            "({bytes_to_viewer} bytes to viewer, {bytes_from_viewer} typed, {bytes_dropped} "
-            "dropped)",
-            grant_id=grant.id, instance=grant.instance_uuid, duration=duration, reason=reason,
-            code=int(code) if code is not None else None,
-            bytes_to_viewer=place.bytes_sent if place else 0,
-            bytes_from_viewer=place.bytes_typed if place else 0,
-            bytes_dropped=place.bytes_dropped if place else 0, event="close")
+        grant, ctx = self._grant, self._ctx
+        ctx.sessions.release(grant.instance_uuid, "serial", self)
+        ctx.tokens.release(grant, resumable and self._opened, self._timer.started_at)
+        ctx.metrics.session_closed("serial", self.bytes_to_viewer, self.bytes_from_viewer)
+        now = ctx.reactor.seconds()
+        audit("close", console_type="serial", instance=grant.instance_uuid, peer=self._peer,
+              grant_id=grant.id, caller=grant.caller,
+              duration=now - (self._started_at or now), reason=reason,
+              code=int(code) if code is not None else None,
+              bytes_to_viewer=self.bytes_to_viewer, bytes_from_viewer=self.bytes_from_viewer,
+              bytes_dropped=place.bytes_dropped if place is not None else 0)
