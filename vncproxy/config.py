@@ -69,6 +69,8 @@ SCHEMA = {
     ("vnc", "connect_timeout"): ("vnc_connect_timeout", _positive(float), "10"),
     ("vnc", "handshake_timeout"): ("vnc_handshake_timeout", _positive(float), "15"),
     ("service", "state_dir"): ("state_dir", str, "/var/lib/consoleproxy"),
+    ("web", "novnc_dir"): ("novnc_dir", str, "/usr/share/novnc"),
+    ("web", "xterm_dir"): ("xterm_dir", str, ""),
 }
 
 
@@ -90,6 +92,8 @@ class Config:
     vnc_connect_timeout: float
     vnc_handshake_timeout: float
     state_dir: str
+    novnc_dir: str
+    xterm_dir: str
 
     @property
     def console_base_url(self):

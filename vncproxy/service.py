@@ -18,6 +18,7 @@ from vncproxy.sessions import SessionRegistry
 from vncproxy.tokens import TokenStore
 from vncproxy.web.api import ApiResource
 from vncproxy.web.auth import KeyChecker
+from vncproxy.web.clients import WebClients
 from vncproxy.web.site import ConsoleRoot, make_site, redacted_log_line
 from vncproxy.web.websocket import make_factory
 
@@ -54,8 +55,9 @@ class ConsoleProxyService(MultiService):
         self._listen("api", config.api_listen, api_site)
 
         secure = config.console_listen.startswith("ssl:")
-        console_site = make_site(ConsoleRoot(WebSocketResource(make_factory(self.ctx, secure))),
-                                 reactor=reactor)
+        web = WebClients(config.novnc_dir, config.xterm_dir)
+        console_site = make_site(
+            ConsoleRoot(WebSocketResource(make_factory(self.ctx, secure)), web), reactor=reactor)
         self._listen("console", config.console_listen, console_site)
 
     def _listen(self, name, description, factory):
