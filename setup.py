@@ -6,7 +6,14 @@ setup(
     version="0.1.0",
     description="Hypervisor-side console proxy for virtual machines (VNC over WebSocket, serial)",
     packages=["vncproxy", "vncproxy.rfb", "vncproxy.web", "vncproxy.hypervisor", "twisted.plugins"],
-    package_data={"vncproxy": ["default.conf"], "twisted": ["plugins/consoleproxy.py"]},
+    # The web clients: our pages, and xterm.js as tools/webclients.sh installed it from npm
+    # (run it before building; noVNC itself comes from the system package novnc).
+    package_data={
+        "vncproxy": ["default.conf"],
+        "vncproxy.web": ["static/serial.html", "static/serial/*",
+                         "static/vendor/xterm/*", "static/vendor/xterm/.lock-sha256"],
+        "twisted": ["plugins/consoleproxy.py"],
+    },
     python_requires=">=3.11",
     install_requires=[
         "twisted[tls]>=22.4",
@@ -23,6 +30,8 @@ setup(
             "pytest-twisted>=1.13",
             "hypothesis>=6.67",
             "websocket-client>=1.2",
+            # Browser tests drive Debian's chromium; never "playwright install".
+            "playwright>=1.48",
         ],
     },
     zip_safe=False,

@@ -33,10 +33,16 @@ import html.parser
 import json
 import re
 import secrets
+import warnings
 from pathlib import Path
 
 from twisted.logger import Logger
-from twisted.web import resource, static
+from twisted.web import resource
+
+with warnings.catch_warnings():
+    # Twisted >= 22.10 builds its own deprecated error pages when this module is imported.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from twisted.web import static
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 DEFAULT_XTERM_DIR = STATIC_DIR / "vendor" / "xterm"
