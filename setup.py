@@ -10,8 +10,7 @@ setup(
     # (run it before building; noVNC itself comes from the system package novnc).
     package_data={
         "vncproxy": ["default.conf"],
-        "vncproxy.web": ["static/serial.html", "static/serial/*",
-                         "static/vendor/xterm/*", "static/vendor/xterm/.lock-sha256"],
+        "vncproxy.web": ["static/*.html", "static/serial/*", "static/vendor/**/*"],
         "twisted": ["plugins/consoleproxy.py"],
     },
     python_requires=">=3.11",

@@ -27,7 +27,7 @@ from tests.support import api
 from tests.support.browser import (
     canvas_rgb, differing_pixels, lit_pixels, read_screendump, rgb_png, watch)
 from tests.support.viewer import open_websocket
-from vncproxy.web.clients import novnc_version
+from vncproxy.web.clients import NPM_NOVNC_DIR, novnc_version
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 # A text console differs from QEMU's own screen dump only where the cursor blinks.
@@ -209,6 +209,27 @@ def test_novnc_behind_public_url(vnc_guest, browser, tmp_path_factory, tmp_path)
         context.close()
         proc.stop()
         relay.close()
+
+
+def test_npm_novnc_when_the_system_has_none(vnc_guest, browser, tmp_path_factory, tmp_path):
+    """Without the system's noVNC, the npm-built library and our own page open the Nova URL."""
+    assert (NPM_NOVNC_DIR / "core" / "rfb.js").is_file(), "run tools/webclients.sh"
+    workdir = tmp_path_factory.mktemp("consoleproxy-npm-novnc")
+    proc = ServiceProcess(workdir, web__novnc_dir=workdir / "no-system-novnc").start()
+    context = browser.new_context(viewport={"width": 1024, "height": 768})
+    try:
+        page = context.new_page()
+        log = watch(page)
+        page.goto(nova_url(f"http://127.0.0.1:{proc.console_port}", token_for(proc, vnc_guest.name)))
+        assert page.title() == "Console"  # ours, not noVNC's
+        wait_for_connected_canvas(page, "#status", f"Connected to QEMU ({vnc_guest.name})",
+                                  "#screen canvas")
+        assert_canvas_matches_guest(page, vnc_guest, tmp_path, "#screen canvas", "novnc-npm-copy")
+        page.screenshot(path=str(ARTIFACTS / "novnc-npm-copy-page.png"))
+        assert log.problems(page) == []
+    finally:
+        context.close()
+        proc.stop()
 
 
 # -- serial ---------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ The web clients on the console listener of an in-process service (real sockets),
 stand-in noVNC and xterm.js directory: which files are served, with which headers.
 """
 
+import json
 import re
 import urllib.error
 import urllib.request
@@ -15,6 +16,7 @@ from tests.integration.conftest import API_KEY, free_port
 from vncproxy import config
 from vncproxy.hypervisor.fake import FakeHypervisor
 from vncproxy.service import ConsoleProxyService
+from vncproxy.web import clients
 
 LITE = ("<!DOCTYPE html><html><head><style>body { color: red; }</style>"
         "<script type=\"module\">alert(1)</script></head><body></body></html>")
@@ -178,8 +180,33 @@ def test_serial_page_gets_a_fresh_nonce_that_its_script_carries(web):
 
 
 @pytest_twisted.inlineCallbacks
-def test_missing_clients_say_what_to_install(tmp_path):
+def test_npm_library_is_the_fallback_with_our_own_lite_page(tmp_path, novnc, xterm, monkeypatch):
+    """Without the system's noVNC, the npm copy's core is served and vnc_auto.html is our page."""
+    library = tmp_path / "npm-novnc"
+    (library / "core").mkdir(parents=True)
+    (library / "core" / "rfb.js").write_text("export default class RFB {}\n")
+    (library / "package.json").write_text('{"version": "1.3.0"}')
+    monkeypatch.setattr(clients, "NPM_NOVNC_DIR", library)
+    service, base = start(tmp_path / "no-system-novnc", xterm)
+    try:
+        status, headers, body = yield get(f"{base}/vnc_auto.html?path=websockify%3Ftoken%3DT")
+        assert status == 200 and body == clients.OWN_LITE_PAGE.read_bytes()
+        assert "sha256-" in headers["content-security-policy"]
+        assert "'unsafe-inline'" not in headers["content-security-policy"]
+        status, _, body = yield get(f"{base}/core/rfb.js")
+        assert (status, body) == (200, b"export default class RFB {}\n")
+        status, _, body = yield get(f"{base}/vnc.html")
+        assert status == 404 and b"full UI" in body
+        status, _, body = yield get(f"{base}/package.json")
+        assert (status, json.loads(body)["version"]) == (200, "1.3.0")
+    finally:
+        yield service.stopService()
+
+
+@pytest_twisted.inlineCallbacks
+def test_missing_clients_say_what_to_install(tmp_path, monkeypatch):
     """Without noVNC or xterm.js, the pages answer 404 naming the package or the build step."""
+    monkeypatch.setattr(clients, "NPM_NOVNC_DIR", tmp_path / "no-npm-novnc")
     service, base = start(tmp_path / "no-novnc", tmp_path / "no-xterm")
     try:
         status, _, body = yield get(f"{base}/vnc_auto.html")

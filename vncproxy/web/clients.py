@@ -5,7 +5,7 @@ the files they load, each served under a Content-Security-Policy made for it.
 URL space (everything else is 404; directories are never listed)::
 
     /vnc.html                noVNC's full UI            (the system's noVNC, [web] novnc_dir)
-    /vnc_lite.html           noVNC's minimal page
+    /vnc_lite.html           noVNC's minimal page       (ours when noVNC is the npm library)
     /vnc_auto.html           the same as vnc_lite.html (noVNC 1.x dropped the name; Nova uses it)
     /app/ /core/ /vendor/    noVNC's modules, styles, images
     /package.json            noVNC's version (its full UI shows it)
@@ -13,6 +13,11 @@ URL space (everything else is 404; directories are never listed)::
     /serial.html?token=T     the serial terminal page (ours)
     /serial/                 its script and style (ours, vncproxy/web/static/serial)
     /xterm/                  xterm.js ([web] xterm_dir, built by tools/webclients.sh)
+
+noVNC is the system's copy ([web] novnc_dir, Debian's package novnc) when that directory holds
+noVNC, otherwise the library that tools/webclients.sh installed from npm at build time; the npm
+package has no pages, so with it vnc_lite.html is our own small page (static/novnc_lite.html)
+and vnc.html is 404.
 
 Pinning: noVNC's pages take C{host} and C{port} from the link and default them to the page's
 own location. Every page here carries C{connect-src 'self'}, so the browser lets it open
@@ -46,6 +51,12 @@ with warnings.catch_warnings():
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 DEFAULT_XTERM_DIR = STATIC_DIR / "vendor" / "xterm"
+NPM_NOVNC_DIR = STATIC_DIR / "vendor" / "novnc"
+OWN_LITE_PAGE = STATIC_DIR / "novnc_lite.html"
+_NOT_INSTALLED = ("noVNC is not installed ({path} is missing): install the package novnc, "
+                  "set [web] novnc_dir, or run tools/webclients.sh")
+_NO_FULL_UI = ("noVNC's full UI is not installed ({path} is missing): install the package "
+               "novnc or set [web] novnc_dir; /vnc_lite.html works with the library alone")
 
 # Everything a page does not need is refused by default-src 'none'.
 _BASE_POLICY = {
@@ -207,9 +218,10 @@ class NoVncPage(resource.Resource):
     isLeaf = True
     _log = Logger()
 
-    def __init__(self, path):
+    def __init__(self, path, missing=_NOT_INSTALLED):
         super().__init__()
         self._path = Path(path)
+        self._missing = missing
 
     def render_GET(self, request):
         try:
@@ -217,8 +229,7 @@ class NoVncPage(resource.Resource):
         except OSError as e:
             self._log.warn("cannot read noVNC page {path}: {error}", path=str(self._path),
                            error=e.strerror)
-            return _Missing(f"noVNC is not installed ({self._path} is missing): "
-                            "install the package novnc or set [web] novnc_dir").render(request)
+            return _Missing(self._missing.format(path=self._path)).render(request)
         _no_store(request)
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         request.setHeader(b"content-security-policy",
@@ -333,23 +344,46 @@ class _Favicon(resource.Resource):
     render_HEAD = render_GET
 
 
+def resolve_novnc(novnc_dir, fallback=None):
+    """
+    Which noVNC to serve: C{(directory, lite page)}. The configured directory (the system's
+    copy) when it holds noVNC, otherwise the copy built from npm; its own vnc_lite.html when
+    it has one, otherwise ours (the npm package ships the library without pages).
+    """
+    novnc = Path(novnc_dir)
+    fallback = Path(fallback) if fallback is not None else NPM_NOVNC_DIR
+    if not _has_novnc(novnc) and _has_novnc(fallback):
+        novnc = fallback
+    lite = novnc / "vnc_lite.html"
+    if _has_novnc(novnc) and not lite.is_file():
+        lite = OWN_LITE_PAGE
+    return novnc, lite
+
+
+def _has_novnc(directory):
+    return (directory / "core" / "rfb.js").is_file()
+
+
 class WebClients(resource.Resource):
     """
     The tree of the web clients (plain GET and HEAD on the console listener).
 
     @param novnc_dir: noVNC's directory (vnc.html, vnc_lite.html, app/, core/, vendor/).
-    @param xterm_dir: the xterm.js directory (xterm.mjs, xterm.css, addon-fit.mjs).
+    @param xterm_dir: the xterm.js directory (xterm.mjs, xterm.css, addon-fit.mjs); empty for
+        the copy built by tools/webclients.sh.
+    @param novnc_fallback: the noVNC library built from npm, used when C{novnc_dir} has none
+        (default: L{NPM_NOVNC_DIR}).
     """
 
     _log = Logger()
 
-    def __init__(self, novnc_dir, xterm_dir):
+    def __init__(self, novnc_dir, xterm_dir, novnc_fallback=None):
         super().__init__()
-        novnc = Path(novnc_dir)
+        novnc, lite_path = resolve_novnc(novnc_dir, novnc_fallback)
         xterm = Path(xterm_dir) if xterm_dir else DEFAULT_XTERM_DIR
         self.putChild(b"", _Index())
-        self.putChild(b"vnc.html", NoVncPage(novnc / "vnc.html"))
-        lite = NoVncPage(novnc / "vnc_lite.html")
+        self.putChild(b"vnc.html", NoVncPage(novnc / "vnc.html", _NO_FULL_UI))
+        lite = NoVncPage(lite_path)
         self.putChild(b"vnc_lite.html", lite)
         self.putChild(b"vnc_auto.html", lite)
         self.putChild(b"package.json", _PackageJson(novnc))
@@ -359,9 +393,14 @@ class WebClients(resource.Resource):
         self.putChild(b"serial.html", SerialPage(STATIC_DIR / "serial.html", xterm))
         self.putChild(b"serial", _Files(str(STATIC_DIR / "serial")))
         self.putChild(b"xterm", _Files(str(xterm)))
-        if not (novnc / "core" / "rfb.js").is_file():
-            self._log.warn("noVNC not found in {dir}: /vnc.html and /vnc_lite.html answer 404 "
-                           "(install the package novnc or set [web] novnc_dir)", dir=str(novnc))
+        if _has_novnc(novnc):
+            self._log.info("web clients: noVNC {version} from {dir}, {page} as vnc_lite.html",
+                           version=novnc_version(novnc) or "(version unknown)", dir=str(novnc),
+                           page=str(lite_path))
+        else:
+            self._log.warn("noVNC not found in {dir} (nor built from npm): /vnc.html and "
+                           "/vnc_lite.html answer 404 (install the package novnc, set [web] "
+                           "novnc_dir, or run tools/webclients.sh)", dir=str(novnc))
         if not (xterm / "xterm.mjs").is_file():
             self._log.warn("xterm.js not found in {dir}: /serial.html answers 404 (run "
                            "tools/webclients.sh or set [web] xterm_dir)", dir=str(xterm))
@@ -370,4 +409,5 @@ class WebClients(resource.Resource):
         return _Missing("not found")
 
 
-__all__ = ["ASSET_POLICY", "WebClients", "novnc_policy", "serial_policy"]
+__all__ = ["ASSET_POLICY", "WebClients", "novnc_policy", "novnc_version", "resolve_novnc",
+           "serial_policy"]
