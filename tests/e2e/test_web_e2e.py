@@ -27,6 +27,7 @@ from tests.support import api
 from tests.support.browser import (
     canvas_rgb, differing_pixels, lit_pixels, read_screendump, rgb_png, watch)
 from tests.support.viewer import open_websocket
+from vncproxy.config import SCHEMA
 from vncproxy.web.clients import NPM_NOVNC_DIR, novnc_version
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -34,9 +35,14 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 MAX_DIFFERING = 0.01
 
 
+def serial_capture(guest):
+    """Settings that let the service capture the guest's serial console, where it has one."""
+    return {"serial__domains": guest.name} if ("serial", "domains") in SCHEMA else {}
+
+
 @pytest.fixture(scope="module")
 def service(vnc_guest, tmp_path_factory):
-    proc = ServiceProcess(tmp_path_factory.mktemp("consoleproxy-web"))
+    proc = ServiceProcess(tmp_path_factory.mktemp("consoleproxy-web"), **serial_capture(vnc_guest))
     proc.start()
     yield proc
     proc.stop()

@@ -53,7 +53,8 @@ def test_novnc_policy_pins_connections_and_denies_the_rest():
     assert d["script-src"] == ["'self'"] and d["style-src"] == ["'self'"]
 
 
-@given(st.text(alphabet=st.characters(blacklist_characters="<\r"), max_size=200))
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="<\r"),
+               max_size=200))
 def test_any_inline_script_gets_exactly_one_hash(code):
     """Whatever the inline script holds, the policy names one hash for it."""
     d = directives(novnc_policy(f"<script>{code}</script>"))
@@ -87,3 +88,14 @@ def test_novnc_version_unknown(tmp_path):
     """Neither source: no version (the page then gets 404 for package.json)."""
     (tmp_path / "package.json").write_text("{not json")
     assert novnc_version(tmp_path, changelog=tmp_path / "none.gz") is None
+
+
+def test_serial_page_has_words_for_every_close_code():
+    """Each of the service's close codes has a sentence in the serial page's script."""
+    from vncproxy.closecodes import CloseCode
+    from vncproxy.web.clients import STATIC_DIR
+
+    script = (STATIC_DIR / "serial" / "serial.js").read_text()
+    table = script[script.index("const CLOSE_MESSAGES"):script.index("};")]
+    for code in CloseCode:
+        assert f"\n    {int(code)}: '" in table, code

@@ -22,6 +22,7 @@ const CLOSE_MESSAGES = {
     4009: 'The instance\'s console is not available.',
     4010: 'The instance\'s console closed.',
     4011: 'The session ended after a protocol error.',
+    4012: 'Disconnected: this browser could not keep up with the console\'s output.',
     1000: 'The session ended.',
     1001: 'The console service went away.',
     1008: 'The console link is not valid: it is wrong, already used or expired. Ask for a new console URL.',
