@@ -55,7 +55,8 @@ class ConsoleProxyService(MultiService):
         self._listen("api", config.api_listen, api_site)
 
         secure = config.console_listen.startswith("ssl:")
-        web = WebClients(config.novnc_dir, config.xterm_dir)
+        web = WebClients(config.novnc_dir, config.xterm_dir,
+                         allowed_origins=config.allowed_origins)
         console_site = make_site(
             ConsoleRoot(WebSocketResource(make_factory(self.ctx, secure)), web), reactor=reactor)
         self._listen("console", config.console_listen, console_site)

@@ -49,12 +49,12 @@ def xterm(tmp_path):
     return root
 
 
-def start(novnc_dir, xterm_dir):
+def start(novnc_dir, xterm_dir, **settings):
     console_port = free_port()
     cfg = config.defaults(
         api_listen=f"tcp:{free_port()}:interface=127.0.0.1",
         console_listen=f"tcp:{console_port}:interface=127.0.0.1",
-        novnc_dir=str(novnc_dir), xterm_dir=str(xterm_dir))
+        novnc_dir=str(novnc_dir), xterm_dir=str(xterm_dir), **settings)
     service = ConsoleProxyService(cfg, reactor, FakeHypervisor(), [API_KEY])
     service.startService()
     return service, f"http://127.0.0.1:{console_port}"
@@ -215,5 +215,20 @@ def test_missing_clients_say_what_to_install(tmp_path, monkeypatch):
         assert status == 404 and b"tools/webclients.sh" in body
         status, _, _ = yield get(f"{base}/package.json")
         assert status in (200, 404)  # 200 only where Debian's noVNC changelog exists
+    finally:
+        yield service.stopService()
+
+
+@pytest_twisted.inlineCallbacks
+def test_allowed_origins_may_frame_the_pages(novnc, xterm):
+    """With a portal in allowed_origins, the pages name it in frame-ancestors and drop X-Frame-Options."""
+    service, base = start(novnc, xterm, allowed_origins=("https://horizon.example",))
+    try:
+        for path in ("/vnc_auto.html?path=x", "/vnc.html", "/serial.html?token=T"):
+            _, headers, _ = yield get(base + path)
+            assert "frame-ancestors https://horizon.example;" in headers["content-security-policy"] + ";"
+            assert "x-frame-options" not in headers, path
+        _, headers, _ = yield get(f"{base}/core/rfb.js")
+        assert headers["x-frame-options"] == "DENY"
     finally:
         yield service.stopService()

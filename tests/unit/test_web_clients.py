@@ -99,3 +99,24 @@ def test_serial_page_has_words_for_every_close_code():
     table = script[script.index("const CLOSE_MESSAGES"):script.index("};")]
     for code in CloseCode:
         assert f"\n    {int(code)}: '" in table, code
+
+
+def test_frame_ancestors_are_the_allowed_origins():
+    """Portals allowed to open consoles may embed the pages; without any, nobody may."""
+    from vncproxy.web.clients import frame_ancestors
+
+    assert frame_ancestors(()) == ["'none'"]
+    assert frame_ancestors(("https://horizon.example", "portal.example", "*.cloud.example")) == [
+        "https://horizon.example", "portal.example", "*.cloud.example"]
+    assert frame_ancestors(("*",)) == ["*"]
+    assert frame_ancestors(("http://[2001:db8::1]:8080",)) == ["http://[2001:db8::1]:8080"]
+
+
+def test_frame_ancestors_leave_out_anything_but_sources():
+    """Configured text that is not an origin or host name never reaches the header."""
+    from vncproxy.web.clients import frame_ancestors
+
+    assert frame_ancestors(("evil.example;script-src", "'unsafe-inline'", "javascript:x",
+                            "https://a.example/path", "data:")) == ["'none'"]
+    d = directives(novnc_policy("<p/>", frame_ancestors(("https://horizon.example",))))
+    assert d["frame-ancestors"] == ["https://horizon.example"]

@@ -125,7 +125,27 @@ class _InlineCode(html.parser.HTMLParser):
             self._into = None
 
 
-def novnc_policy(page):
+_ORIGIN = re.compile(r"(https?)://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?")
+_HOST = re.compile(r"(\*\.)?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*")
+
+
+def frame_ancestors(allowed_origins):
+    """
+    The C{frame-ancestors} sources for C{[console] allowed_origins}: the portals trusted to
+    open consoles may also embed the pages (OpenStack Horizon shows noVNC in an iframe).
+    Nothing configured: C{'none'}. Entries that are not a plain origin, host name or C{*} are
+    left out, so no configured text can reach the header as anything but a source.
+    """
+    sources = []
+    for entry in allowed_origins:
+        if entry == "*":
+            sources.append("*")
+        elif _ORIGIN.fullmatch(entry) or _HOST.fullmatch(entry):
+            sources.append(entry)
+    return sources or ["'none'"]
+
+
+def novnc_policy(page, ancestors=("'none'",)):
     """
     The CSP of one of noVNC's pages (its text): its own files, its inline code by hash,
     images from itself and C{data:} (noVNC draws cursors and JPEG rectangles from data URLs),
@@ -136,6 +156,7 @@ def novnc_policy(page):
     inline.close()
     return render_policy({
         **_BASE_POLICY,
+        "frame-ancestors": list(ancestors),
         "script-src": ["'self'", *sorted({_csp_hash(s) for s in inline.scripts})],
         "style-src": ["'self'", *sorted({_csp_hash(s) for s in inline.styles})],
         "img-src": ["'self'", "data:"],
@@ -145,13 +166,14 @@ def novnc_policy(page):
     })
 
 
-def serial_policy(nonce):
+def serial_policy(nonce, ancestors=("'none'",)):
     """
     The CSP of the serial page: its own scripts and styles, the C{<style>} elements xterm.js
     creates (by nonce), WebSockets only to its own origin.
     """
     return render_policy({
         **_BASE_POLICY,
+        "frame-ancestors": list(ancestors),
         "script-src": ["'self'"],
         "style-src": ["'self'", f"'nonce-{nonce}'"],
         "img-src": ["'self'"],
@@ -161,6 +183,15 @@ def serial_policy(nonce):
 
 def _no_store(request):
     request.setHeader(b"cache-control", b"no-store")
+
+
+def _page_headers(request, policy, ancestors):
+    _no_store(request)
+    request.setHeader(b"content-type", b"text/html; charset=utf-8")
+    request.setHeader(b"content-security-policy", policy.encode("ascii"))
+    if list(ancestors) != ["'none'"]:
+        # X-Frame-Options cannot name several origins; CSP's frame-ancestors decides.
+        request.responseHeaders.removeHeader(b"x-frame-options")
 
 
 class _Missing(resource.Resource):
@@ -218,10 +249,11 @@ class NoVncPage(resource.Resource):
     isLeaf = True
     _log = Logger()
 
-    def __init__(self, path, missing=_NOT_INSTALLED):
+    def __init__(self, path, missing=_NOT_INSTALLED, ancestors=("'none'",)):
         super().__init__()
         self._path = Path(path)
         self._missing = missing
+        self._ancestors = tuple(ancestors)
 
     def render_GET(self, request):
         try:
@@ -230,10 +262,8 @@ class NoVncPage(resource.Resource):
             self._log.warn("cannot read noVNC page {path}: {error}", path=str(self._path),
                            error=e.strerror)
             return _Missing(self._missing.format(path=self._path)).render(request)
-        _no_store(request)
-        request.setHeader(b"content-type", b"text/html; charset=utf-8")
-        request.setHeader(b"content-security-policy",
-                          novnc_policy(data.decode("utf-8", "replace")).encode("ascii"))
+        policy = novnc_policy(data.decode("utf-8", "replace"), self._ancestors)
+        _page_headers(request, policy, self._ancestors)
         return b"" if request.method == b"HEAD" else data
 
     render_HEAD = render_GET
@@ -246,19 +276,18 @@ class SerialPage(resource.Resource):
 
     isLeaf = True
 
-    def __init__(self, template, xterm_dir):
+    def __init__(self, template, xterm_dir, ancestors=("'none'",)):
         super().__init__()
         self._template = Path(template).read_text(encoding="utf-8")
         self._xterm_dir = Path(xterm_dir)
+        self._ancestors = tuple(ancestors)
 
     def render_GET(self, request):
         if not (self._xterm_dir / "xterm.mjs").is_file():
             return _Missing(f"xterm.js is not installed ({self._xterm_dir}): run "
                             "tools/webclients.sh or set [web] xterm_dir").render(request)
         nonce = secrets.token_urlsafe(18)
-        _no_store(request)
-        request.setHeader(b"content-type", b"text/html; charset=utf-8")
-        request.setHeader(b"content-security-policy", serial_policy(nonce).encode("ascii"))
+        _page_headers(request, serial_policy(nonce, self._ancestors), self._ancestors)
         page = self._template.replace("{{nonce}}", nonce).encode("utf-8")
         return b"" if request.method == b"HEAD" else page
 
@@ -373,24 +402,27 @@ class WebClients(resource.Resource):
         the copy built by tools/webclients.sh.
     @param novnc_fallback: the noVNC library built from npm, used when C{novnc_dir} has none
         (default: L{NPM_NOVNC_DIR}).
+    @param allowed_origins: C{[console] allowed_origins}: the pages may be framed by these
+        (L{frame_ancestors}), by nobody when empty.
     """
 
     _log = Logger()
 
-    def __init__(self, novnc_dir, xterm_dir, novnc_fallback=None):
+    def __init__(self, novnc_dir, xterm_dir, novnc_fallback=None, allowed_origins=()):
         super().__init__()
         novnc, lite_path = resolve_novnc(novnc_dir, novnc_fallback)
+        ancestors = frame_ancestors(allowed_origins)
         xterm = Path(xterm_dir) if xterm_dir else DEFAULT_XTERM_DIR
         self.putChild(b"", _Index())
-        self.putChild(b"vnc.html", NoVncPage(novnc / "vnc.html", _NO_FULL_UI))
-        lite = NoVncPage(lite_path)
+        self.putChild(b"vnc.html", NoVncPage(novnc / "vnc.html", _NO_FULL_UI, ancestors))
+        lite = NoVncPage(lite_path, ancestors=ancestors)
         self.putChild(b"vnc_lite.html", lite)
         self.putChild(b"vnc_auto.html", lite)
         self.putChild(b"package.json", _PackageJson(novnc))
         for name in ("app", "core", "vendor"):
             self.putChild(name.encode(), _Files(str(novnc / name)))
         self.putChild(b"favicon.ico", _Favicon(novnc / "app" / "images" / "icons" / "novnc-32x32.png"))
-        self.putChild(b"serial.html", SerialPage(STATIC_DIR / "serial.html", xterm))
+        self.putChild(b"serial.html", SerialPage(STATIC_DIR / "serial.html", xterm, ancestors))
         self.putChild(b"serial", _Files(str(STATIC_DIR / "serial")))
         self.putChild(b"xterm", _Files(str(xterm)))
         if _has_novnc(novnc):
@@ -409,5 +441,5 @@ class WebClients(resource.Resource):
         return _Missing("not found")
 
 
-__all__ = ["ASSET_POLICY", "WebClients", "novnc_policy", "novnc_version", "resolve_novnc",
+__all__ = ["ASSET_POLICY", "WebClients", "frame_ancestors", "novnc_policy", "novnc_version", "resolve_novnc",
            "serial_policy"]
