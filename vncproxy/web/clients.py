@@ -224,8 +224,10 @@ class _Files(static.File):
     contentTypes = _CONTENT_TYPES
     childNotFound = _Missing("not found")
 
-    def __init__(self, path, *args, **kwargs):
-        super().__init__(path, "application/octet-stream", *args, **kwargs)
+    def __init__(self, path, defaultType="application/octet-stream", ignoredExts=(),
+                 registry=None):
+        # (File.createSimilarFile builds each child with these positional arguments.)
+        super().__init__(path, defaultType, ignoredExts, registry)
 
     def directoryListing(self):
         return self.childNotFound
