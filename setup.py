@@ -6,11 +6,10 @@ setup(
     version="0.1.0",
     description="Hypervisor-side console proxy for virtual machines (VNC over WebSocket, serial)",
     packages=["vncproxy", "vncproxy.rfb", "vncproxy.web", "vncproxy.hypervisor", "twisted.plugins"],
-    # The web clients: our pages, and xterm.js as tools/webclients.sh installed it from npm
-    # (run it before building; noVNC itself comes from the system package novnc).
+    # The web clients: our pages, and what tools/webclients.sh installed from npm (xterm.js, and
+    # noVNC's library as the fallback for hosts without the system package novnc): run it first.
     package_data={
-        "vncproxy": ["default.conf"],
-        "vncproxy.web": ["static/*.html", "static/serial/*", "static/vendor/**/*"],
+        "vncproxy.web": ["openapi.json", "static/*.html", "static/serial/*", "static/vendor/**/*"],
         "twisted": ["plugins/consoleproxy.py"],
     },
     python_requires=">=3.11",
@@ -22,6 +21,7 @@ setup(
         "libvirt-python>=9.0",
         "zope.interface>=5.5",
         "cryptography>=38",
+        "prometheus-client>=0.16",
     ],
     extras_require={
         "test": [
@@ -29,6 +29,7 @@ setup(
             "pytest-twisted>=1.13",
             "hypothesis>=6.67",
             "websocket-client>=1.2",
+            "vncdotool>=1.2",
             # Browser tests drive Debian's chromium; never "playwright install".
             "playwright>=1.48",
         ],

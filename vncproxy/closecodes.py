@@ -18,6 +18,7 @@ class CloseCode(IntEnum):
     CONSOLE_UNAVAILABLE = 4009
     CONSOLE_CLOSED = 4010
     PROTOCOL_ERROR = 4011
+    RATE_LIMITED = 4012
 
 
 REASONS = {
@@ -32,6 +33,7 @@ REASONS = {
     CloseCode.CONSOLE_UNAVAILABLE: "console unavailable",
     CloseCode.CONSOLE_CLOSED: "console closed",
     CloseCode.PROTOCOL_ERROR: "protocol error",
+    CloseCode.RATE_LIMITED: "too many failed attempts",
 }
 
 

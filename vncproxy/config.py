@@ -42,8 +42,27 @@ def _positive(kind):
     return parse
 
 
+def _non_negative(kind):
+    def parse(value):
+        number = kind(value)
+        if number < 0:
+            raise ValueError("must not be negative")
+        return number
+
+    return parse
+
+
 def _words(value):
     return tuple(w for w in value.replace(",", " ").split() if w)
+
+
+def _boolean(value):
+    lowered = value.lower()
+    if lowered in ("true", "yes", "on", "1"):
+        return True
+    if lowered in ("false", "no", "off", "0"):
+        return False
+    raise ValueError("must be true or false")
 
 
 def _url(value):
@@ -65,9 +84,26 @@ SCHEMA = {
     ("api", "keys_file"): ("api_keys_file", str, ""),
     ("libvirt", "uri"): ("libvirt_uri", str, "qemu:///system"),
     ("tokens", "token_ttl"): ("token_ttl", _positive(float), "180"),
+    ("tokens", "reconnect_grace"): ("reconnect_grace", _non_negative(float), "15"),
     ("sessions", "max_vnc_sessions"): ("max_vnc_sessions", _positive(int), "2"),
+    ("sessions", "idle_timeout"): ("idle_timeout", _positive(float), "600"),
+    ("sessions", "max_session"): ("max_session", _positive(float), "3600"),
+    ("ratelimit", "window"): ("ratelimit_window", _positive(float), "60"),
+    ("ratelimit", "slow_after"): ("ratelimit_slow_after", _non_negative(int), "5"),
+    ("ratelimit", "refuse_after"): ("ratelimit_refuse_after", _positive(int), "20"),
     ("vnc", "connect_timeout"): ("vnc_connect_timeout", _positive(float), "10"),
     ("vnc", "handshake_timeout"): ("vnc_handshake_timeout", _positive(float), "15"),
+    ("vnc", "tls_ca"): ("vnc_tls_ca", str, ""),
+    ("vnc", "tls_cert"): ("vnc_tls_cert", str, ""),
+    ("vnc", "tls_key"): ("vnc_tls_key", str, ""),
+    ("vnc", "tls_hostname"): ("vnc_tls_hostname", str, ""),
+    ("vnc", "tls_anonymous"): ("vnc_tls_anonymous", _boolean, "false"),
+    ("xvpvnc", "native_wait"): ("xvpvnc_native_wait", _positive(float), "2"),
+    ("xvpvnc", "max_failures_per_instance"): ("xvpvnc_max_failures_per_instance",
+                                              _positive(int), "20"),
+    ("http", "header_timeout"): ("http_header_timeout", _positive(float), "10"),
+    ("http", "idle_timeout"): ("http_idle_timeout", _positive(float), "60"),
+    ("http", "max_pending_per_address"): ("http_max_pending_per_address", _positive(int), "32"),
     ("service", "state_dir"): ("state_dir", str, "/var/lib/consoleproxy"),
     ("web", "novnc_dir"): ("novnc_dir", str, "/usr/share/novnc"),
     ("web", "xterm_dir"): ("xterm_dir", str, ""),
@@ -88,12 +124,39 @@ class Config:
     api_keys_file: str
     libvirt_uri: str
     token_ttl: float
+    reconnect_grace: float
     max_vnc_sessions: int
+    idle_timeout: float
+    max_session: float
+    ratelimit_window: float
+    ratelimit_slow_after: int
+    ratelimit_refuse_after: int
     vnc_connect_timeout: float
     vnc_handshake_timeout: float
+    vnc_tls_ca: str
+    vnc_tls_cert: str
+    vnc_tls_key: str
+    vnc_tls_hostname: str
+    vnc_tls_anonymous: bool
+    xvpvnc_native_wait: float
+    xvpvnc_max_failures_per_instance: int
+    http_header_timeout: float
+    http_idle_timeout: float
+    http_max_pending_per_address: int
     state_dir: str
     novnc_dir: str
     xterm_dir: str
+
+    @property
+    def vnc_tls_mode(self):
+        """
+        Which VeNCrypt subtypes the proxy may run toward QEMU: C{"x509"} when a CA is
+        configured, C{"anonymous"} when C{tls_anonymous} is on, else C{None} (VeNCrypt is
+        refused).
+        """
+        if self.vnc_tls_ca:
+            return "x509"
+        return "anonymous" if self.vnc_tls_anonymous else None
 
     @property
     def console_base_url(self):
@@ -124,6 +187,14 @@ class Config:
         host = urlsplit(self.console_base_url).hostname
         port = _endpoint_port(self.xvpvnc_listen)
         return f"http://{_host_for_url(host)}:{port}" if port else f"http://{_host_for_url(host)}"
+
+    def native_vnc_url(self, password):
+        """
+        The C{vnc://} URL a native viewer opens the xvpvnc listener with.
+
+        @param password: the one-time VNC password (URL-safe characters only).
+        """
+        return "vnc://:" + password + "@" + self.xvpvnc_base_url[len("http://"):]
 
 
 def _endpoint_port(description):
@@ -181,7 +252,24 @@ def _build(values, where):
             kwargs[name] = parse(raw.strip())
         except ValueError as e:
             raise ConfigError(f"{where}: [{section}] {key}: {e}") from None
-    return Config(**kwargs)
+    built = Config(**kwargs)
+    _check_tls(built, where)
+    return built
+
+
+def _check_tls(c, where):
+    if bool(c.vnc_tls_cert) != bool(c.vnc_tls_key):
+        raise ConfigError(f"{where}: [vnc] tls_cert and tls_key: set both (a client "
+                          "certificate and its key) or neither")
+    if c.vnc_tls_cert and not c.vnc_tls_ca:
+        raise ConfigError(f"{where}: [vnc] tls_cert: needs tls_ca (the CA that signed the "
+                          "VNC servers' certificates)")
+    if c.vnc_tls_hostname and not c.vnc_tls_ca:
+        raise ConfigError(f"{where}: [vnc] tls_hostname: needs tls_ca")
+    if c.vnc_tls_anonymous and c.vnc_tls_ca:
+        raise ConfigError(f"{where}: [vnc] tls_anonymous: cannot be combined with tls_ca "
+                          "(it would let an attacker downgrade certificate-verified TLS to "
+                          "unauthenticated TLS)")
 
 
 def _values_from_parser(parser, where):

@@ -7,6 +7,8 @@ L{vncproxy.closecodes.CloseCode}, C{detail} an optional explanation added to its
 
 from collections import defaultdict
 
+from vncproxy.closecodes import CloseCode
+
 
 class LimitReached(Exception):
     """
@@ -65,6 +67,13 @@ class SessionRegistry:
             for s in list(live)
         ]
 
+    def typed_sessions(self):
+        """
+        (console type, session) pairs of every live session.
+        """
+        return [(console_type, s) for (_, console_type), live in list(self._sessions.items())
+                for s in list(live)]
+
     def close_instance(self, instance_uuid, code, detail=None):
         """
         Close every session of one instance.
@@ -75,3 +84,64 @@ class SessionRegistry:
     def close_all(self, code, detail=None):
         for session in self.sessions():
             session.close(code, detail)
+
+
+class SessionTimer:
+    """
+    A session's idle and maximum-length timers on an injected clock.
+
+    Traffic either way calls L{activity}, which only records the time: the idle timer, when it
+    fires, re-arms itself for the remaining time if there was traffic meanwhile, so the hot
+    path never touches the reactor's timer queue.
+
+    @param clock: an L{IReactorTime}.
+    @param idle_timeout: seconds without traffic before C{on_expire(CloseCode.IDLE_TIMEOUT)}.
+    @param max_session: seconds after L{start} (or after C{started_at}) before
+        C{on_expire(CloseCode.SESSION_TOO_LONG)}.
+    """
+
+    def __init__(self, clock, idle_timeout, max_session, on_expire):
+        self._clock = clock
+        self._idle = idle_timeout
+        self._max = max_session
+        self._on_expire = on_expire
+        self._last = None
+        self._idle_call = None
+        self._max_call = None
+        self.started_at = None
+
+    def start(self, started_at=None):
+        """
+        Arm both timers. C{started_at} (a clock time) makes a resumed session keep the
+        original session's maximum length.
+        """
+        now = self._clock.seconds()
+        self.started_at = now if started_at is None else started_at
+        self._last = now
+        self._idle_call = self._clock.callLater(self._idle, self._check_idle)
+        remaining = max(0.0, self.started_at + self._max - now)
+        self._max_call = self._clock.callLater(remaining, self._expire, "max")
+
+    def activity(self):
+        self._last = self._clock.seconds()
+
+    def _check_idle(self):
+        quiet = self._clock.seconds() - self._last
+        if quiet >= self._idle:
+            self._idle_call = None
+            self._expire("idle")
+        else:
+            self._idle_call = self._clock.callLater(self._idle - quiet, self._check_idle)
+
+    def _expire(self, which):
+        if which == "max":
+            self._max_call = None
+        self.stop()
+        self._on_expire(CloseCode.IDLE_TIMEOUT if which == "idle" else CloseCode.SESSION_TOO_LONG)
+
+    def stop(self):
+        for name in ("_idle_call", "_max_call"):
+            call = getattr(self, name)
+            if call is not None and call.active():
+                call.cancel()
+            setattr(self, name, None)

@@ -1,19 +1,29 @@
 """
 One VNC console session: a viewer (WebSocket or raw TCP) joined to the domain's VNC server.
 
-The order of work, once the viewer's token was accepted::
+The order of work, once the viewer was admitted::
 
     1. Pause the viewer. Ask the hypervisor where the VNC server is and its password.
     2. Connect to it (connect timeout) and run L{UpstreamHandshake} (RFB client, our side
-       authenticates with libvirt's password): the viewer never sees the credentials.
-    3. On SecurityAccepted, run L{DownstreamHandshake} toward the viewer (security None: the
-       token already authorized it). Resume the viewer.
+       authenticates with libvirt's password): the viewer never sees the credentials. When the
+       server requires VeNCrypt, the machine emits L{StartTLS} after QEMU accepted the subtype;
+       we start TLS on the transport (certificate checked against the CA and the expected
+       name, see L{vncproxy.vnctls}) and call C{tls_started()}; the rest of the handshake runs
+       inside TLS. A TLS failure ends the attempt with a clear reason: there is no fall back.
+    3. On SecurityAccepted, the viewer's side:
+       - token-admitted viewers (WebSocket, xvpvnc CONNECT): run L{DownstreamHandshake} with
+         security None (the token already authorized them), then resume the viewer;
+       - native viewers on the xvpvnc port arrive with a downstream machine that already
+         holds their VNC Authentication response (it chose the session): accept it now, so
+         that a console that cannot be reached is reported as an authentication failure with
+         a reason rather than as a dropped connection.
     4. On the viewer's ClientInit, send QEMU ClientInit with shared=1 (whatever the viewer
        asked: an exclusive viewer must not kick the other sessions off), then relay bytes
        unchanged both ways, each transport registered as the other's producer so a slow side
        throttles the fast one instead of filling memory.
     5. Any failure before the relay starts is reported to the viewer in RFB terms (a security
-       failure with a reason) and then with a close code; a stalled handshake times out.
+       failure with a reason) and then with a close code; a stalled handshake times out. Bytes
+       either side sends before the relay are bounded.
 
 The viewer is any object with C{send(bytes)}, C{close(code, reason)}, C{pause_reading()},
 C{resume_reading()} and a C{network_transport} attribute (the transport carrying its bytes).
@@ -21,22 +31,38 @@ C{resume_reading()} and a C{network_transport} attribute (the transport carrying
 
 from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint, connectProtocol
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
+from zope.interface import implementer
 
+from vncproxy.audit import audit
 from vncproxy.closecodes import CloseCode, reason_for
 from vncproxy.hypervisor import HypervisorError, NoSuchInstance
 from vncproxy.rfb import (
     ClientInitReceived,
     DownstreamHandshake,
+    DownstreamState,
     HandshakeFailed,
     SecurityAccepted,
+    StartTLS,
     UpstreamHandshake,
 )
 from vncproxy.rfb.wire import client_init
+from vncproxy.sessions import SessionTimer
+from vncproxy.vnctls import TlsUnavailable
 
 # Bytes a viewer may send before the downstream handshake starts (it should send none).
 MAX_EARLY_BYTES = 64 * 1024
+# Seconds to wait for libvirt's STOPPED event after QEMU's VNC connection dropped.
+STOP_EVENT_WAIT = 3.0
+
+
+class _Gone:
+    active = False
+
+
+_GONE = _Gone()
 
 
 class _Refused(Exception):
@@ -44,6 +70,27 @@ class _Refused(Exception):
         super().__init__(detail)
         self.code = code
         self.detail = detail
+
+
+@implementer(IPushProducer)
+class _Throttle:
+    """
+    Lets one side's transport throttle the other's reading, and nothing more: when a
+    transport's connection is lost, Twisted calls C{stopProducing} on its producer, which on a
+    raw transport would hang up the other side before the session could tell its viewer why.
+    """
+
+    def __init__(self, transport):
+        self._transport = transport
+
+    def pauseProducing(self):
+        self._transport.pauseProducing()
+
+    def resumeProducing(self):
+        self._transport.resumeProducing()
+
+    def stopProducing(self):
+        pass
 
 
 class _QemuProtocol(Protocol):
@@ -66,11 +113,15 @@ class VncSession:
     @param grant: the L{vncproxy.tokens.Grant} that admitted the viewer.
     @param viewer: the viewer adapter (see the module docstring).
     @param peer: the viewer's address, for logs.
+    @param downstream: for a native viewer, its L{DownstreamHandshake} waiting for the
+        authentication decision (state C{AWAIT_AUTH_DECISION}); C{None} otherwise.
     """
 
     _log = Logger()
 
-    def __init__(self, ctx, grant, viewer, peer):
+    def __init__(self, ctx, grant, viewer, peer, downstream=None):
+        if downstream is not None and downstream.state is not DownstreamState.AWAIT_AUTH_DECISION:
+            raise ValueError("a native viewer's handshake must await its auth decision")
         self._ctx = ctx
         self._grant = grant
         self._viewer = viewer
@@ -78,7 +129,11 @@ class VncSession:
         self._reactor = ctx.reactor
         self._qemu = None
         self._upstream = None
-        self._downstream = None
+        self._upstream_done = False
+        self._tls_on = False
+        self._tls_hostname = None
+        self._vnc_host = None
+        self._downstream = downstream
         self._early = b""
         self._to_viewer_after_handshake = b""
         self._relaying = False
@@ -87,6 +142,10 @@ class VncSession:
         self._timeout = None
         self._connecting = None
         self._started_at = None
+        self._connect_started = None
+        self._cancel_on_end = None
+        self._timer = SessionTimer(self._reactor, ctx.config.idle_timeout,
+                                   ctx.config.max_session, lambda code: self._end(code, None))
         self.bytes_to_viewer = 0
         self.bytes_from_viewer = 0
 
@@ -94,21 +153,30 @@ class VncSession:
 
     def start(self):
         self._started_at = self._reactor.seconds()
+        self._timer.start(self._grant.session_started_at)
         self._viewer.pause_reading()
         self._timeout = self._reactor.callLater(
             self._ctx.config.vnc_handshake_timeout, self._handshake_timed_out)
-        self._log.info("vnc session {grant_id} for {instance} from {peer} opening",
-                       grant_id=self._grant.id, instance=self._grant.instance_uuid,
-                       peer=self._peer, event="connect")
+        audit("connect", console_type="vnc", instance=self._grant.instance_uuid,
+              peer=self._peer, grant_id=self._grant.id, caller=self._grant.caller,
+              resumed=self._grant.session_started_at is not None)
         d = defer.maybeDeferred(self._ctx.hypervisor.describe, self._grant.instance_uuid)
         d.addCallback(self._connect)
         d.addErrback(self._connect_failed)
 
     def close(self, code, detail=None):
         """
-        End the session from our side (instance stopped, service stopping, ...).
+        End the session from our side (instance stopped, service stopping, ...). A native
+        viewer still waiting for its SecurityResult is told why in RFB terms first.
         """
-        self._end(code, detail)
+        machine = self._downstream
+        if (not self._closed and self._refusal is None and machine is not None
+                and machine.state is DownstreamState.AWAIT_AUTH_DECISION):
+            self._refusal = (code, detail)
+            self._drop_qemu()
+            self._downstream_events(machine.reject(reason_for(code, detail)))
+        else:
+            self._end(code, detail)
 
     # -- upstream (QEMU) -------------------------------------------------------------------------
 
@@ -126,7 +194,9 @@ class VncSession:
         else:
             endpoint = HostnameEndpoint(self._reactor, vnc.host, vnc.port, timeout=timeout)
         password = vnc.password.encode("utf-8") if vnc.password else None
-        self._upstream = UpstreamHandshake(password=password)
+        self._vnc_host = vnc.host
+        self._upstream = UpstreamHandshake(password=password, tls=self._ctx.vnc_tls.mode)
+        self._connect_started = self._reactor.seconds()
         self._connecting = connectProtocol(endpoint, _QemuProtocol(self))
         return self._connecting
 
@@ -157,37 +227,99 @@ class VncSession:
 
     def _qemu_data(self, data):
         if self._relaying:
+            self._timer.activity()
             self.bytes_to_viewer += len(data)
             self._viewer.send(data)
             return
-        if self._closed or self._downstream is not None:
-            # QEMU must stay silent until it gets ClientInit; anything else is a protocol error.
-            if not self._closed:
-                self._to_viewer_after_handshake += data
-                if len(self._to_viewer_after_handshake) > MAX_EARLY_BYTES:
-                    self._end(CloseCode.CONSOLE_UNAVAILABLE, "VNC server sent unexpected data")
+        if self._closed:
             return
-        events = self._upstream.receive_data(data)
+        if self._upstream_done:
+            # QEMU must stay silent until it gets ClientInit; anything else is a protocol error.
+            self._to_viewer_after_handshake += data
+            if len(self._to_viewer_after_handshake) > MAX_EARLY_BYTES:
+                self._end(CloseCode.CONSOLE_UNAVAILABLE, "VNC server sent unexpected data")
+            return
+        self._upstream_events(self._upstream.receive_data(data))
+
+    def _upstream_events(self, events):
         out = self._upstream.data_to_send()
         if out:
             self._qemu.write(out)
         for event in events:
-            if isinstance(event, SecurityAccepted):
+            if self._closed or self._refusal is not None:
+                return
+            if isinstance(event, StartTLS):
+                self._start_tls(event)
+            elif isinstance(event, SecurityAccepted):
+                self._upstream_done = True
+                self._ctx.metrics.handshake_seconds.observe(
+                    self._reactor.seconds() - self._connect_started)
                 self._upstream_ready(event.leftover)
             elif isinstance(event, HandshakeFailed):
-                self._log.warn("vnc session {grant_id}: handshake with the VNC server failed: "
-                               "{reason}", grant_id=self._grant.id, reason=event.reason)
-                self._drop_qemu()
-                self._refuse(CloseCode.CONSOLE_UNAVAILABLE, event.reason)
+                self._upstream_failed(event.reason)
+
+    def _start_tls(self, event):
+        try:
+            options = self._ctx.vnc_tls.client_options(event, self._vnc_host)
+        except TlsUnavailable as e:
+            self._upstream_failed(f"cannot start TLS with the VNC server: {e}")
+            return
+        self._tls_hostname = None if event.anonymous else \
+            self._ctx.vnc_tls.expected_hostname(self._vnc_host)
+        self._log.info("vnc session {grant_id}: starting TLS with the VNC server ({kind})",
+                       grant_id=self._grant.id,
+                       kind="anonymous" if event.anonymous else
+                       f"certificate checked for {self._tls_hostname}")
+        self._tls_on = True
+        self._qemu.startTLS(options)
+        self._upstream_events(self._upstream.tls_started())
+
+    def _upstream_failed(self, reason):
+        self._log.warn("vnc session {grant_id}: handshake with the VNC server failed: {reason}",
+                       grant_id=self._grant.id, reason=reason)
+        self._refuse(CloseCode.CONSOLE_UNAVAILABLE, reason)
 
     def _qemu_lost(self, reason):
         self._qemu = None
         if self._closed:
             return
         if self._relaying:
-            self._end(CloseCode.CONSOLE_CLOSED, "VNC server closed the connection")
+            self._upstream_gone()
         elif self._refusal is None:
-            self._refuse(CloseCode.CONSOLE_UNAVAILABLE, "VNC server closed the connection")
+            if self._tls_on:
+                self._upstream_failed(
+                    self._ctx.vnc_tls.describe_failure(reason, self._tls_hostname))
+            else:
+                self._refuse(CloseCode.CONSOLE_UNAVAILABLE, "VNC server closed the connection")
+
+    def _upstream_gone(self):
+        """
+        QEMU's VNC connection ended mid-session. When the VM was powered off, QEMU's socket
+        closes before libvirt reports the domain stopped (about a second later): ask libvirt,
+        and give the lifecycle event a moment to arrive, so the viewer learns "instance stopped"
+        rather than a bare "console closed".
+        """
+        self._viewer.pause_reading()
+        fallback = self._reactor.callLater(
+            STOP_EVENT_WAIT, self._end, CloseCode.CONSOLE_CLOSED, "VNC server closed the connection")
+
+        self._cancel_on_end = fallback
+
+        def check(info):
+            if not info.active and fallback.active():
+                fallback.cancel()
+                self._end(CloseCode.INSTANCE_STOPPED, None)
+
+        def lookup_failed(failure):
+            if failure.check(NoSuchInstance):
+                check(_GONE)
+            elif not failure.check(HypervisorError):
+                self._log.failure("vnc session {grant_id}: checking the instance failed",
+                                  failure, grant_id=self._grant.id)
+
+        d = defer.maybeDeferred(self._ctx.hypervisor.describe, self._grant.instance_uuid)
+        d.addCallback(check)
+        d.addErrback(lookup_failed)
 
     def _drop_qemu(self):
         if self._qemu is not None:
@@ -197,7 +329,12 @@ class VncSession:
 
     def _upstream_ready(self, leftover):
         self._to_viewer_after_handshake = leftover
-        self._start_downstream(DownstreamHandshake(auth="none"))
+        if self._downstream is None:
+            self._start_downstream(DownstreamHandshake(auth="none"))
+        else:
+            # A native viewer: its password chose this session; tell it so only now.
+            self._downstream_events(self._downstream.accept())
+            self._viewer.resume_reading()
 
     def _refuse(self, code, detail):
         """
@@ -209,11 +346,14 @@ class VncSession:
         self._log.info("vnc session {grant_id} refused: {detail}",
                        grant_id=self._grant.id, detail=detail)
         self._drop_qemu()
-        if self._downstream is not None:
+        machine = self._downstream
+        if machine is None:
+            self._start_downstream(DownstreamHandshake(refuse=detail))
+        elif machine.state is DownstreamState.AWAIT_AUTH_DECISION:
+            self._downstream_events(machine.reject(detail))
+        else:
             # The viewer is mid-handshake with us: no clean RFB way to refuse now.
             self._end(code, detail)
-            return
-        self._start_downstream(DownstreamHandshake(refuse=detail))
 
     def _start_downstream(self, machine):
         self._downstream = machine
@@ -231,6 +371,7 @@ class VncSession:
         if self._closed:
             return
         if self._relaying:
+            self._timer.activity()
             self.bytes_from_viewer += len(data)
             self._qemu.write(data)
             return
@@ -239,7 +380,9 @@ class VncSession:
             if len(self._early) > MAX_EARLY_BYTES:
                 self._end(CloseCode.PROTOCOL_ERROR, "viewer sent data before the handshake")
             return
-        events = self._downstream.receive_data(data)
+        self._downstream_events(self._downstream.receive_data(data))
+
+    def _downstream_events(self, events):
         out = self._downstream.data_to_send()
         if out:
             self._viewer.send(out)
@@ -252,11 +395,13 @@ class VncSession:
                 else:
                     self._end(CloseCode.PROTOCOL_ERROR, event.reason)
 
-    def viewer_lost(self):
+    def viewer_lost(self, resumable=False):
         """
-        The viewer went away (closed, or its connection dropped).
+        The viewer went away: it closed, or (C{resumable}) its connection dropped without a
+        close, in which case the token may reopen the console within the reconnect grace.
         """
-        self._end(None, "viewer disconnected")
+        self._end(None, "viewer dropped" if resumable else "viewer closed",
+                  resumable=resumable)
 
     # -- relay -----------------------------------------------------------------------------------
 
@@ -274,8 +419,8 @@ class VncSession:
             self._viewer.send(pending)
         # Each side throttles the other: when the viewer's socket buffer fills, reading from
         # QEMU pauses, and the other way round.
-        self._viewer.network_transport.registerProducer(self._qemu, True)
-        self._qemu.registerProducer(self._viewer.network_transport, True)
+        self._viewer.network_transport.registerProducer(_Throttle(self._qemu), True)
+        self._qemu.registerProducer(_Throttle(self._viewer.network_transport), True)
         self._log.info("vnc session {grant_id} relaying for {instance}",
                        grant_id=self._grant.id, instance=self._grant.instance_uuid)
 
@@ -283,8 +428,13 @@ class VncSession:
 
     def _handshake_timed_out(self):
         self._timeout = None
-        if self._downstream is None:
+        if self._refusal is not None:
+            self._end(*self._refusal)  # the viewer did not even take the refusal in time
+        elif not self._upstream_done:
             self._refuse(CloseCode.CONSOLE_UNAVAILABLE, "timed out connecting to the VNC server")
+            if not self._closed:  # give the viewer as long again to read why
+                self._timeout = self._reactor.callLater(
+                    self._ctx.config.vnc_handshake_timeout, self._handshake_timed_out)
         else:
             self._end(CloseCode.PROTOCOL_ERROR, "handshake timed out")
 
@@ -293,11 +443,14 @@ class VncSession:
             self._timeout.cancel()
         self._timeout = None
 
-    def _end(self, code, detail):
+    def _end(self, code, detail, resumable=False):
         if self._closed:
             return
         self._closed = True
         self._cancel_timeout()
+        self._timer.stop()
+        if self._cancel_on_end is not None and self._cancel_on_end.active():
+            self._cancel_on_end.cancel()
         if self._connecting is not None:
             self._connecting.cancel()
         if self._relaying:
@@ -310,11 +463,12 @@ class VncSession:
             reason = reason_for(code, detail)
             self._viewer.close(code, reason)
         self._ctx.sessions.release(self._grant.instance_uuid, "vnc", self)
-        duration = self._reactor.seconds() - (self._started_at or self._reactor.seconds())
-        self._log.info(
-            "vnc session {grant_id} for {instance} closed after {duration:.1f}s: {reason} "
-            "({bytes_to_viewer} bytes to viewer, {bytes_from_viewer} from viewer)",
-            grant_id=self._grant.id, instance=self._grant.instance_uuid, duration=duration,
-            reason=reason, code=int(code) if code is not None else None,
-            bytes_to_viewer=self.bytes_to_viewer, bytes_from_viewer=self.bytes_from_viewer,
-            event="close")
+        self._ctx.tokens.release(self._grant, resumable and self._relaying,
+                                 self._timer.started_at)
+        self._ctx.metrics.session_closed("vnc", self.bytes_to_viewer, self.bytes_from_viewer)
+        now = self._reactor.seconds()
+        audit("close", console_type="vnc", instance=self._grant.instance_uuid, peer=self._peer,
+              grant_id=self._grant.id, caller=self._grant.caller,
+              duration=now - (self._started_at or now), reason=reason,
+              code=int(code) if code is not None else None,
+              bytes_to_viewer=self.bytes_to_viewer, bytes_from_viewer=self.bytes_from_viewer)

@@ -121,7 +121,7 @@ def test_no_secret_in_the_service_log(service, vnc_guest):
     connect(service, body["href"]).close()
     time.sleep(0.5)
     log = service.log()
-    assert "vnc session" in log and "granted vnc token" in log
+    assert "vnc console of" in log and "granted vnc console" in log
     assert len(ISSUED) >= 7
     for token in ISSUED:
         assert token not in log

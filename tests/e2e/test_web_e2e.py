@@ -73,6 +73,15 @@ def token_for(service, instance, console_type="vnc", **extra):
     return body["access_token"]
 
 
+def remote_console_url(service, instance):
+    """The noVNC URL from the service's OpenStack remote-consoles route."""
+    status, body = api.call(f"{service.api_url}/v2.1/servers/{instance}/remote-consoles", "POST",
+                            {"remote_console": {"protocol": "vnc", "type": "novnc"}},
+                            key=service.key)
+    assert status == 200, body
+    return body["remote_console"]["url"]
+
+
 def nova_url(base, token):
     """The URL Nova's remote-consoles returns for noVNC (INTERFACE.md), on C{base}."""
     return f"{base}/vnc_auto.html?path={quote(f'websockify?token={token}', safe='')}"
@@ -120,11 +129,12 @@ def assert_canvas_matches_guest(page, guest, tmp_path, canvas_selector, name):
 
 
 def test_nova_novnc_url_shows_the_guest_screen(service, vnc_guest, page, tmp_path):
-    """vnc_auto.html with Nova's path=websockify%3Ftoken%3DT connects; its canvas is the guest's screen."""
+    """The URL of remote-consoles (vnc_auto.html?path=websockify%3Ftoken%3DT) shows the guest's screen."""
     log = watch(page)
-    token = token_for(service, vnc_guest.name)
-    base = f"http://127.0.0.1:{service.console_port}"
-    response = page.goto(nova_url(base, token))
+    url = remote_console_url(service, vnc_guest.uuid)
+    assert url.startswith(f"http://127.0.0.1:{service.console_port}/vnc_auto.html"
+                          "?path=websockify%3Ftoken%3D")
+    response = page.goto(url)
     csp = response.headers["content-security-policy"]
     assert "connect-src 'self'" in csp and "'unsafe-inline'" not in csp
     assert response.headers["referrer-policy"] == "no-referrer"
@@ -212,12 +222,11 @@ def test_novnc_behind_public_url(vnc_guest, browser, tmp_path_factory, tmp_path)
     proc.start()
     context = browser.new_context(viewport={"width": 1024, "height": 768})
     try:
-        status, body = api.grant(proc.api_url, proc.key, vnc_guest.name, "vnc")
-        assert status == 200, body
-        assert body["href"].startswith(f"ws://localhost:{relay.port}/")
+        url = remote_console_url(proc, vnc_guest.uuid)
+        assert url.startswith(f"{public}/vnc_auto.html?path=")
         page = context.new_page()
         log = watch(page)
-        page.goto(nova_url(public, body["access_token"]))
+        page.goto(url)
         wait_for_connected_canvas(page, "#status", "Connected to", "#screen canvas")
         assert_canvas_matches_guest(page, vnc_guest, tmp_path, "#screen canvas",
                                     "novnc-behind-public-url")

@@ -33,28 +33,49 @@ class Proxy:
     vnc_port: int
     api_url: str
     ws_url: str
+    xvpvnc_port: int
     key: str = API_KEY
 
 
 @pytest.fixture
-def proxy():
-    fake_vnc = FakeVncFactory(password=b"secret1")
-    vnc_listener = reactor.listenTCP(0, fake_vnc, interface="127.0.0.1")
-    vnc_port = vnc_listener.getHost().port
-    hypervisor = FakeHypervisor()
-    hypervisor.add_domain("vm1", uuid="6f1b3c55-2f0e-4b8e-9a57-1f2d3c4b5a69",
-                          vnc=VncEndpoint(host="127.0.0.1", port=vnc_port, password="secret1"))
-    hypervisor.add_domain("off1", state="shutoff")
-    api_port, console_port = free_port(), free_port()
-    cfg = config.defaults(
-        api_listen=f"tcp:{api_port}:interface=127.0.0.1",
-        console_listen=f"tcp:{console_port}:interface=127.0.0.1",
-        vnc_handshake_timeout=5.0,
-        vnc_connect_timeout=2.0,
-    )
-    service = ConsoleProxyService(cfg, reactor, hypervisor, [API_KEY])
-    service.startService()
-    yield Proxy(service, hypervisor, fake_vnc, vnc_port,
-                f"http://127.0.0.1:{api_port}", f"ws://127.0.0.1:{console_port}")
-    pytest_twisted.blockon(service.stopService())
-    pytest_twisted.blockon(vnc_listener.stopListening())
+def make_proxy():
+    """
+    Start an in-process proxy with config fields overridden (e.g. idle_timeout=0.5); all are
+    stopped at teardown.
+    """
+    started = []
+
+    def make(**overrides):
+        fake_vnc = FakeVncFactory(password=b"secret1")
+        vnc_listener = reactor.listenTCP(0, fake_vnc, interface="127.0.0.1")
+        vnc_port = vnc_listener.getHost().port
+        hypervisor = FakeHypervisor()
+        hypervisor.add_domain("vm1", uuid="6f1b3c55-2f0e-4b8e-9a57-1f2d3c4b5a69",
+                              vnc=VncEndpoint(host="127.0.0.1", port=vnc_port, password="secret1"))
+        hypervisor.add_domain("off1", state="shutoff")
+        api_port, console_port, xvpvnc_port = free_port(), free_port(), free_port()
+        settings = dict(
+            api_listen=f"tcp:{api_port}:interface=127.0.0.1",
+            console_listen=f"tcp:{console_port}:interface=127.0.0.1",
+            xvpvnc_listen=f"tcp:{xvpvnc_port}:interface=127.0.0.1",
+            vnc_handshake_timeout=5.0,
+            vnc_connect_timeout=2.0,
+            xvpvnc_native_wait=0.2,
+        )
+        settings.update(overrides)
+        service = ConsoleProxyService(config.defaults(**settings), reactor, hypervisor, [API_KEY])
+        service.startService()
+        started.append((service, vnc_listener))
+        return Proxy(service, hypervisor, fake_vnc, vnc_port,
+                     f"http://127.0.0.1:{api_port}", f"ws://127.0.0.1:{console_port}",
+                     xvpvnc_port)
+
+    yield make
+    for service, vnc_listener in started:
+        pytest_twisted.blockon(service.stopService())
+        pytest_twisted.blockon(vnc_listener.stopListening())
+
+
+@pytest.fixture
+def proxy(make_proxy):
+    return make_proxy()

@@ -40,7 +40,9 @@ def test_token_opens_the_vms_screen(proxy):
     body, init, rects = yield in_thread(scenario)
     assert (init.width, init.height, init.name) == (WIDTH, HEIGHT, "fake vm")
     assert rects == [((0, 0, WIDTH, HEIGHT), pattern())]
-    assert set(body) == {"access_token", "console_type", "created_at", "expires_at", "force", "href"}
+    assert set(body) == {"access_token", "console_type", "created_at", "expires_at", "force", "href",
+                         "password", "vnc_url"}
+    assert body["vnc_url"] == proxy.service.ctx.config.native_vnc_url(body["password"])
     assert body["href"].startswith(proxy.service.ctx.config.websocket_base_url
                                    + "/v1/instances/6f1b3c55-2f0e-4b8e-9a57-1f2d3c4b5a69/console?access_token=")
 
@@ -283,3 +285,39 @@ def test_no_secret_reaches_the_log(proxy):
     assert "vnc session" in text  # the observer did see the session's events
     assert token not in text
     assert "secret1" not in text
+
+
+@pytest_twisted.inlineCallbacks
+def test_vnc_server_dropping_with_vm_stopped_says_instance_stopped(proxy):
+    """When QEMU's connection drops and the VM is off, the viewer gets 4007, not a bare 'closed'."""
+    from twisted.internet import reactor
+
+    def stop_vm():
+        proxy.hypervisor.set_state("vm1", DomainState.SHUTOFF, emit=False)  # event comes late
+        for connection in list(proxy.vnc.connections):
+            connection.transport.loseConnection()
+
+    def scenario():
+        _, ws = grant_and_open(proxy)
+        viewer = RfbViewer(WebSocketPipe(ws))
+        viewer.handshake()
+        threads.blockingCallFromThread(reactor, stop_vm)
+        return close_of(lambda: viewer.read(1))
+    assert (yield in_thread(scenario)) == (CloseCode.INSTANCE_STOPPED, "instance stopped")
+
+
+@pytest_twisted.inlineCallbacks
+def test_vnc_server_dropping_with_vm_running_says_console_closed(proxy):
+    """When QEMU's connection drops but the VM runs on, the viewer gets 4010 with a reason."""
+    from twisted.internet import reactor
+
+    def scenario():
+        _, ws = grant_and_open(proxy)
+        viewer = RfbViewer(WebSocketPipe(ws))
+        viewer.handshake()
+        threads.blockingCallFromThread(
+            reactor, lambda: [c.transport.loseConnection() for c in list(proxy.vnc.connections)])
+        return close_of(lambda: viewer.read(1))
+    code, reason = yield in_thread(scenario)
+    assert code == CloseCode.CONSOLE_CLOSED
+    assert reason == "console closed: VNC server closed the connection"

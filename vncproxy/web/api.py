@@ -1,34 +1,101 @@
 """
 The token API (listener C{api}): JSON over HTTP, API-key authenticated.
 
-Routes (see the README and INTERFACE for the full contract)::
+Three families of routes, each in the shape its clients already speak (INTERFACE.md):
 
-    POST /v1/instances/{instance}/console_access_token   IBM VPC shape: mint a token
-    GET  /healthz                                         liveness and libvirt connectivity (no key)
+    POST /v1/instances/{instance}/console_access_token           IBM VPC
+    POST /v2.1/servers/{server_id}/remote-consoles               OpenStack (microversion >= 2.6)
+    POST /v2.1/{project_id}/servers/{server_id}/remote-consoles
+    POST /v2.1/servers/{server_id}/action                        OpenStack legacy actions
+    POST /v2.1/{project_id}/servers/{server_id}/action             (os-getVNCConsole, ...)
+    GET  /healthz  GET /metrics  GET /openapi.json               no key needed
 
-Every handler raises L{ApiError} for a refusal; one renderer turns it into
-C{{"error": {"code", "message"}}}. Handlers never see or log a token after minting it.
+The route table is the single list of what exists; C{openapi.json} describes the same routes
+and a test holds the two together. Every handler raises L{ApiError} for a refusal; one renderer
+turns it into C{{"error": {"code", "message"}}}. Tokens appear only in response bodies.
 """
 
+import json
+import os
 import re
 from datetime import datetime, timezone
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+from vncproxy.audit import audit
 from vncproxy.hypervisor import HypervisorError, NoSuchInstance
+from vncproxy.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from vncproxy.sessions import LimitReached
 from vncproxy.web.auth import presented_key
 from vncproxy.web.errors import ApiError, read_json_object, render_error, render_json
 
 MAX_BODY = 64 * 1024
+OPENAPI_PATH = os.path.join(os.path.dirname(__file__), "openapi.json")
+
+# Nova: remote-consoles exists from 2.6; we answer as the newest microversion we know.
+MIN_REMOTE_CONSOLES = (2, 6)
+MAX_MICROVERSION = (2, 100)
+
+# OpenStack protocol -> the console types Nova defines for it. Types of protocols we do not
+# serve are known so that they get 501 (not 400), as Nova's drivers answer.
+NOVA_TYPES = {
+    "vnc": ("novnc", "xvpvnc"),
+    "serial": ("serial",),
+    "spice": ("spice-html5",),
+    "rdp": ("rdp-html5",),
+    "mks": ("webmks",),
+}
+LEGACY_ACTIONS = {
+    "os-getVNCConsole": "vnc",
+    "os-getSerialConsole": "serial",
+    "os-getSPICEConsole": "spice",
+    "os-getRDPConsole": "rdp",
+}
 
 
 def _iso(timestamp):
     return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _compile(template):
+    """
+    C{/v1/instances/{instance}/x} -> a regex with one group per path parameter.
+    """
+    return re.compile(re.sub(r"\\\{[a-z_]+\\\}", "([^/]+)", re.escape(template)))
+
+
+def parse_microversion(request):
+    """
+    The compute microversion a request asks for, as a tuple, or C{None} when it names none.
+
+    @raise ApiError: 400 for a malformed version, 406 for one newer than we implement.
+    """
+    value = None
+    header = request.getHeader(b"openstack-api-version")
+    if header:
+        service, _, version = header.decode("latin-1").strip().partition(" ")
+        if service.lower() == "compute":
+            value = version.strip()
+    if value is None:
+        legacy = request.getHeader(b"x-openstack-nova-api-version")
+        if legacy:
+            value = legacy.decode("latin-1").strip()
+    if value is None:
+        return None
+    if value.lower() == "latest":
+        return MAX_MICROVERSION
+    match = re.fullmatch(r"(\d+)\.(\d+)", value)
+    if not match:
+        raise ApiError(400, f"invalid microversion {value[:20]!r}")
+    version = (int(match.group(1)), int(match.group(2)))
+    if version < (2, 1) or version > MAX_MICROVERSION:
+        raise ApiError(406, f"microversion {value} is not supported (2.1 to "
+                            f"{MAX_MICROVERSION[0]}.{MAX_MICROVERSION[1]})")
+    return version
 
 
 class ApiResource(Resource):
@@ -46,18 +113,28 @@ class ApiResource(Resource):
         super().__init__()
         self._ctx = ctx
         self._keys = keys
-        # (method, compiled path pattern, handler, needs an API key)
-        self._routes = [
-            ("POST", re.compile(r"/v1/instances/([^/]+)/console_access_token"),
-             self._grant_ibm, True),
-            ("GET", re.compile(r"/healthz"), self._healthz, False),
+        # (method, path template, handler, needs an API key); openapi.json lists the same.
+        self.routes = [
+            ("POST", "/v1/instances/{instance}/console_access_token", self._grant_ibm, True),
+            ("POST", "/v2.1/servers/{server_id}/remote-consoles", self._remote_console, True),
+            ("POST", "/v2.1/{project_id}/servers/{server_id}/remote-consoles",
+             self._remote_console_project, True),
+            ("POST", "/v2.1/servers/{server_id}/action", self._server_action, True),
+            ("POST", "/v2.1/{project_id}/servers/{server_id}/action",
+             self._server_action_project, True),
+            ("GET", "/healthz", self._healthz, False),
+            ("GET", "/metrics", self._metrics, False),
+            ("GET", "/openapi.json", self._openapi, False),
         ]
+        self._compiled = [(m, _compile(t), h, k) for m, t, h, k in self.routes]
 
     def render(self, request):
         finished = []
         request.notifyFinish().addBoth(finished.append)
 
         def respond(result):
+            if isinstance(result, bytes):  # a handler that wrote its own headers
+                return result
             code, body = result
             return render_json(request, code, body)
 
@@ -84,7 +161,7 @@ class ApiResource(Resource):
             raise ApiError(400, "path is not UTF-8") from None
         method = request.method.decode("latin-1")
         allowed = []
-        for route_method, pattern, handler, needs_key in self._routes:
+        for route_method, pattern, handler, needs_key in self._compiled:
             match = pattern.fullmatch(path)
             if match is None:
                 continue
@@ -103,8 +180,15 @@ class ApiResource(Resource):
             raise ApiError(405, f"method {method} not allowed here")
         raise ApiError(404, "no such resource")
 
+    # -- minting -------------------------------------------------------------------------------
+
     @defer.inlineCallbacks
-    def _describe_running(self, instance):
+    def _mint(self, instance, console_type, force, caller):
+        """
+        Check the instance and the session limit, then mint a token.
+
+        @return: a Deferred firing with C{(secret, grant)}.
+        """
         try:
             info = yield self._ctx.hypervisor.describe(instance)
         except NoSuchInstance:
@@ -114,7 +198,21 @@ class ApiResource(Resource):
             raise ApiError(503, "hypervisor unavailable") from None
         if not info.active:
             raise ApiError(409, f"instance {instance} is not running")
-        return info
+        if console_type == "vnc" and info.vnc is None:
+            raise ApiError(409, f"instance {instance} has no VNC console")
+        if console_type == "serial":
+            raise ApiError(501, "serial consoles are not implemented yet")
+        try:
+            self._ctx.sessions.check(info.uuid, console_type)
+        except LimitReached as e:
+            raise ApiError(409, str(e)) from None
+        secret, grant = self._ctx.tokens.mint(
+            info.uuid, console_type, force=force, caller=caller, instance_name=info.name)
+        audit("grant", console_type=console_type, instance=info.uuid, caller=caller,
+              grant_id=grant.id)
+        return secret, grant
+
+    # -- IBM VPC -------------------------------------------------------------------------------
 
     @defer.inlineCallbacks
     def _grant_ibm(self, request, caller, instance):
@@ -125,24 +223,10 @@ class ApiResource(Resource):
         force = body.get("force", False)
         if not isinstance(force, bool):
             raise ApiError(400, "force must be true or false")
-        if console_type == "serial":
-            raise ApiError(501, "serial consoles are not implemented yet")
-        info = yield self._describe_running(instance)
-        if info.vnc is None:
-            raise ApiError(409, f"instance {instance} has no VNC console")
-        try:
-            self._ctx.sessions.check(info.uuid, console_type)
-        except LimitReached as e:
-            raise ApiError(409, str(e)) from None
-        secret, grant = self._ctx.tokens.mint(
-            info.uuid, console_type, force=force, caller=caller, instance_name=info.name)
-        self._log.info(
-            "granted {console_type} token {grant_id} for {instance} to {caller}",
-            console_type=console_type, grant_id=grant.id, instance=info.uuid, caller=caller,
-            event="grant")
-        href = (f"{self._ctx.config.websocket_base_url}/v1/instances/{info.uuid}/console"
-                f"?access_token={secret}")
-        return 200, {
+        secret, grant = yield self._mint(instance, console_type, force, caller)
+        href = (f"{self._ctx.config.websocket_base_url}/v1/instances/{grant.instance_uuid}"
+                f"/console?access_token={secret}")
+        body = {
             "access_token": secret,
             "console_type": console_type,
             "created_at": _iso(grant.created_at),
@@ -150,6 +234,80 @@ class ApiResource(Resource):
             "force": force,
             "href": href,
         }
+        if grant.vnc_password is not None:  # for native viewers on the xvpvnc port
+            body["password"] = grant.vnc_password
+            body["vnc_url"] = self._ctx.config.native_vnc_url(grant.vnc_password)
+        return 200, body
+
+    # -- OpenStack -----------------------------------------------------------------------------
+
+    def _console_url(self, console_type, secret):
+        config = self._ctx.config
+        if console_type == "novnc":
+            return (f"{config.console_base_url}/vnc_auto.html?path="
+                    + quote(f"websockify?token={secret}", safe=""))
+        if console_type == "xvpvnc":
+            return f"{config.xvpvnc_base_url}/console?token={secret}"
+        return f"{config.websocket_base_url}/?token={secret}"
+
+    def _check_pair(self, protocol, console_type):
+        if not isinstance(protocol, str) or protocol not in NOVA_TYPES:
+            raise ApiError(400, f"invalid protocol {str(protocol)[:20]!r}")
+        if console_type not in NOVA_TYPES[protocol]:
+            raise ApiError(400, f"console type {str(console_type)[:20]!r} is not valid for "
+                                f"protocol {protocol!r}")
+        if protocol not in ("vnc", "serial"):
+            raise ApiError(501, f"{protocol} consoles are not implemented")
+
+    def _remote_console_project(self, request, caller, project_id, server_id):
+        return self._remote_console(request, caller, server_id)
+
+    @defer.inlineCallbacks
+    def _remote_console(self, request, caller, server_id):
+        version = parse_microversion(request)
+        self._microversion_headers(request, version)
+        if version is not None and version < MIN_REMOTE_CONSOLES:
+            raise ApiError(404, "remote-consoles needs microversion 2.6 or later")
+        body = read_json_object(request, MAX_BODY)
+        console = body.get("remote_console")
+        if not isinstance(console, dict):
+            raise ApiError(400, "body must have a remote_console object")
+        protocol, console_type = console.get("protocol"), console.get("type")
+        self._check_pair(protocol, console_type)
+        secret, _ = yield self._mint(server_id, protocol, False, caller)
+        return 200, {"remote_console": {
+            "protocol": protocol, "type": console_type,
+            "url": self._console_url(console_type, secret)}}
+
+    def _server_action_project(self, request, caller, project_id, server_id):
+        return self._server_action(request, caller, server_id)
+
+    @defer.inlineCallbacks
+    def _server_action(self, request, caller, server_id):
+        self._microversion_headers(request, parse_microversion(request))
+        body = read_json_object(request, MAX_BODY)
+        actions = [name for name in body if name in LEGACY_ACTIONS]
+        if len(actions) != 1 or len(body) != 1:
+            raise ApiError(400, "body must hold exactly one of "
+                                + ", ".join(sorted(LEGACY_ACTIONS)))
+        action = actions[0]
+        arguments = body[action]
+        if not isinstance(arguments, dict):
+            raise ApiError(400, f"{action} must be an object")
+        protocol, console_type = LEGACY_ACTIONS[action], arguments.get("type")
+        self._check_pair(protocol, console_type)
+        secret, _ = yield self._mint(server_id, protocol, False, caller)
+        return 200, {"console": {"type": console_type,
+                                 "url": self._console_url(console_type, secret)}}
+
+    @staticmethod
+    def _microversion_headers(request, version):
+        major, minor = version or MAX_MICROVERSION
+        request.setHeader(b"openstack-api-version", f"compute {major}.{minor}".encode())
+        request.setHeader(b"x-openstack-nova-api-version", f"{major}.{minor}".encode())
+        request.setHeader(b"vary", b"OpenStack-API-Version, X-OpenStack-Nova-API-Version")
+
+    # -- operations ----------------------------------------------------------------------------
 
     @defer.inlineCallbacks
     def _healthz(self, request, caller):
@@ -157,3 +315,19 @@ class ApiResource(Resource):
         if alive:
             return 200, {"status": "ok", "libvirt": "connected"}
         return 503, {"status": "degraded", "libvirt": "unreachable"}
+
+    def _metrics(self, request, caller):
+        request.setHeader(b"content-type", METRICS_CONTENT_TYPE.encode("ascii"))
+        request.setHeader(b"cache-control", b"no-store")
+        return self._ctx.metrics.render()
+
+    def _openapi(self, request, caller):
+        with open(OPENAPI_PATH, "rb") as f:
+            document = f.read()
+        request.setHeader(b"content-type", b"application/json")
+        return document
+
+
+def load_openapi():
+    with open(OPENAPI_PATH, encoding="utf-8") as f:
+        return json.load(f)

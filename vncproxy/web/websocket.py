@@ -14,21 +14,33 @@ session limit. Frames are binary; the C{binary} subprotocol is selected only whe
 noVNC offers none).
 """
 
+import json
 import re
 from http.cookies import CookieError, SimpleCookie
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
+from twisted.internet import task
 from twisted.logger import Logger
 
-from vncproxy.closecodes import CloseCode
+from vncproxy.audit import audit
+from vncproxy.closecodes import REASONS, CloseCode
 from vncproxy.sessions import LimitReached
 from vncproxy.tokens import TokenRejected
 from vncproxy.vnc import VncSession
 
 _INSTANCE_PATH = re.compile(r"/v1/instances/([^/]+)/console")
 MAX_MESSAGE = 1024 * 1024
+_CODE_BY_REASON = {reason: code for code, reason in REASONS.items()}
+
+
+def _source_address(peer):
+    """
+    The host part of Autobahn's peer string (C{tcp:1.2.3.4:5678}, C{tcp6:::1:5678}, C{unix}).
+    """
+    kind, _, rest = peer.partition(":")
+    return rest.rpartition(":")[0] if kind in ("tcp", "tcp4", "tcp6") else peer
 
 
 def _default_port(scheme):
@@ -125,44 +137,72 @@ class ConsoleServerProtocol(WebSocketServerProtocol):
             self._log.failure("refusing a console connection after an unexpected error")
             raise ConnectionDeny(500, "internal error") from None
 
+    def _refuse(self, request, close_code, status, detail=None, delay=0.0):
+        """
+        Refuse before the upgrade: HTTP C{status} with a JSON body naming C{close_code}; audited
+        and counted. With a C{delay}, the answer comes that much later (rate limiting).
+        """
+        reason = REASONS[close_code]
+        ctx = self.factory.ctx
+        ctx.metrics.refused(reason.replace(" ", "_"))
+        audit("refusal", peer=request.peer, reason=f"{reason}: {detail}" if detail else reason)
+        deny = ConnectionDeny(status, reason)
+        if delay <= 0:
+            raise deny
+
+        def later():
+            raise deny
+
+        return task.deferLater(ctx.reactor, delay, later)
+
     def _admit(self, request):
         ctx = self.factory.ctx
-        peer = request.peer
+        source = _source_address(request.peer)
         path_instance = None
         match = _INSTANCE_PATH.fullmatch(request.path)
         if match:
-            path_instance = match.group(1)
+            path_instance = unquote(match.group(1))
         elif request.path not in ("/", "/websockify"):
             raise ConnectionDeny(404, "no console at this path")
+        if ctx.limiter.blocked(source):
+            return self._refuse(request, CloseCode.RATE_LIMITED, 429)
         origin = request.headers.get("origin")
         if not origin_allowed(origin, request.headers.get("host"), ctx.config,
                               self.factory.isSecure):
-            self._log.info("refused console connection from {peer}: origin not allowed",
-                           peer=peer, event="refusal", reason="origin refused")
-            raise ConnectionDeny(403, "origin refused")
+            return self._refuse(request, CloseCode.ORIGIN_REFUSED, 403, f"origin {origin!r}")
         try:
             grant = ctx.tokens.consume(_token_from(request))
         except TokenRejected as e:
-            self._log.info("refused console connection from {peer}: {reason}",
-                           peer=peer, reason=str(e), event="refusal")
-            raise ConnectionDeny(401, "token invalid") from None
+            return self._refuse(request, CloseCode.TOKEN_INVALID, 401, str(e),
+                                delay=ctx.limiter.failed(source))
         if path_instance is not None and path_instance not in (grant.instance_uuid,
                                                                grant.instance_name):
-            self._log.info("refused console connection from {peer}: token {grant_id} is for "
-                           "another instance", peer=peer, grant_id=grant.id, event="refusal")
-            raise ConnectionDeny(401, "token invalid")
+            return self._refuse(request, CloseCode.TOKEN_INVALID, 401,
+                                f"token {grant.id} is for another instance",
+                                delay=ctx.limiter.failed(source))
         if grant.console_type != "vnc":
             raise ConnectionDeny(501, "serial consoles are not implemented yet")
-        self._session = VncSession(ctx, grant, _WebSocketViewer(self), peer)
+        session = VncSession(ctx, grant, _WebSocketViewer(self), request.peer)
         try:
-            ctx.sessions.admit(grant.instance_uuid, "vnc", self._session)
+            ctx.sessions.admit(grant.instance_uuid, "vnc", session)
         except LimitReached as e:
-            self._session = None
-            self._log.info("refused console connection from {peer}: {reason}",
-                           peer=peer, reason=str(e), event="refusal")
-            raise ConnectionDeny(409, "limit reached") from None
-        self._grant = grant
+            ctx.tokens.release(grant, resumable=True, session_started_at=grant.session_started_at)
+            return self._refuse(request, CloseCode.LIMIT_REACHED, 409, str(e))
+        self._session = session
         return "binary" if "binary" in request.protocols else None
+
+    def sendHttpErrorResponse(self, code, reason, responseHeaders=None):
+        # Autobahn sends a bare status line; ours carries the contract's JSON error, with the
+        # close code a UI can map to a message.
+        error = {"code": code, "message": reason}
+        close_code = _CODE_BY_REASON.get(reason)
+        if close_code is not None:
+            error["close_code"] = int(close_code)
+        body = json.dumps({"error": error}).encode("utf-8")
+        head = [f"HTTP/1.1 {code} {reason}", "Content-Type: application/json",
+                f"Content-Length: {len(body)}", "Cache-Control: no-store", "Connection: close"]
+        head += [f"{name}: {value}" for name, value in responseHeaders or ()]
+        self.sendData(("\r\n".join(head) + "\r\n\r\n").encode("utf-8") + body)
 
     def onOpen(self):
         if self._session is not None:
@@ -175,7 +215,9 @@ class ConsoleServerProtocol(WebSocketServerProtocol):
     def onClose(self, wasClean, code, reason):
         if self._session is not None:
             session, self._session = self._session, None
-            session.viewer_lost()
+            # Dropped without a close from the user (network blip, or 1001 "going away" on a
+            # page reload): the token may reopen the console within the reconnect grace.
+            session.viewer_lost(resumable=not wasClean or code == 1001)
 
 
 class _WebSocketViewer:
@@ -228,4 +270,4 @@ def make_factory(ctx, secure=False):
     return factory
 
 
-__all__ = ["CloseCode", "ConsoleServerProtocol", "make_factory", "origin_allowed"]
+__all__ = ["ConsoleServerProtocol", "make_factory", "origin_allowed"]

@@ -1,0 +1,46 @@
+"""
+The failure limiter on a test clock.
+"""
+
+from twisted.internet.task import Clock
+
+from vncproxy.ratelimit import MAX_DELAY, FailureLimiter
+
+
+def test_first_failures_are_free_then_slowed_then_refused():
+    """Up to slow_after failures answer at once, later ones ever later, and past refuse_after the key is blocked."""
+    clock = Clock()
+    limiter = FailureLimiter(clock, window=60, slow_after=3, refuse_after=6)
+    delays = [limiter.failed("1.2.3.4") for _ in range(5)]
+    assert delays == [0, 0, 0, 0.25, 0.5]
+    assert not limiter.blocked("1.2.3.4")
+    limiter.failed("1.2.3.4")
+    assert limiter.blocked("1.2.3.4")
+    assert not limiter.blocked("5.6.7.8")
+
+
+def test_failures_age_out_of_the_window():
+    """A blocked key is heard again once its failures are older than the window."""
+    clock = Clock()
+    limiter = FailureLimiter(clock, window=60, slow_after=1, refuse_after=2)
+    limiter.failed("k")
+    limiter.failed("k")
+    assert limiter.blocked("k")
+    clock.advance(60)
+    assert not limiter.blocked("k")
+    assert limiter.failed("k") == 0
+
+
+def test_delay_is_capped():
+    """However many failures, the delay never exceeds MAX_DELAY."""
+    limiter = FailureLimiter(Clock(), window=60, slow_after=0, refuse_after=1000)
+    assert max(limiter.failed("k") for _ in range(100)) == MAX_DELAY
+
+
+def test_memory_is_bounded_by_max_keys():
+    """Spraying from many addresses keeps at most max_keys entries (the stalest go first)."""
+    limiter = FailureLimiter(Clock(), window=60, slow_after=0, refuse_after=1, max_keys=100)
+    for i in range(1000):
+        limiter.failed(f"10.0.{i // 256}.{i % 256}")
+    assert len(limiter._failures) == 100
+    assert limiter.blocked("10.0.3.231") and not limiter.blocked("10.0.0.0")

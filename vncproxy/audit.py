@@ -1,0 +1,26 @@
+"""
+Audit events: one structured log event per grant, connect, refusal and close, in the
+C{consoleproxy.audit} namespace, with named fields (instance, console_type, peer, caller,
+duration, bytes_to_viewer, bytes_from_viewer, reason). Never a secret: callers pass grant ids,
+not tokens.
+"""
+
+from twisted.logger import Logger
+
+_log = Logger(namespace="consoleproxy.audit")
+
+_TEMPLATES = {
+    "grant": "granted {console_type} console of {instance} to {caller} (grant {grant_id})",
+    "connect": "{console_type} console of {instance} opened from {peer} (grant {grant_id})",
+    "refusal": "refused {console_type} console from {peer}: {reason}",
+    "close": ("{console_type} console of {instance} from {peer} closed after {duration:.1f}s: "
+              "{reason} ({bytes_to_viewer} bytes to viewer, {bytes_from_viewer} from viewer)"),
+}
+
+
+def audit(event, **fields):
+    """
+    Emit one audit event; C{event} is one of grant, connect, refusal, close.
+    """
+    fields.setdefault("console_type", "-")
+    _log.info(_TEMPLATES[event], audit=event, **fields)
