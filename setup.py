@@ -7,7 +7,12 @@ setup(
     description="Hypervisor-side console proxy for virtual machines (VNC over WebSocket, serial)",
     packages=["vncproxy", "vncproxy.rfb", "vncproxy.web", "vncproxy.hypervisor", "vncproxy.serial",
               "twisted.plugins"],
-    package_data={"vncproxy.web": ["openapi.json"], "twisted": ["plugins/consoleproxy.py"]},
+    # The web clients: our pages, and what tools/webclients.sh installed from npm (xterm.js, and
+    # noVNC's library as the fallback for hosts without the system package novnc): run it first.
+    package_data={
+        "vncproxy.web": ["openapi.json", "static/*.html", "static/serial/*", "static/vendor/**/*"],
+        "twisted": ["plugins/consoleproxy.py"],
+    },
     python_requires=">=3.11",
     install_requires=[
         "twisted[tls]>=22.4",
@@ -26,6 +31,8 @@ setup(
             "hypothesis>=6.67",
             "websocket-client>=1.2",
             "vncdotool>=1.2",
+            # Browser tests drive Debian's chromium; never "playwright install".
+            "playwright>=1.48",
         ],
     },
     zip_safe=False,

@@ -134,6 +134,8 @@ SCHEMA = {
     ("serial", "viewer_queue"): ("serial_viewer_queue", _at_least(int, 4096), "1048576"),
     ("serial", "slow_viewer_grace"): ("serial_slow_viewer_grace", _positive(float), "5"),
     ("serial", "max_viewers"): ("serial_max_viewers", _positive(int), "16"),
+    ("web", "novnc_dir"): ("novnc_dir", str, "/usr/share/novnc"),
+    ("web", "xterm_dir"): ("xterm_dir", str, ""),
 }
 
 
@@ -171,6 +173,8 @@ class Config:
     http_idle_timeout: float
     http_max_pending_per_address: int
     state_dir: str
+    novnc_dir: str
+    xterm_dir: str
     serial_source: str
     serial_domains: tuple
     serial_log_dir: str
