@@ -111,8 +111,15 @@ class SyncConn:
         self._pending = bytearray()
 
     @classmethod
-    def open(cls, host, port, timeout=30):
-        sock = socket.create_connection((host, port), timeout=timeout)
+    def open(cls, host, port, timeout=30, rcvbuf=None):
+        """
+        @param rcvbuf: a receive buffer size to set before connecting (a slow reader's).
+        """
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.settimeout(timeout)
+        sock.connect((host, port))
         _nodelay(sock)
         return cls(sock)
 
@@ -170,6 +177,24 @@ class SyncConn:
         out = bytes(self._pending[:n])
         del self._pending[:n]
         return out
+
+    def recv_some(self, limit):
+        """
+        Read at most C{limit} bytes from the socket (one recv) and return the payload they
+        complete, plus anything already pending (for a reader that paces itself).
+        """
+        if self._pending:
+            out = bytes(self._pending)
+            self._pending.clear()
+            return out
+        data = self.sock.recv(limit)
+        if not data:
+            raise Closed("EOF")
+        if self._decoder is None:
+            return data
+        pieces, controls = self._decoder.feed(data)
+        self._control(controls)
+        return b"".join(pieces)
 
     def sink(self, n):
         """
@@ -353,8 +378,8 @@ class Target:
     def prepare(self):
         return None
 
-    def connect(self, ticket=None):
-        conn = SyncConn.open(self.host, self.port)
+    def connect(self, ticket=None, rcvbuf=None):
+        conn = SyncConn.open(self.host, self.port, rcvbuf=rcvbuf)
         self._upgrade(conn, ticket)
         conn.server_init = rfb_handshake(conn)
         return conn
