@@ -8,7 +8,6 @@ so that load from other users of a shared machine falls on all of them alike.
 """
 
 import asyncio
-import gc
 import statistics
 import struct
 import time
@@ -204,17 +203,17 @@ def idle_memory(bench):
     total = Row(f"service RSS with {bench.idle_sessions} idle sessions", "MiB", "lower")
     for _ in range(bench.memory_repeats):
         for target, measure, n in bench.memory_targets():
-            tickets = [target.prepare() for _ in range(n + 20)]
             pid = bench.server_pid(target.name)
 
             async def run():
-                warm, errors = await _open_many(target, tickets[:20])
+                warm, errors = await _open_many(target, [target.prepare() for _ in range(20)])
                 for conn in warm:
                     conn.close()
                 await asyncio.sleep(0.5)
-                gc.collect()
                 before = proc.tree_total(pid, measure)
-                conns, errors = await _open_many(target, tickets[20:])
+                # Minted after the baseline: a session's grant is part of what it costs.
+                tickets = [target.prepare() for _ in range(n)]
+                conns, errors = await _open_many(target, tickets)
                 if errors:
                     raise RuntimeError(f"{len(errors)} of {n} sessions failed: {errors[0]!r}")
                 await asyncio.sleep(1.0)
