@@ -25,6 +25,12 @@ setup(
             "hypothesis>=6.67",
             "websocket-client>=1.2",
         ],
+        # python -m bench --setup installs these into .bench-venv (websockify is the
+        # incumbent the benchmark compares against; py-spy profiles the service).
+        "bench": [
+            "websockify",
+            "py-spy",
+        ],
     },
     zip_safe=False,
 )

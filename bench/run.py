@@ -34,14 +34,12 @@ from bench.service import REPO, ServiceProcess, free_port, raise_fd_limit
 BENCH_VENV = REPO / ".bench-venv"
 
 PROFILES = {
-    # name: (bulk bytes, repeats, rtt count, setup count, idle sessions, memory repeats,
-    #        websockify idle sessions, active sessions, active seconds)
-    "full": dict(bulk_bytes=256 << 20, repeats=5, rtt_count=5000, setup_count=200,
-                 idle_sessions=1000, memory_repeats=3, websockify_idle_sessions=200,
-                 active_sessions=100, active_seconds=3.0),
+    "full": dict(bulk_bytes=256 << 20, repeats=5, rtt_count=2000, setup_count=100,
+                 idle_sessions=1000, memory_repeats=2, websockify_idle_sessions=200,
+                 active_sessions=100, active_seconds=2.0, active_repeats=3),
     "quick": dict(bulk_bytes=64 << 20, repeats=3, rtt_count=1000, setup_count=50,
                   idle_sessions=1000, memory_repeats=1, websockify_idle_sessions=100,
-                  active_sessions=100, active_seconds=1.5),
+                  active_sessions=100, active_seconds=1.5, active_repeats=2),
 }
 
 
@@ -152,8 +150,10 @@ class Bench:
         self.targets = [DirectTarget(self.backend_port), ProxyWebSocketTarget(self.info)]
         if self.info.get("xvpvnc_port"):
             self.targets.append(ProxyXvpTarget(self.info))
-        elif "xvpvnc: this build serves no xvpvnc listener" not in self.notes:
-            self.notes.append("xvpvnc: this build serves no xvpvnc listener: its column is empty")
+        else:
+            note = "xvpvnc: this build serves no xvpvnc listener: its column is empty"
+            if note not in self.notes:
+                self.notes.append(note)
         if self.websockify is not None:
             self.targets.append(WebsockifyTarget(self.websockify_port))
 
@@ -241,7 +241,7 @@ def main(argv=None):
     raise_fd_limit()
     profile = PROFILES["quick" if args.quick else "full"]
     bench = Bench(args, profile)
-    rows, started = [], time.monotonic()
+    rows, started, load_before = [], time.monotonic(), os.getloadavg()[0]
     try:
         bench.start()
         for name in selected:
@@ -256,7 +256,8 @@ def main(argv=None):
         bench.stop()
     header = (f"consoleproxy bench, {'quick' if args.quick else 'full'} profile, "
               f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, "
-              f"load average {os.getloadavg()[0]:.1f}, {time.monotonic() - started:.0f} s")
+              f"load average {load_before:.1f} at start, {os.getloadavg()[0]:.1f} at end, "
+              f"{time.monotonic() - started:.0f} s")
     print(render(header, rows, bench.notes))
     if args.json:
         Path(args.json).write_text(json.dumps(
