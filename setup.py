@@ -24,6 +24,7 @@ setup(
             "pytest-twisted>=1.13",
             "hypothesis>=6.67",
             "websocket-client>=1.2",
+            "vncdotool>=1.2",
         ],
         # python -m bench --setup installs these into .bench-venv (websockify is the
         # incumbent the benchmark compares against; py-spy profiles the service).

@@ -14,7 +14,6 @@ import time
 from dataclasses import dataclass, field
 
 from bench import proc
-from bench.clients import AsyncConn  # noqa: F401 (documentation: what aconnect returns)
 
 KEYSTROKE = b"k" * 16
 

@@ -56,6 +56,15 @@ def _words(value):
     return tuple(w for w in value.replace(",", " ").split() if w)
 
 
+def _boolean(value):
+    lowered = value.lower()
+    if lowered in ("true", "yes", "on", "1"):
+        return True
+    if lowered in ("false", "no", "off", "0"):
+        return False
+    raise ValueError("must be true or false")
+
+
 def _url(value):
     if not value:
         return ""
@@ -84,6 +93,17 @@ SCHEMA = {
     ("ratelimit", "refuse_after"): ("ratelimit_refuse_after", _positive(int), "20"),
     ("vnc", "connect_timeout"): ("vnc_connect_timeout", _positive(float), "10"),
     ("vnc", "handshake_timeout"): ("vnc_handshake_timeout", _positive(float), "15"),
+    ("vnc", "tls_ca"): ("vnc_tls_ca", str, ""),
+    ("vnc", "tls_cert"): ("vnc_tls_cert", str, ""),
+    ("vnc", "tls_key"): ("vnc_tls_key", str, ""),
+    ("vnc", "tls_hostname"): ("vnc_tls_hostname", str, ""),
+    ("vnc", "tls_anonymous"): ("vnc_tls_anonymous", _boolean, "false"),
+    ("xvpvnc", "native_wait"): ("xvpvnc_native_wait", _positive(float), "2"),
+    ("xvpvnc", "max_failures_per_instance"): ("xvpvnc_max_failures_per_instance",
+                                              _positive(int), "20"),
+    ("http", "header_timeout"): ("http_header_timeout", _positive(float), "10"),
+    ("http", "idle_timeout"): ("http_idle_timeout", _positive(float), "60"),
+    ("http", "max_pending_per_address"): ("http_max_pending_per_address", _positive(int), "32"),
     ("service", "state_dir"): ("state_dir", str, "/var/lib/consoleproxy"),
 }
 
@@ -111,7 +131,28 @@ class Config:
     ratelimit_refuse_after: int
     vnc_connect_timeout: float
     vnc_handshake_timeout: float
+    vnc_tls_ca: str
+    vnc_tls_cert: str
+    vnc_tls_key: str
+    vnc_tls_hostname: str
+    vnc_tls_anonymous: bool
+    xvpvnc_native_wait: float
+    xvpvnc_max_failures_per_instance: int
+    http_header_timeout: float
+    http_idle_timeout: float
+    http_max_pending_per_address: int
     state_dir: str
+
+    @property
+    def vnc_tls_mode(self):
+        """
+        Which VeNCrypt subtypes the proxy may run toward QEMU: C{"x509"} when a CA is
+        configured, C{"anonymous"} when C{tls_anonymous} is on, else C{None} (VeNCrypt is
+        refused).
+        """
+        if self.vnc_tls_ca:
+            return "x509"
+        return "anonymous" if self.vnc_tls_anonymous else None
 
     @property
     def console_base_url(self):
@@ -142,6 +183,14 @@ class Config:
         host = urlsplit(self.console_base_url).hostname
         port = _endpoint_port(self.xvpvnc_listen)
         return f"http://{_host_for_url(host)}:{port}" if port else f"http://{_host_for_url(host)}"
+
+    def native_vnc_url(self, password):
+        """
+        The C{vnc://} URL a native viewer opens the xvpvnc listener with.
+
+        @param password: the one-time VNC password (URL-safe characters only).
+        """
+        return "vnc://:" + password + "@" + self.xvpvnc_base_url[len("http://"):]
 
 
 def _endpoint_port(description):
@@ -199,7 +248,24 @@ def _build(values, where):
             kwargs[name] = parse(raw.strip())
         except ValueError as e:
             raise ConfigError(f"{where}: [{section}] {key}: {e}") from None
-    return Config(**kwargs)
+    built = Config(**kwargs)
+    _check_tls(built, where)
+    return built
+
+
+def _check_tls(c, where):
+    if bool(c.vnc_tls_cert) != bool(c.vnc_tls_key):
+        raise ConfigError(f"{where}: [vnc] tls_cert and tls_key: set both (a client "
+                          "certificate and its key) or neither")
+    if c.vnc_tls_cert and not c.vnc_tls_ca:
+        raise ConfigError(f"{where}: [vnc] tls_cert: needs tls_ca (the CA that signed the "
+                          "VNC servers' certificates)")
+    if c.vnc_tls_hostname and not c.vnc_tls_ca:
+        raise ConfigError(f"{where}: [vnc] tls_hostname: needs tls_ca")
+    if c.vnc_tls_anonymous and c.vnc_tls_ca:
+        raise ConfigError(f"{where}: [vnc] tls_anonymous: cannot be combined with tls_ca "
+                          "(it would let an attacker downgrade certificate-verified TLS to "
+                          "unauthenticated TLS)")
 
 
 def _values_from_parser(parser, where):

@@ -3,11 +3,12 @@ The collaborators every request handler and session needs, built once by the com
 (L{vncproxy.service}).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from vncproxy.config import Config
 from vncproxy.sessions import SessionRegistry
 from vncproxy.tokens import TokenStore
+from vncproxy.vnctls import VncTls
 
 
 @dataclass
@@ -15,6 +16,8 @@ class ProxyContext:
     """
     @ivar reactor: the reactor (time, TCP/UNIX connections, threads); tests pass a fake.
     @ivar hypervisor: an L{vncproxy.interfaces.IHypervisor}.
+    @ivar vnc_tls: the L{vncproxy.vnctls.VncTls} settings toward VNC servers (default: none,
+        so a VNC server requiring TLS is refused).
     """
 
     config: Config
@@ -24,3 +27,4 @@ class ProxyContext:
     sessions: SessionRegistry
     metrics: object = None
     limiter: object = None  # FailureLimiter for token redemption failures, per source address
+    vnc_tls: VncTls = field(default_factory=VncTls)

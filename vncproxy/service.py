@@ -9,7 +9,6 @@ from twisted.application.service import MultiService
 from twisted.internet import task
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
-from twisted.web.server import Site
 
 from vncproxy.closecodes import CloseCode
 from vncproxy.context import ProxyContext
@@ -18,10 +17,12 @@ from vncproxy.metrics import Metrics
 from vncproxy.ratelimit import FailureLimiter
 from vncproxy.sessions import SessionRegistry
 from vncproxy.tokens import TokenStore
+from vncproxy.vnctls import VncTls
 from vncproxy.web.api import ApiResource
 from vncproxy.web.auth import KeyChecker
-from vncproxy.web.site import ConsoleRoot, make_site, redacted_log_line
+from vncproxy.web.site import ConsoleRoot, make_site
 from vncproxy.web.websocket import make_factory
+from vncproxy.xvpvnc import XvpVncFactory
 
 # Lifecycle events after which the domain's QEMU process is gone.
 _STOPPING = {LifecycleKind.STOPPED, LifecycleKind.CRASHED, LifecycleKind.UNDEFINED}
@@ -34,6 +35,8 @@ class ConsoleProxyService(MultiService):
     @param hypervisor: an L{IHypervisor} that is also an L{IService} (started and stopped with
         this service).
     @param api_keys: the API keys callers authenticate with.
+    @raise vncproxy.config.ConfigError: when a file the configuration names (TLS CA,
+        certificate, key) cannot be read or parsed.
     """
 
     _log = Logger()
@@ -51,19 +54,20 @@ class ConsoleProxyService(MultiService):
             metrics=Metrics(tokens, sessions),
             limiter=FailureLimiter(reactor, config.ratelimit_window,
                                    config.ratelimit_slow_after, config.ratelimit_refuse_after),
+            vnc_tls=VncTls.from_config(config),
         )
         self._reactor = reactor
         self._unsubscribe = None
         hypervisor.setServiceParent(self)
 
-        api_site = Site(ApiResource(self.ctx, KeyChecker(api_keys)),
-                        logFormatter=redacted_log_line, reactor=reactor)
+        api_site = make_site(ApiResource(self.ctx, KeyChecker(api_keys)), config, reactor=reactor)
         self._listen("api", config.api_listen, api_site)
 
         secure = config.console_listen.startswith("ssl:")
         console_site = make_site(ConsoleRoot(WebSocketResource(make_factory(self.ctx, secure))),
-                                 reactor=reactor)
+                                 config, reactor=reactor)
         self._listen("console", config.console_listen, console_site)
+        self._listen("xvpvnc", config.xvpvnc_listen, XvpVncFactory(self.ctx))
 
     def _listen(self, name, description, factory):
         service = StreamServerEndpointService(serverFromString(self._reactor, description), factory)
@@ -73,8 +77,9 @@ class ConsoleProxyService(MultiService):
     def startService(self):
         self._unsubscribe = self.ctx.hypervisor.subscribe(self._lifecycle)
         super().startService()
-        self._log.info("consoleproxy started: api {api}, console {console}",
-                       api=self.ctx.config.api_listen, console=self.ctx.config.console_listen)
+        self._log.info("consoleproxy started: api {api}, console {console}, xvpvnc {xvpvnc}",
+                       api=self.ctx.config.api_listen, console=self.ctx.config.console_listen,
+                       xvpvnc=self.ctx.config.xvpvnc_listen)
 
     def _lifecycle(self, event):
         if event.kind in _STOPPING:

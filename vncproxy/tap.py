@@ -61,4 +61,7 @@ def makeService(options, reactor=None, hypervisor=None):
         from vncproxy.hypervisor.libvirt_adapter import LibvirtHypervisor
 
         hypervisor = LibvirtHypervisor(reactor, config.libvirt_uri)
-    return ConsoleProxyService(config, reactor, hypervisor, keys)
+    try:
+        return ConsoleProxyService(config, reactor, hypervisor, keys)
+    except _config.ConfigError as e:
+        raise usage.UsageError(str(e)) from None

@@ -13,6 +13,11 @@ either user: a network blip, a page reload), L{TokenStore.release} with C{resuma
 the same token open one new session within C{reconnect_grace} seconds; the new session keeps the
 first one's start time, so reconnecting never extends C{max_session}. Sessions that were closed
 deliberately (by the user, a takeover, a timeout, a power-off) never resume.
+
+A C{vnc} grant also carries a one-time 8-character VNC password for native viewers on the
+xvpvnc port. VNC Authentication is a DES challenge-response keyed with the password, so the
+store must keep these passwords themselves (in memory only, never logged); presenting either
+the token or the password consumes the grant. Passwords do not resume.
 """
 
 import hashlib
@@ -22,8 +27,14 @@ from dataclasses import dataclass, field, replace
 from zope.interface import implementer
 
 from vncproxy.interfaces import ITokenStore
+from vncproxy.rfb.vncauth import check_response
 
 CONSOLE_TYPES = ("vnc", "serial")
+
+#: One-time VNC passwords: 8 characters (all VNC Authentication uses) from an alphabet without
+#: look-alikes (0/O, 1/l/I), URL-safe for vnc:// URLs: 57**8, about 2**46.7.
+PASSWORD_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789"
+PASSWORD_LENGTH = 8
 
 
 class TokenRejected(Exception):
@@ -40,6 +51,8 @@ class Grant:
     @ivar id: a short random identifier for logs and audit (not a secret).
     @ivar instance_uuid: the domain the token opens.
     @ivar console_type: C{"vnc"} or C{"serial"}.
+    @ivar vnc_password: for C{vnc} grants, the one-time VNC password for native viewers (kept
+        out of C{repr}); C{None} otherwise.
     """
 
     id: str
@@ -53,6 +66,7 @@ class Grant:
     # Set on a grant redeemed again within the reconnect grace: the first session's start.
     session_started_at: float | None = field(default=None, compare=False)
     _key: bytes = field(default=b"", compare=False, repr=False)
+    vnc_password: str | None = field(default=None, compare=False, repr=False)
 
 
 def _digest(secret):
@@ -74,6 +88,7 @@ class TokenStore:
         self.reconnect_grace = reconnect_grace
         self._grants = {}  # sha256(token) -> Grant
         self._resumable = {}  # sha256(token) -> (Grant, deadline)
+        self._passwords = {}  # sha256(token) -> one-time VNC password (vnc grants only)
         self.issued = {}  # console type -> count (metrics)
         self.consumed = {}
         self.expired = 0
@@ -87,6 +102,7 @@ class TokenStore:
         now = self._clock.seconds()
         self._sweep(now)
         secret = secrets.token_urlsafe(32)
+        password = self._new_password() if console_type == "vnc" else None
         grant = Grant(
             id=secrets.token_hex(6),
             instance_uuid=instance_uuid,
@@ -97,10 +113,20 @@ class TokenStore:
             expires_at=now + self.ttl,
             caller=caller,
             _key=_digest(secret),
+            vnc_password=password,
         )
         self._grants[grant._key] = grant
+        if password is not None:
+            self._passwords[grant._key] = password
         self.issued[console_type] = self.issued.get(console_type, 0) + 1
         return secret, grant
+
+    def _new_password(self):
+        live = set(self._passwords.values())
+        while True:  # two live grants must never share a password
+            password = "".join(secrets.choice(PASSWORD_ALPHABET) for _ in range(PASSWORD_LENGTH))
+            if password not in live:
+                return password
 
     def consume(self, secret, now=None):
         if now is None:
@@ -110,6 +136,7 @@ class TokenStore:
             raise TokenRejected("token missing")
         key = _digest(secret)
         grant = self._grants.pop(key, None)
+        self._passwords.pop(key, None)
         if grant is None:
             resumable = self._resumable.pop(key, None)
             if resumable is None:
@@ -117,6 +144,52 @@ class TokenStore:
             grant = resumable[0]
         self.consumed[grant.console_type] = self.consumed.get(grant.console_type, 0) + 1
         return grant
+
+    def match_vnc_response(self, challenge, response, now=None):
+        """
+        Find the live grant whose one-time VNC password produced C{response} to C{challenge}
+        (VNC Authentication), without consuming it. Every live password is tried, whatever
+        matches, so the time taken does not depend on which one (if any) does.
+
+        @return: the matching L{Grant}, or C{None}.
+        """
+        if now is None:
+            now = self._clock.seconds()
+        self._sweep(now)
+        found = None
+        for key, password in list(self._passwords.items()):
+            if check_response(password.encode("ascii"), challenge, response):
+                found = self._grants[key]
+        return found
+
+    def consume_grant(self, grant):
+        """
+        Consume a grant found by L{match_vnc_response}: its token and its password stop
+        working.
+
+        @raise TokenRejected: when it was consumed or expired meanwhile.
+        """
+        live = self._grants.pop(grant._key, None)
+        self._passwords.pop(grant._key, None)
+        if live is None:
+            raise TokenRejected("token invalid, used or expired")
+        self.consumed[live.console_type] = self.consumed.get(live.console_type, 0) + 1
+        return live
+
+    def revoke_password(self, grant):
+        """
+        Make a grant's one-time VNC password unusable; its token keeps working.
+        """
+        self._passwords.pop(grant._key, None)
+
+    def password_instances(self, now=None):
+        """
+        @return: the set of instance UUIDs that have a live one-time VNC password.
+        """
+        if now is None:
+            now = self._clock.seconds()
+        self._sweep(now)
+        return {self._grants[key].instance_uuid for key in self._passwords}
 
     def release(self, grant, resumable, session_started_at):
         """
@@ -133,6 +206,7 @@ class TokenStore:
         expired = [k for k, g in self._grants.items() if g.expires_at <= now]
         for k in expired:
             del self._grants[k]
+            self._passwords.pop(k, None)
         self.expired += len(expired)
         stale = [k for k, (_, deadline) in self._resumable.items() if deadline <= now]
         for k in stale:

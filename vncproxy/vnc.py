@@ -1,19 +1,29 @@
 """
 One VNC console session: a viewer (WebSocket or raw TCP) joined to the domain's VNC server.
 
-The order of work, once the viewer's token was accepted::
+The order of work, once the viewer was admitted::
 
     1. Pause the viewer. Ask the hypervisor where the VNC server is and its password.
     2. Connect to it (connect timeout) and run L{UpstreamHandshake} (RFB client, our side
-       authenticates with libvirt's password): the viewer never sees the credentials.
-    3. On SecurityAccepted, run L{DownstreamHandshake} toward the viewer (security None: the
-       token already authorized it). Resume the viewer.
+       authenticates with libvirt's password): the viewer never sees the credentials. When the
+       server requires VeNCrypt, the machine emits L{StartTLS} after QEMU accepted the subtype;
+       we start TLS on the transport (certificate checked against the CA and the expected
+       name, see L{vncproxy.vnctls}) and call C{tls_started()}; the rest of the handshake runs
+       inside TLS. A TLS failure ends the attempt with a clear reason: there is no fall back.
+    3. On SecurityAccepted, the viewer's side:
+       - token-admitted viewers (WebSocket, xvpvnc CONNECT): run L{DownstreamHandshake} with
+         security None (the token already authorized them), then resume the viewer;
+       - native viewers on the xvpvnc port arrive with a downstream machine that already
+         holds their VNC Authentication response (it chose the session): accept it now, so
+         that a console that cannot be reached is reported as an authentication failure with
+         a reason rather than as a dropped connection.
     4. On the viewer's ClientInit, send QEMU ClientInit with shared=1 (whatever the viewer
        asked: an exclusive viewer must not kick the other sessions off), then relay bytes
        unchanged both ways, each transport registered as the other's producer so a slow side
        throttles the fast one instead of filling memory.
     5. Any failure before the relay starts is reported to the viewer in RFB terms (a security
-       failure with a reason) and then with a close code; a stalled handshake times out.
+       failure with a reason) and then with a close code; a stalled handshake times out. Bytes
+       either side sends before the relay are bounded.
 
 The viewer is any object with C{send(bytes)}, C{close(code, reason)}, C{pause_reading()},
 C{resume_reading()} and a C{network_transport} attribute (the transport carrying its bytes).
@@ -32,12 +42,15 @@ from vncproxy.hypervisor import HypervisorError, NoSuchInstance
 from vncproxy.rfb import (
     ClientInitReceived,
     DownstreamHandshake,
+    DownstreamState,
     HandshakeFailed,
     SecurityAccepted,
+    StartTLS,
     UpstreamHandshake,
 )
 from vncproxy.rfb.wire import client_init
 from vncproxy.sessions import SessionTimer
+from vncproxy.vnctls import TlsUnavailable
 
 # Bytes a viewer may send before the downstream handshake starts (it should send none).
 MAX_EARLY_BYTES = 64 * 1024
@@ -107,11 +120,15 @@ class VncSession:
     @param grant: the L{vncproxy.tokens.Grant} that admitted the viewer.
     @param viewer: the viewer adapter (see the module docstring).
     @param peer: the viewer's address, for logs.
+    @param downstream: for a native viewer, its L{DownstreamHandshake} waiting for the
+        authentication decision (state C{AWAIT_AUTH_DECISION}); C{None} otherwise.
     """
 
     _log = Logger()
 
-    def __init__(self, ctx, grant, viewer, peer):
+    def __init__(self, ctx, grant, viewer, peer, downstream=None):
+        if downstream is not None and downstream.state is not DownstreamState.AWAIT_AUTH_DECISION:
+            raise ValueError("a native viewer's handshake must await its auth decision")
         self._ctx = ctx
         self._grant = grant
         self._viewer = viewer
@@ -119,7 +136,11 @@ class VncSession:
         self._reactor = ctx.reactor
         self._qemu = None
         self._upstream = None
-        self._downstream = None
+        self._upstream_done = False
+        self._tls_on = False
+        self._tls_hostname = None
+        self._vnc_host = None
+        self._downstream = downstream
         self._early = b""
         self._to_viewer_after_handshake = b""
         self._relaying = False
@@ -152,9 +173,17 @@ class VncSession:
 
     def close(self, code, detail=None):
         """
-        End the session from our side (instance stopped, service stopping, ...).
+        End the session from our side (instance stopped, service stopping, ...). A native
+        viewer still waiting for its SecurityResult is told why in RFB terms first.
         """
-        self._end(code, detail)
+        machine = self._downstream
+        if (not self._closed and self._refusal is None and machine is not None
+                and machine.state is DownstreamState.AWAIT_AUTH_DECISION):
+            self._refusal = (code, detail)
+            self._drop_qemu()
+            self._downstream_events(machine.reject(reason_for(code, detail)))
+        else:
+            self._end(code, detail)
 
     # -- upstream (QEMU) -------------------------------------------------------------------------
 
@@ -172,7 +201,8 @@ class VncSession:
         else:
             endpoint = HostnameEndpoint(self._reactor, vnc.host, vnc.port, timeout=timeout)
         password = vnc.password.encode("utf-8") if vnc.password else None
-        self._upstream = UpstreamHandshake(password=password)
+        self._vnc_host = vnc.host
+        self._upstream = UpstreamHandshake(password=password, tls=self._ctx.vnc_tls.mode)
         self._connect_started = self._reactor.seconds()
         self._connecting = connectProtocol(endpoint, _QemuProtocol(self))
         return self._connecting
@@ -210,27 +240,53 @@ class VncSession:
             self.bytes_to_viewer += len(data)
             self._viewer.send(data)
             return
-        if self._closed or self._downstream is not None:
-            # QEMU must stay silent until it gets ClientInit; anything else is a protocol error.
-            if not self._closed:
-                self._to_viewer_after_handshake += data
-                if len(self._to_viewer_after_handshake) > MAX_EARLY_BYTES:
-                    self._end(CloseCode.CONSOLE_UNAVAILABLE, "VNC server sent unexpected data")
+        if self._closed:
             return
-        events = self._upstream.receive_data(data)
+        if self._upstream_done:
+            # QEMU must stay silent until it gets ClientInit; anything else is a protocol error.
+            self._to_viewer_after_handshake += data
+            if len(self._to_viewer_after_handshake) > MAX_EARLY_BYTES:
+                self._end(CloseCode.CONSOLE_UNAVAILABLE, "VNC server sent unexpected data")
+            return
+        self._upstream_events(self._upstream.receive_data(data))
+
+    def _upstream_events(self, events):
         out = self._upstream.data_to_send()
         if out:
             self._qemu.write(out)
         for event in events:
-            if isinstance(event, SecurityAccepted):
+            if self._closed or self._refusal is not None:
+                return
+            if isinstance(event, StartTLS):
+                self._start_tls(event)
+            elif isinstance(event, SecurityAccepted):
+                self._upstream_done = True
                 self._ctx.metrics.handshake_seconds.observe(
                     self._reactor.seconds() - self._connect_started)
                 self._upstream_ready(event.leftover)
             elif isinstance(event, HandshakeFailed):
-                self._log.warn("vnc session {grant_id}: handshake with the VNC server failed: "
-                               "{reason}", grant_id=self._grant.id, reason=event.reason)
-                self._drop_qemu()
-                self._refuse(CloseCode.CONSOLE_UNAVAILABLE, event.reason)
+                self._upstream_failed(event.reason)
+
+    def _start_tls(self, event):
+        try:
+            options = self._ctx.vnc_tls.client_options(event, self._vnc_host)
+        except TlsUnavailable as e:
+            self._upstream_failed(f"cannot start TLS with the VNC server: {e}")
+            return
+        self._tls_hostname = None if event.anonymous else \
+            self._ctx.vnc_tls.expected_hostname(self._vnc_host)
+        self._log.info("vnc session {grant_id}: starting TLS with the VNC server ({kind})",
+                       grant_id=self._grant.id,
+                       kind="anonymous" if event.anonymous else
+                       f"certificate checked for {self._tls_hostname}")
+        self._tls_on = True
+        self._qemu.startTLS(options)
+        self._upstream_events(self._upstream.tls_started())
+
+    def _upstream_failed(self, reason):
+        self._log.warn("vnc session {grant_id}: handshake with the VNC server failed: {reason}",
+                       grant_id=self._grant.id, reason=reason)
+        self._refuse(CloseCode.CONSOLE_UNAVAILABLE, reason)
 
     def _qemu_lost(self, reason):
         self._qemu = None
@@ -239,7 +295,11 @@ class VncSession:
         if self._relaying:
             self._upstream_gone()
         elif self._refusal is None:
-            self._refuse(CloseCode.CONSOLE_UNAVAILABLE, "VNC server closed the connection")
+            if self._tls_on:
+                self._upstream_failed(
+                    self._ctx.vnc_tls.describe_failure(reason, self._tls_hostname))
+            else:
+                self._refuse(CloseCode.CONSOLE_UNAVAILABLE, "VNC server closed the connection")
 
     def _upstream_gone(self):
         """
@@ -278,7 +338,12 @@ class VncSession:
 
     def _upstream_ready(self, leftover):
         self._to_viewer_after_handshake = leftover
-        self._start_downstream(DownstreamHandshake(auth="none"))
+        if self._downstream is None:
+            self._start_downstream(DownstreamHandshake(auth="none"))
+        else:
+            # A native viewer: its password chose this session; tell it so only now.
+            self._downstream_events(self._downstream.accept())
+            self._viewer.resume_reading()
 
     def _refuse(self, code, detail):
         """
@@ -290,11 +355,14 @@ class VncSession:
         self._log.info("vnc session {grant_id} refused: {detail}",
                        grant_id=self._grant.id, detail=detail)
         self._drop_qemu()
-        if self._downstream is not None:
+        machine = self._downstream
+        if machine is None:
+            self._start_downstream(DownstreamHandshake(refuse=detail))
+        elif machine.state is DownstreamState.AWAIT_AUTH_DECISION:
+            self._downstream_events(machine.reject(detail))
+        else:
             # The viewer is mid-handshake with us: no clean RFB way to refuse now.
             self._end(code, detail)
-            return
-        self._start_downstream(DownstreamHandshake(refuse=detail))
 
     def _start_downstream(self, machine):
         self._downstream = machine
@@ -321,7 +389,9 @@ class VncSession:
             if len(self._early) > MAX_EARLY_BYTES:
                 self._end(CloseCode.PROTOCOL_ERROR, "viewer sent data before the handshake")
             return
-        events = self._downstream.receive_data(data)
+        self._downstream_events(self._downstream.receive_data(data))
+
+    def _downstream_events(self, events):
         out = self._downstream.data_to_send()
         if out:
             self._viewer.send(out)
@@ -370,8 +440,13 @@ class VncSession:
 
     def _handshake_timed_out(self):
         self._timeout = None
-        if self._downstream is None:
+        if self._refusal is not None:
+            self._end(*self._refusal)  # the viewer did not even take the refusal in time
+        elif not self._upstream_done:
             self._refuse(CloseCode.CONSOLE_UNAVAILABLE, "timed out connecting to the VNC server")
+            if not self._closed:  # give the viewer as long again to read why
+                self._timeout = self._reactor.callLater(
+                    self._ctx.config.vnc_handshake_timeout, self._handshake_timed_out)
         else:
             self._end(CloseCode.PROTOCOL_ERROR, "handshake timed out")
 

@@ -33,6 +33,7 @@ class Proxy:
     vnc_port: int
     api_url: str
     ws_url: str
+    xvpvnc_port: int
     key: str = API_KEY
 
 
@@ -52,19 +53,22 @@ def make_proxy():
         hypervisor.add_domain("vm1", uuid="6f1b3c55-2f0e-4b8e-9a57-1f2d3c4b5a69",
                               vnc=VncEndpoint(host="127.0.0.1", port=vnc_port, password="secret1"))
         hypervisor.add_domain("off1", state="shutoff")
-        api_port, console_port = free_port(), free_port()
+        api_port, console_port, xvpvnc_port = free_port(), free_port(), free_port()
         settings = dict(
             api_listen=f"tcp:{api_port}:interface=127.0.0.1",
             console_listen=f"tcp:{console_port}:interface=127.0.0.1",
+            xvpvnc_listen=f"tcp:{xvpvnc_port}:interface=127.0.0.1",
             vnc_handshake_timeout=5.0,
             vnc_connect_timeout=2.0,
+            xvpvnc_native_wait=0.2,
         )
         settings.update(overrides)
         service = ConsoleProxyService(config.defaults(**settings), reactor, hypervisor, [API_KEY])
         service.startService()
         started.append((service, vnc_listener))
         return Proxy(service, hypervisor, fake_vnc, vnc_port,
-                     f"http://127.0.0.1:{api_port}", f"ws://127.0.0.1:{console_port}")
+                     f"http://127.0.0.1:{api_port}", f"ws://127.0.0.1:{console_port}",
+                     xvpvnc_port)
 
     yield make
     for service, vnc_listener in started:

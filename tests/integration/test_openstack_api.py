@@ -148,3 +148,16 @@ def test_openstack_routes_need_a_key(proxy):
     got, _ = yield in_thread(api.call, f"{proxy.api_url}/v2.1/servers/{VM}/remote-consoles",
                              "POST", {"remote_console": {"protocol": "vnc", "type": "novnc"}})
     assert got == 401
+
+
+@pytest.mark.parametrize("console", [
+    {"protocol": ["vnc"], "type": "novnc"},  # found by tests/fuzz: unhashable protocol was a 500
+    {"protocol": {"vnc": 1}, "type": "novnc"},
+    {"protocol": "vnc", "type": ["novnc"]},
+])
+@pytest_twisted.inlineCallbacks
+def test_non_string_protocol_or_type_is_400(proxy, console):
+    """A protocol or type that is not a string is a 400, not a server error."""
+    got, body = yield in_thread(api.call, f"{proxy.api_url}/v2.1/servers/{VM}/remote-consoles",
+                                "POST", {"remote_console": console}, key=proxy.key)
+    assert got == 400

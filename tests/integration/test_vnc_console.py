@@ -40,7 +40,9 @@ def test_token_opens_the_vms_screen(proxy):
     body, init, rects = yield in_thread(scenario)
     assert (init.width, init.height, init.name) == (WIDTH, HEIGHT, "fake vm")
     assert rects == [((0, 0, WIDTH, HEIGHT), pattern())]
-    assert set(body) == {"access_token", "console_type", "created_at", "expires_at", "force", "href"}
+    assert set(body) == {"access_token", "console_type", "created_at", "expires_at", "force", "href",
+                         "password", "vnc_url"}
+    assert body["vnc_url"] == proxy.service.ctx.config.native_vnc_url(body["password"])
     assert body["href"].startswith(proxy.service.ctx.config.websocket_base_url
                                    + "/v1/instances/6f1b3c55-2f0e-4b8e-9a57-1f2d3c4b5a69/console?access_token=")
 

@@ -1,15 +1,32 @@
 """
 A small blocking RFB viewer for tests: speaks the client side of RFB 3.3/3.7/3.8 with security
-None over any byte pipe (a WebSocket from websocket-client, or a plain socket), reads ServerInit
-and framebuffer updates in Raw encoding. It is deliberately independent of vncproxy.rfb, so that
-the proxy's machines are checked against a second implementation.
+None or VNC Authentication over any byte pipe (a WebSocket from websocket-client, or a plain
+socket), reads ServerInit and framebuffer updates in Raw encoding. It is deliberately
+independent of vncproxy.rfb, so that the proxy's machines are checked against a second
+implementation.
 """
 
 import socket
 import struct
+import warnings
 from dataclasses import dataclass
 
 import websocket
+from cryptography.hazmat.primitives.ciphers import Cipher, modes
+
+try:
+    from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+except ImportError:  # cryptography < 43
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from cryptography.hazmat.primitives.ciphers.algorithms import TripleDES
+
+
+def des_response(password, challenge):
+    """The VNC Authentication answer: DES-ECB with the bit-mirrored, NUL-padded password."""
+    key = bytes(int(f"{b:08b}"[::-1], 2) for b in password[:8].ljust(8, b"\0"))
+    encryptor = Cipher(TripleDES(key * 3), modes.ECB()).encryptor()
+    return encryptor.update(challenge) + encryptor.finalize()
 
 
 class RfbRefused(Exception):
@@ -95,29 +112,38 @@ class RfbViewer:
     def _reason(self):
         return self.read(self._u32()).decode("utf-8", "replace")
 
-    def handshake(self, version=(3, 8), shared=False):
+    def handshake(self, version=(3, 8), shared=False, password=None):
+        """
+        Run the client handshake up to ServerInit: security None, or VNC Authentication
+        when C{password} (bytes) is given.
+
+        @raise RfbRefused: when the server refuses (its reason attached).
+        """
         server_version = self.read(12)
         if not server_version.startswith(b"RFB "):
             raise AssertionError(f"not an RFB server: {server_version!r}")
         self.pipe.send(b"RFB %03d.%03d\n" % version)
+        wanted = 1 if password is None else 2
         if version == (3, 3):
             chosen = self._u32()
             if chosen == 0:
                 raise RfbRefused(self._reason())
-            if chosen != 1:
-                raise AssertionError(f"server chose security type {chosen}, not None")
+            if chosen != wanted:
+                raise AssertionError(f"server chose security type {chosen}, not {wanted}")
         else:
             count = self.read(1)[0]
             if count == 0:
                 raise RfbRefused(self._reason())
             types = self.read(count)
-            if 1 not in types:
-                raise AssertionError(f"security None not offered: {list(types)}")
-            self.pipe.send(b"\x01")
-            if version == (3, 8):
-                result = self._u32()
-                if result != 0:
-                    raise RfbRefused(self._reason())
+            if wanted not in types:
+                raise AssertionError(f"security type {wanted} not offered: {list(types)}")
+            self.pipe.send(bytes([wanted]))
+        if password is not None:
+            self.pipe.send(des_response(password, self.read(16)))
+        if password is not None or version == (3, 8):
+            result = self._u32()
+            if result != 0:
+                raise RfbRefused(self._reason() if version == (3, 8) else "")
         self.pipe.send(b"\x01" if shared else b"\x00")
         header = self.read(24)
         width, height, bpp, depth = struct.unpack("!HHBB", header[:6])
@@ -157,3 +183,24 @@ class RfbViewer:
 
 def connect_tcp(host, port, timeout=20):
     return SocketPipe(socket.create_connection((host, port), timeout=timeout))
+
+
+def xvp_connect(host, port, target, version="HTTP/1.0", headers=(), timeout=20):
+    """
+    Open an xvpvnc console the way Nova's Java xvp viewer does: send C{CONNECT target version},
+    the header lines and a blank line, then read the response up to its blank line (byte by
+    byte, so no RFB byte is consumed).
+
+    @return: C{(response bytes, SocketPipe)}; the response is C{b""} if the server closed
+        without one.
+    """
+    sock = socket.create_connection((host, port), timeout=timeout)
+    request = f"CONNECT {target} {version}\r\n" + "".join(f"{h}\r\n" for h in headers) + "\r\n"
+    sock.sendall(request.encode("ascii"))
+    response = b""
+    while not response.endswith(b"\r\n\r\n"):
+        byte = sock.recv(1)
+        if not byte:
+            break
+        response += byte
+    return response, SocketPipe(sock)

@@ -101,3 +101,38 @@ def test_example_file_documents_every_key_with_its_default():
     schema = {key: default for key, (_, _, default) in config.SCHEMA.items()}
     assert documented == schema
     assert config.load(str(ETC)) == config.load()
+
+
+@pytest.mark.parametrize("text, mode", [
+    ("", None),
+    ("[vnc]\ntls_ca = /etc/pki/qemu/ca-cert.pem\n", "x509"),
+    ("[vnc]\ntls_anonymous = yes\n", "anonymous"),
+    ("[vnc]\ntls_anonymous = off\n", None),
+])
+def test_vnc_tls_mode(text, mode):
+    """A CA means certificate-verified VeNCrypt, tls_anonymous anonymous TLS, neither: none."""
+    assert config.from_string(text).vnc_tls_mode == mode
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[vnc]\ntls_ca = ca.pem\ntls_cert = c.pem\n", "[vnc] tls_cert and tls_key: set both"),
+    ("[vnc]\ntls_ca = ca.pem\ntls_key = k.pem\n", "[vnc] tls_cert and tls_key: set both"),
+    ("[vnc]\ntls_cert = c.pem\ntls_key = k.pem\n", "[vnc] tls_cert: needs tls_ca"),
+    ("[vnc]\ntls_hostname = vnc.example\n", "[vnc] tls_hostname: needs tls_ca"),
+    ("[vnc]\ntls_ca = ca.pem\ntls_anonymous = true\n",
+     "[vnc] tls_anonymous: cannot be combined with tls_ca"),
+    ("[vnc]\ntls_anonymous = maybe\n", "[vnc] tls_anonymous: must be true or false"),
+    ("[xvpvnc]\nnative_wait = 0\n", "[xvpvnc] native_wait: must be greater than zero"),
+])
+def test_inconsistent_tls_settings_are_errors(text, message):
+    """TLS settings that contradict each other are refused at load time, naming the keys."""
+    with pytest.raises(config.ConfigError) as e:
+        config.from_string(text, "f.conf")
+    assert str(e.value).startswith("f.conf: " + message)
+
+
+def test_native_vnc_url_names_the_xvpvnc_listener():
+    """The vnc:// URL carries the one-time password and the xvpvnc listener's public address."""
+    c = config.from_string("[console]\npublic_url = https://console.example.com\n"
+                           "[listen]\nxvpvnc = tcp:5999\n")
+    assert c.native_vnc_url("Ab3dEf7h") == "vnc://:Ab3dEf7h@console.example.com:5999"

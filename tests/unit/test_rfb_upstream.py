@@ -223,8 +223,8 @@ FAILURES = [
         VER38 + b"\x01\x13",
         VER38,
         HandshakeFailed(
-            "VNC server requires VeNCrypt (type 19), which is not supported yet "
-            "(offered: 19 (VENCRYPT))"
+            "VNC server requires TLS (VeNCrypt) but no CA is configured "
+            "([vnc] tls_ca) (offered: 19 (VENCRYPT))"
         ),
     ),
     Vector(

@@ -40,11 +40,11 @@ def test_bad_options_are_usage_errors(argv, message):
 
 
 def test_make_service_builds_named_listeners(tmp_path):
-    """makeService creates the default API key file and the api and console listeners."""
+    """makeService creates the default API key file and the api, console and xvpvnc listeners."""
     options = tap.Options()
     options.parseOptions(["--set", f"service.state_dir={tmp_path}/state"])
     service = tap.makeService(options, reactor=MemoryReactorClock(), hypervisor=FakeHypervisor())
-    assert {s.name for s in service if s.name} == {"api", "console"}
+    assert {s.name for s in service if s.name} == {"api", "console", "xvpvnc"}
     key_file = tmp_path / "state" / "api-keys"
     assert oct(key_file.stat().st_mode & 0o777) == "0o600"
     keys = [line for line in key_file.read_text().splitlines() if not line.startswith("#")]
@@ -59,4 +59,13 @@ def test_world_readable_key_file_is_refused(tmp_path):
     options = tap.Options()
     options.parseOptions(["--set", f"api.keys_file={keys}"])
     with pytest.raises(usage.UsageError, match="must not be readable by others"):
+        tap.makeService(options, reactor=MemoryReactorClock(), hypervisor=FakeHypervisor())
+
+
+def test_unreadable_tls_ca_is_a_usage_error(tmp_path):
+    """A [vnc] tls_ca that cannot be read stops the service at start, naming the key."""
+    options = tap.Options()
+    options.parseOptions(["--set", f"service.state_dir={tmp_path}/state",
+                          "--set", f"vnc.tls_ca={tmp_path}/missing-ca.pem"])
+    with pytest.raises(usage.UsageError, match=r"\[vnc\] tls_ca: cannot read"):
         tap.makeService(options, reactor=MemoryReactorClock(), hypervisor=FakeHypervisor())

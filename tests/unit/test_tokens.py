@@ -83,6 +83,87 @@ def test_unknown_console_type_is_refused():
         tokens.mint("u", "spice")
 
 
+def test_vnc_grants_carry_a_one_time_password():
+    """A vnc grant has an 8-character password of unambiguous characters; serial has none."""
+    from vncproxy.tokens import PASSWORD_ALPHABET
+
+    _, tokens = store()
+    passwords = {tokens.mint("u", "vnc")[1].vnc_password for _ in range(100)}
+    assert len(passwords) == 100
+    for password in passwords:
+        assert len(password) == 8 and set(password) <= set(PASSWORD_ALPHABET)
+    assert not set("0O1lI") & set(PASSWORD_ALPHABET)
+    assert tokens.mint("u", "serial")[1].vnc_password is None
+
+
+def test_password_is_not_in_the_grants_repr():
+    """A logged grant never shows its password."""
+    _, tokens = store()
+    _, grant = tokens.mint("u", "vnc")
+    assert grant.vnc_password not in repr(grant)
+
+
+def test_vnc_response_finds_the_grant_and_consuming_it_ends_the_token():
+    """A correct VNC response finds its grant; consuming it makes token and password unusable."""
+    from vncproxy.rfb import vnc_response
+
+    _, tokens = store()
+    secret, grant = tokens.mint("uuid-1", "vnc")
+    _, other = tokens.mint("uuid-2", "vnc")
+    challenge = bytes(range(16))
+    response = vnc_response(grant.vnc_password.encode(), challenge)
+    assert tokens.match_vnc_response(challenge, response) == grant
+    assert tokens.match_vnc_response(challenge, bytes(16)) is None
+    assert tokens.consume_grant(grant) == grant
+    assert tokens.match_vnc_response(challenge, response) is None
+    with pytest.raises(TokenRejected):
+        tokens.consume(secret)
+    with pytest.raises(TokenRejected):
+        tokens.consume_grant(grant)
+    assert tokens.password_instances() == {"uuid-2"}
+    assert tokens.match_vnc_response(
+        challenge, vnc_response(other.vnc_password.encode(), challenge)) == other
+
+
+def test_consuming_the_token_ends_the_password():
+    """Redeeming the token also makes the grant's password unusable."""
+    from vncproxy.rfb import vnc_response
+
+    _, tokens = store()
+    secret, grant = tokens.mint("uuid-1", "vnc")
+    tokens.consume(secret)
+    challenge = bytes(16)
+    assert tokens.match_vnc_response(challenge, vnc_response(grant.vnc_password.encode(),
+                                                             challenge)) is None
+    assert tokens.password_instances() == set()
+
+
+def test_password_expires_with_the_token():
+    """After the TTL the password matches nothing."""
+    from vncproxy.rfb import vnc_response
+
+    clock, tokens = store(ttl=180)
+    _, grant = tokens.mint("uuid-1", "vnc")
+    challenge = bytes(16)
+    response = vnc_response(grant.vnc_password.encode(), challenge)
+    clock.advance(180)
+    assert tokens.match_vnc_response(challenge, response) is None
+    assert tokens.password_instances() == set()
+
+
+def test_revoked_password_leaves_the_token_usable():
+    """Revoking the password (rate limiting) keeps the token valid for the web console."""
+    from vncproxy.rfb import vnc_response
+
+    _, tokens = store()
+    secret, grant = tokens.mint("uuid-1", "vnc")
+    tokens.revoke_password(grant)
+    challenge = bytes(16)
+    assert tokens.match_vnc_response(challenge, vnc_response(grant.vnc_password.encode(),
+                                                             challenge)) is None
+    assert tokens.consume(secret) == grant
+
+
 def test_dropped_session_may_resume_once_within_grace():
     """A token whose session dropped opens one new session within the grace, keeping the first start."""
     clock, tokens = store()

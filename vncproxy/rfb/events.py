@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from vncproxy.rfb.wire import VeNCryptSubtype
+
 __all__ = [
     "AuthResponse",
     "ClientInitReceived",
@@ -79,6 +81,18 @@ class ClientInitReceived:
 @dataclass(frozen=True)
 class StartTLS:
     """
-    Reserved for VeNCrypt (upstream): start TLS on the transport now.
-    Not emitted yet.
+    Upstream, VeNCrypt: the VNC server accepted our subtype; start TLS on
+    the transport now (no byte may be written in the clear after this), then
+    call C{tls_started()} on the machine.  What follows travels inside TLS.
+
+    @ivar subtype: the chosen L{vncproxy.rfb.wire.VeNCryptSubtype}.
+    @ivar anonymous: C{True} for TLSNone/TLSVnc (anonymous Diffie-Hellman:
+        no certificate to verify), C{False} for X509None/X509Vnc (verify the
+        server certificate against the CA and the expected hostname).
     """
+
+    subtype: int
+
+    @property
+    def anonymous(self) -> bool:
+        return self.subtype in (VeNCryptSubtype.TLSNONE, VeNCryptSubtype.TLSVNC)

@@ -31,14 +31,18 @@ __all__ = [
     "SecurityType",
     "VeNCryptSubtype",
     "client_init",
+    "VENCRYPT_VERSION",
     "decode_reason",
     "describe_security_types",
+    "describe_vencrypt_subtypes",
     "encode_reason",
     "encode_refusal",
     "encode_security_choice",
     "encode_security_result",
     "encode_security_type_33",
     "encode_security_types",
+    "encode_vencrypt_subtype",
+    "encode_vencrypt_version",
     "encode_version",
     "negotiate_version",
     "pack_u8",
@@ -47,6 +51,8 @@ __all__ = [
     "parse_security_types",
     "parse_u8",
     "parse_u32",
+    "parse_vencrypt_subtypes",
+    "parse_vencrypt_version",
     "parse_version",
 ]
 
@@ -297,6 +303,71 @@ def describe_security_types(types: list[int]) -> str:
     for number in types:
         try:
             names.append(f"{number} ({SecurityType(number).name})")
+        except ValueError:
+            names.append(str(number))
+    return ", ".join(names) or "none"
+
+
+# -- VeNCrypt (security type 19) -------------------------------------------------
+
+
+#: The only VeNCrypt version spoken (0.1 used U8 subtypes and is obsolete).
+VENCRYPT_VERSION = (0, 2)
+
+
+def encode_vencrypt_version(version: tuple[int, int]) -> bytes:
+    """
+    @param version: C{(major, minor)}, each 0..255.
+    @return: C{U8 major, U8 minor}.
+    """
+    major, minor = version
+    return pack_u8(major) + pack_u8(minor)
+
+
+def parse_vencrypt_version(buffer: bytes | bytearray) -> tuple[tuple[int, int], int] | None:
+    """
+    @param buffer: received bytes.
+    @return: C{((major, minor), 2)}, or C{None} if fewer than 2 bytes.
+    """
+    if len(buffer) < 2:
+        return None
+    return (buffer[0], buffer[1]), 2
+
+
+def parse_vencrypt_subtypes(buffer: bytes | bytearray) -> tuple[list[int], int] | None:
+    """
+    Parse the VeNCrypt 0.2 subtype list: C{U8 count} then C{count x U32}.
+
+    @param buffer: received bytes.
+    @return: C{(subtypes, consumed)}, or C{None} if incomplete.
+    """
+    count = parse_u8(buffer)
+    if count is None:
+        return None
+    end = 1 + count * _U32.size
+    if len(buffer) < end:
+        return None
+    subtypes = [_U32.unpack_from(buffer, 1 + i * _U32.size)[0] for i in range(count)]
+    return subtypes, end
+
+
+def encode_vencrypt_subtype(subtype: int) -> bytes:
+    """
+    @param subtype: the VeNCrypt subtype the client chose.
+    @return: the subtype as U32.
+    """
+    return pack_u32(subtype)
+
+
+def describe_vencrypt_subtypes(subtypes: list[int]) -> str:
+    """
+    @param subtypes: VeNCrypt subtype numbers.
+    @return: a human-readable list such as C{"261 (X509VNC), 7"}.
+    """
+    names = []
+    for number in subtypes:
+        try:
+            names.append(f"{number} ({VeNCryptSubtype(number).name})")
         except ValueError:
             names.append(str(number))
     return ", ".join(names) or "none"

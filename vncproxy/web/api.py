@@ -226,7 +226,7 @@ class ApiResource(Resource):
         secret, grant = yield self._mint(instance, console_type, force, caller)
         href = (f"{self._ctx.config.websocket_base_url}/v1/instances/{grant.instance_uuid}"
                 f"/console?access_token={secret}")
-        return 200, {
+        body = {
             "access_token": secret,
             "console_type": console_type,
             "created_at": _iso(grant.created_at),
@@ -234,6 +234,10 @@ class ApiResource(Resource):
             "force": force,
             "href": href,
         }
+        if grant.vnc_password is not None:  # for native viewers on the xvpvnc port
+            body["password"] = grant.vnc_password
+            body["vnc_url"] = self._ctx.config.native_vnc_url(grant.vnc_password)
+        return 200, body
 
     # -- OpenStack -----------------------------------------------------------------------------
 
@@ -247,7 +251,7 @@ class ApiResource(Resource):
         return f"{config.websocket_base_url}/?token={secret}"
 
     def _check_pair(self, protocol, console_type):
-        if protocol not in NOVA_TYPES:
+        if not isinstance(protocol, str) or protocol not in NOVA_TYPES:
             raise ApiError(400, f"invalid protocol {str(protocol)[:20]!r}")
         if console_type not in NOVA_TYPES[protocol]:
             raise ApiError(400, f"console type {str(console_type)[:20]!r} is not valid for "

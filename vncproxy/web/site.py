@@ -3,6 +3,9 @@ The console listener's HTTP site: WebSocket upgrades on the console paths, and a
 access log (tokens travel in query strings and Referer headers, so neither is ever logged).
 """
 
+from collections import Counter
+
+from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
@@ -51,13 +54,84 @@ class ConsoleRoot(Resource):
             return self._websocket.render(request)
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
         if is_console_path:
-            request.setResponseCode(426)
+            request.setResponseCode(426, b"Upgrade Required")
             request.setHeader(b"upgrade", b"websocket")
             return b"consoleproxy: this path takes a WebSocket connection with a console token\n"
         request.setResponseCode(404)
         return b"not found\n"
 
 
-def make_site(root, reactor=None):
-    site = Site(root, logFormatter=redacted_log_line, reactor=reactor)
-    return site
+class BoundedHTTPChannel(HTTPChannel):
+    """
+    An HTTP channel that a slow or hostile peer cannot hold open: each request's headers must
+    arrive within the site's C{header_timeout} in total (dribbling a byte at a time does not
+    reset it, unlike the idle timeout), and each source address may have at most
+    C{max_pending_per_address} connections that have not yet sent a complete request head.
+    """
+
+    _deadline = None
+    _pending = False
+
+    def connectionMade(self):
+        super().connectionMade()
+        site = self.factory
+        self._source = getattr(self.transport.getPeer(), "host", "unix")
+        if site.pending[self._source] >= site.max_pending_per_address:
+            site.refused_pending += 1
+            self.transport.abortConnection()
+            return
+        self._arm()
+
+    def _arm(self):
+        self.factory.pending[self._source] += 1
+        self._pending = True
+        self._deadline = self.callLater(self.factory.header_timeout, self._too_slow)
+
+    def _disarm(self):
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+        if self._pending:
+            self._pending = False
+            pending = self.factory.pending
+            pending[self._source] -= 1
+            if pending[self._source] <= 0:
+                del pending[self._source]
+
+    def _too_slow(self):
+        self._deadline = None
+        self._disarm()
+        if self.transport is not None:
+            self.transport.abortConnection()
+
+    def allHeadersReceived(self):
+        self._disarm()
+        super().allHeadersReceived()
+
+    def requestDone(self, request):
+        super().requestDone(request)
+        if self.transport is not None and not self._pending:
+            self._arm()  # keep-alive: the next request's headers get a deadline of their own
+
+    def connectionLost(self, reason):
+        self._disarm()
+        super().connectionLost(reason)
+
+
+class BoundedSite(Site):
+    protocol = BoundedHTTPChannel
+
+    def __init__(self, resource, header_timeout, max_pending_per_address, idle_timeout, **kw):
+        super().__init__(resource, logFormatter=redacted_log_line, timeout=idle_timeout, **kw)
+        self.header_timeout = header_timeout
+        self.max_pending_per_address = max_pending_per_address
+        self.pending = Counter()
+        self.refused_pending = 0
+
+
+def make_site(root, config, reactor=None):
+    """
+    A site with the configured bounds and the redacting access log.
+    """
+    return BoundedSite(root, config.http_header_timeout, config.http_max_pending_per_address,
+                       config.http_idle_timeout, reactor=reactor)
