@@ -208,7 +208,9 @@ def idle_memory(bench):
                       else r.median("websocket") <= 64))
     total = Row(f"service RSS with {bench.idle_sessions} idle sessions", "MiB", "lower")
     for _ in range(bench.memory_repeats):
-        for target, measure, n in bench.memory_targets():
+        for name in [target.name for target, _, _ in bench.memory_targets()]:
+            # Looked up again each time: a run restarts the service (new ports, new targets).
+            target, measure, n = next(t for t in bench.memory_targets() if t[0].name == name)
             pid = bench.server_pid(target.name)
 
             async def run():
