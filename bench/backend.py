@@ -73,7 +73,7 @@ class RfbBackend(asyncio.Protocol):
             self.transport.write(rest)
         elif self._state == _SINK and self._buf:
             rest, self._buf = self._buf, b""
-            self._sink(0, already=len(rest))
+            self._sink(len(rest))
 
     def _step(self):
         """
@@ -83,9 +83,10 @@ class RfbBackend(asyncio.Protocol):
         if self._state == _VERSION:
             if len(buf) < 12:
                 return False
-            self._minor = 3 if buf[:12] == b"RFB 003.003\n" else int(buf[8:11]) if buf[8:11].isdigit() else 8
+            minor = buf[8:11]
+            self._minor = int(minor) if minor.isdigit() else 8
             self._buf = buf[12:]
-            if self._minor == 3:
+            if self._minor <= 3:
                 self.transport.write(struct.pack("!I", 1))
                 self._state = _CLIENT_INIT
             else:
@@ -152,8 +153,7 @@ class RfbBackend(asyncio.Protocol):
 
     # -- slow reading ----------------------------------------------------------------------------
 
-    def _sink(self, n, already=0):
-        n += already
+    def _sink(self, n):
         self.received += n
         if self._rate and n:
             self.transport.pause_reading()
