@@ -6,7 +6,12 @@ setup(
     version="0.1.0",
     description="Hypervisor-side console proxy for virtual machines (VNC over WebSocket, serial)",
     packages=["vncproxy", "vncproxy.rfb", "vncproxy.web", "vncproxy.hypervisor", "twisted.plugins"],
-    package_data={"vncproxy.web": ["openapi.json"], "twisted": ["plugins/consoleproxy.py"]},
+    # The web clients: our pages, and what tools/webclients.sh installed from npm (xterm.js, and
+    # noVNC's library as the fallback for hosts without the system package novnc): run it first.
+    package_data={
+        "vncproxy.web": ["openapi.json", "static/*.html", "static/serial/*", "static/vendor/**/*"],
+        "twisted": ["plugins/consoleproxy.py"],
+    },
     python_requires=">=3.11",
     install_requires=[
         "twisted[tls]>=22.4",
@@ -25,6 +30,8 @@ setup(
             "hypothesis>=6.67",
             "websocket-client>=1.2",
             "vncdotool>=1.2",
+            # Browser tests drive Debian's chromium; never "playwright install".
+            "playwright>=1.48",
         ],
         # python -m bench --setup installs these into .bench-venv (websockify is the
         # incumbent the benchmark compares against; py-spy profiles the service).

@@ -5,7 +5,8 @@
 # Run as root. Every subcommand is idempotent and fast when there is nothing to do.
 #
 #   deps       apt packages (only when missing), then the project venv <repo>/.venv
-#              (pip install -e '.[test]', skipped when up to date)
+#              (pip install -e '.[test]', skipped when up to date), then the web clients'
+#              xterm.js from npm (tools/webclients.sh, skipped when up to date)
 #   images     guest kernel (extracted from Debian's cloud kernel .deb, never installed)
 #              and a busybox initramfs, into $CONSOLEPROXY_TESTBED/images
 #   daemons    use a libvirtd that already answers on qemu:///system; otherwise configure
@@ -41,7 +42,8 @@ VENV_STAMP=$VENV/.consoleproxy-deps-stamp
 IMAGES_VERSION=1                      # bump when the image recipe below changes
 
 APT_PKGS=(qemu-system-x86 libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
-          libvirt-dev pkg-config gcc busybox-static openssl)
+          libvirt-dev pkg-config gcc busybox-static openssl
+          novnc chromium)             # web clients: noVNC served as is; browser tests
 GUEST_MODULES=(button evdev pvpanic pvpanic-mmio)
 
 log() { printf '[testbed] %s\n' "$*" >&2; }
@@ -81,6 +83,8 @@ cmd_deps() {
 sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' 2>/dev/null; then
         missing="$missing $(apt_missing python3-dev python3-venv)"
     fi
+    # npm installs xterm.js (tools/webclients.sh); a NodeSource nodejs already brings its own.
+    command -v npm >/dev/null || missing="$missing $(apt_missing npm)"
     missing=$(echo $missing)
     if [ -n "$missing" ]; then
         apt_install $missing
@@ -93,7 +97,7 @@ sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Pyth
         "$PY" -m venv --clear "$VENV"
         rm -f "$VENV_STAMP"
     fi
-    if "$VENV/bin/python" -c 'import twisted, autobahn, libvirt, pytest_twisted, websocket' 2>/dev/null &&
+    if "$VENV/bin/python" -c 'import twisted, autobahn, libvirt, pytest_twisted, websocket, playwright' 2>/dev/null &&
        [ -e "$VENV_STAMP" ] && ! [ "$REPO/setup.py" -nt "$VENV_STAMP" ]; then
         log "venv up to date ($VENV)"
     else
@@ -104,6 +108,7 @@ sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Pyth
             --config-settings editable_mode=compat -e '.[test]')
         touch "$VENV_STAMP"
     fi
+    "$REPO/tools/webclients.sh"
     log "deps done in $((SECONDS - t0))s"
 }
 

@@ -105,6 +105,8 @@ SCHEMA = {
     ("http", "idle_timeout"): ("http_idle_timeout", _positive(float), "60"),
     ("http", "max_pending_per_address"): ("http_max_pending_per_address", _positive(int), "32"),
     ("service", "state_dir"): ("state_dir", str, "/var/lib/consoleproxy"),
+    ("web", "novnc_dir"): ("novnc_dir", str, "/usr/share/novnc"),
+    ("web", "xterm_dir"): ("xterm_dir", str, ""),
 }
 
 
@@ -142,6 +144,8 @@ class Config:
     http_idle_timeout: float
     http_max_pending_per_address: int
     state_dir: str
+    novnc_dir: str
+    xterm_dir: str
 
     @property
     def vnc_tls_mode(self):

@@ -20,6 +20,7 @@ from vncproxy.tokens import TokenStore
 from vncproxy.vnctls import VncTls
 from vncproxy.web.api import ApiResource
 from vncproxy.web.auth import KeyChecker
+from vncproxy.web.clients import WebClients
 from vncproxy.web.site import ConsoleRoot, make_site
 from vncproxy.web.websocket import make_factory
 from vncproxy.xvpvnc import XvpVncFactory
@@ -64,8 +65,11 @@ class ConsoleProxyService(MultiService):
         self._listen("api", config.api_listen, api_site)
 
         secure = config.console_listen.startswith("ssl:")
-        console_site = make_site(ConsoleRoot(WebSocketResource(make_factory(self.ctx, secure))),
-                                 config, reactor=reactor)
+        web = WebClients(config.novnc_dir, config.xterm_dir,
+                         allowed_origins=config.allowed_origins)
+        console_site = make_site(
+            ConsoleRoot(WebSocketResource(make_factory(self.ctx, secure)), web), config,
+            reactor=reactor)
         self._listen("console", config.console_listen, console_site)
         self._listen("xvpvnc", config.xvpvnc_listen, XvpVncFactory(self.ctx))
 

@@ -7,6 +7,7 @@ Fixtures:
     testbed    -> testbed.Testbed (skips unless root with libvirtd and QEMU; with
                   CONSOLEPROXY_REQUIRE_E2E=1, as in CI, it fails instead of skipping)
     vnc_guest  -> testbed.Guest, one booted guest with VNC password "secret1"
+    browser    -> a Playwright Browser: headless Debian Chromium (skips like testbed without it)
 
 Knobs (mainly to check the skip/fail logic): CONSOLEPROXY_E2E_LIBVIRTD (libvirtd binary,
 default /usr/sbin/libvirtd), CONSOLEPROXY_E2E_LIBVIRT_SOCK (socket of a running daemon,
@@ -111,3 +112,21 @@ def vnc_guest(testbed):
         raise
     yield guest
     guest.undefine()
+
+
+@pytest.fixture(scope="session")
+def browser(testbed):
+    """Headless Chromium (Debian's package) under Playwright; see tests/support/browser.py."""
+    from tests.support import browser as _browser
+
+    reason = _browser.unavailable_reason()
+    if reason:
+        if _require_e2e():
+            pytest.fail(f"CONSOLEPROXY_REQUIRE_E2E is set but {reason}", pytrace=False)
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = _browser.launch(playwright)
+        yield chromium
+        chromium.close()

@@ -13,7 +13,9 @@ from hypothesis import strategies as st
 from twisted.internet import threads
 from twisted.logger import globalLogPublisher
 
-ALLOWED = {101, 400, 401, 403, 404, 405, 409, 426, 429, 501}
+# 200 and 204: a plain request that is no upgrade reaches the web clients (the index at /, a
+# page or file; the favicon is 204 where noVNC is not installed).
+ALLOWED = {101, 200, 204, 400, 401, 403, 404, 405, 409, 426, 429, 501}
 
 header_values = st.one_of(
     st.sampled_from(["websocket", "Upgrade", "13", "8", "binary", "base64, binary",

@@ -1,14 +1,17 @@
 """
-The console listener's HTTP site: WebSocket upgrades on the console paths, and a redacting
-access log (tokens travel in query strings and Referer headers, so neither is ever logged).
+The console listener's HTTP site: WebSocket upgrades on the console paths, the web clients
+(L{vncproxy.web.clients}) for everything else, security headers on every response, and a
+redacting access log (tokens travel in query strings and Referer headers, so neither is ever
+logged).
 """
 
 from collections import Counter
 
 from twisted.web.http import HTTPChannel
-from twisted.web.resource import Resource
+from twisted.web.resource import Resource, getChildForRequest
 from twisted.web.server import Site
 
+from vncproxy.web.clients import ASSET_POLICY
 from vncproxy.web.websocket import _INSTANCE_PATH
 
 _WEBSOCKET_PATHS = (b"/", b"/websockify")
@@ -33,30 +36,55 @@ def _is_upgrade(request):
     return b"websocket" in upgrade.lower()
 
 
+def set_security_headers(request):
+    """
+    The headers of every response on the console listener. Pages replace the CSP with their
+    own (L{vncproxy.web.clients}); static files relax C{Cache-Control} to C{no-cache}, but
+    anything whose URL has a query string (where tokens travel) is never stored.
+    """
+    request.setHeader(b"referrer-policy", b"no-referrer")
+    request.setHeader(b"x-content-type-options", b"nosniff")
+    request.setHeader(b"x-frame-options", b"DENY")
+    request.setHeader(b"content-security-policy", ASSET_POLICY.encode("ascii"))
+    if b"?" in request.uri:
+        request.setHeader(b"cache-control", b"no-store")
+
+
 class ConsoleRoot(Resource):
     """
-    Routes WebSocket upgrades on the console paths to Autobahn; everything else is plain HTTP.
+    Routes WebSocket upgrades on the console paths to Autobahn, and plain requests to the
+    web clients (or, without them, 404).
+
+    @param websocket_resource: Autobahn's C{WebSocketResource}.
+    @param web: the L{vncproxy.web.clients.WebClients} tree, or C{None}.
     """
 
     isLeaf = True
 
-    def __init__(self, websocket_resource):
+    def __init__(self, websocket_resource, web=None):
         super().__init__()
         self._websocket = websocket_resource
+        self._web = web
 
     def render(self, request):
         path = request.path
         is_console_path = path in _WEBSOCKET_PATHS or _INSTANCE_PATH.fullmatch(
             path.decode("latin-1"))
-        request.setHeader(b"cache-control", b"no-store")
-        request.setHeader(b"referrer-policy", b"no-referrer")
+        set_security_headers(request)
         if is_console_path and _is_upgrade(request):
+            request.setHeader(b"cache-control", b"no-store")
             return self._websocket.render(request)
-        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-        if is_console_path:
+        if is_console_path and (path != b"/" or request.args):
+            # A console URL opened as a web page (or a client that forgot the upgrade).
+            request.setHeader(b"cache-control", b"no-store")
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
             request.setResponseCode(426, b"Upgrade Required")
             request.setHeader(b"upgrade", b"websocket")
             return b"consoleproxy: this path takes a WebSocket connection with a console token\n"
+        if self._web is not None:
+            # This resource is a leaf, so the whole path is still in request.postpath.
+            return getChildForRequest(self._web, request).render(request)
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
         request.setResponseCode(404)
         return b"not found\n"
 
