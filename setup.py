@@ -34,6 +34,12 @@ setup(
             # Browser tests drive Debian's chromium; never "playwright install".
             "playwright>=1.48",
         ],
+        # python -m bench --setup installs these into .bench-venv (websockify is the
+        # incumbent the benchmark compares against; py-spy profiles the service).
+        "bench": [
+            "websockify",
+            "py-spy",
+        ],
     },
     zip_safe=False,
 )

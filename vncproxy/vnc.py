@@ -56,6 +56,13 @@ from vncproxy.vnctls import TlsUnavailable
 MAX_EARLY_BYTES = 64 * 1024
 # Seconds to wait for libvirt's STOPPED event after QEMU's VNC connection dropped.
 STOP_EVENT_WAIT = 3.0
+# Relay tuning, measured with bench/ (README, Performance): QEMU's bytes are read in 256 KiB
+# chunks instead of Twisted's 64 KiB, so a screen update costs a quarter of the reads, WebSocket
+# frames and sends (bulk throughput +40-60%, server CPU per GB -45%); each chunk goes to the
+# viewer's socket in one send() (Twisted's default caps a send at 128 KiB). Flow control is
+# unchanged: the viewer's transport still pauses QEMU as soon as one chunk is waiting.
+READ_CHUNK = 256 * 1024
+VIEWER_SEND_LIMIT = 1024 * 1024
 
 
 class _Gone:
@@ -224,6 +231,8 @@ class VncSession:
         self._qemu = transport
         if hasattr(transport, "setTcpNoDelay"):  # UNIX sockets have no Nagle to switch off
             transport.setTcpNoDelay(True)
+        if hasattr(transport, "bufferSize"):  # Twisted's recv() size (and write buffer mark)
+            transport.bufferSize = READ_CHUNK
 
     def _qemu_data(self, data):
         if self._relaying:
@@ -417,6 +426,9 @@ class VncSession:
         if pending:
             self.bytes_to_viewer += len(pending)
             self._viewer.send(pending)
+        viewer_transport = self._viewer.network_transport
+        if hasattr(viewer_transport, "SEND_LIMIT"):
+            viewer_transport.SEND_LIMIT = VIEWER_SEND_LIMIT
         # Each side throttles the other: when the viewer's socket buffer fills, reading from
         # QEMU pauses, and the other way round.
         self._viewer.network_transport.registerProducer(_Throttle(self._qemu), True)

@@ -1,0 +1,318 @@
+"""
+The measures. Each takes the running L{bench.run.Bench} (targets, service and websockify
+processes, sizes) and returns L{Row}s: one value per target per repeated run, so the report can
+print a median and a spread beside the same run's baseline.
+
+Repeated runs interleave the targets (direct, proxy, websockify, then again in a rotated order),
+so that load from other users of a shared machine falls on all of them alike.
+"""
+
+import asyncio
+import statistics
+import struct
+import time
+from dataclasses import dataclass, field
+
+from bench import proc
+
+KEYSTROKE = b"k" * 16
+
+
+class Skip(Exception):
+    """
+    A measure (or one target of it) cannot run in this build; the message says why.
+    """
+
+
+@dataclass
+class Row:
+    """
+    One line of the report.
+
+    @ivar values: target name -> list of per-run values.
+    @ivar better: C{"higher"} or C{"lower"}: which way is good.
+    @ivar target: C{(text, check)} where C{check(row)} returns True, False or None (not
+        applicable in this run).
+    """
+
+    measure: str
+    unit: str
+    better: str
+    values: dict = field(default_factory=dict)
+    target: tuple = ("", None)
+    note: str = ""
+
+    def add(self, name, value):
+        self.values.setdefault(name, []).append(value)
+
+    def median(self, name):
+        values = self.values.get(name)
+        return statistics.median(values) if values else None
+
+
+def percentile(sorted_values, p):
+    if not sorted_values:
+        return float("nan")
+    index = min(len(sorted_values) - 1, max(0, round(p / 100 * (len(sorted_values) - 1))))
+    return sorted_values[index]
+
+
+def _rotations(targets, repeats):
+    for r in range(repeats):
+        k = r % len(targets)
+        yield targets[k:] + targets[:k]
+
+
+def _cpu(bench, name):
+    """
+    CPU seconds used so far by the process serving target C{name} (None for direct).
+    """
+    pid = bench.server_pid(name)
+    if pid is None:
+        return None
+    return proc.tree_total(pid, proc.cpu_seconds)
+
+
+# -- 1. bulk throughput -------------------------------------------------------------------------
+
+def bulk(bench):
+    size = bench.bulk_bytes
+    mb = size / 1e6
+    rate = Row(f"bulk backend->client, {size >> 20} MiB", "MB/s", "higher",
+               target=("WS >= 50% direct and >= 2x websockify", _bulk_target),
+               note="direct TCP is the backend measured by the same client: what the backend "
+                    "and client can do, so a lower figure elsewhere is the server's")
+    cpu = Row("server CPU per GB moved", "s/GB", "lower")
+    client = Row("bench client CPU while reading", "% of wall", "lower",
+                 note="below 100%: the client was not the bottleneck")
+    for order in _rotations(bench.targets, bench.repeats):
+        for target in order:
+            conn = target.connect()
+            try:
+                before = _cpu(bench, target.name)
+                c0 = time.process_time()
+                t0 = time.perf_counter()
+                conn.send(b"S" + struct.pack("!Q", size))
+                conn.sink(size)
+                wall = time.perf_counter() - t0
+                c1 = time.process_time()
+                rate.add(target.name, mb / wall)
+                client.add(target.name, 100 * (c1 - c0) / wall)
+                if before is not None:
+                    cpu.add(target.name, (_cpu(bench, target.name) - before) / (size / 1e9))
+            finally:
+                conn.close()
+    return [rate, cpu, client]
+
+
+def _bulk_target(row):
+    ws, direct, wsfy = (row.median(n) for n in ("websocket", "direct", "websockify"))
+    if ws is None or direct is None:
+        return None
+    ok = ws >= 0.5 * direct
+    if wsfy is not None:
+        ok = ok and ws >= 2 * wsfy
+    return ok
+
+
+# -- 2. keystroke round trips -------------------------------------------------------------------
+
+def round_trip(bench):
+    count = bench.rtt_count
+    p50 = Row(f"round trip, 16 B messages, p50 ({count}/run)", "us", "lower",
+              target=("WS p50 <= direct + 100 us", _rtt_target))
+    p99 = Row("round trip, 16 B messages, p99", "us", "lower")
+    cpu = Row("server CPU per round trip", "us", "lower",
+              note="the server's own cost, less sensitive than latency to a busy machine")
+    for order in _rotations(bench.targets, bench.repeats):
+        for target in order:
+            conn = target.connect()
+            try:
+                conn.send(b"E")
+                for _ in range(50):  # warm up
+                    conn.send(KEYSTROKE)
+                    conn.recv_exactly(16)
+                before = _cpu(bench, target.name)
+                samples = []
+                clock = time.perf_counter
+                send, recv = conn.send, conn.recv_exactly
+                for _ in range(count):
+                    t0 = clock()
+                    send(KEYSTROKE)
+                    recv(16)
+                    samples.append(clock() - t0)
+                if before is not None:
+                    cpu.add(target.name, (_cpu(bench, target.name) - before) / count * 1e6)
+                samples.sort()
+                p50.add(target.name, percentile(samples, 50) * 1e6)
+                p99.add(target.name, percentile(samples, 99) * 1e6)
+            finally:
+                conn.close()
+    return [p50, p99, cpu]
+
+
+def _rtt_target(row):
+    checks = [row.median(n) <= row.median("direct") + 100
+              for n in ("websocket", "xvpvnc") if row.median(n) is not None]
+    if row.median("direct") is None or not checks:
+        return None
+    return all(checks)
+
+
+# -- 3. session set-up --------------------------------------------------------------------------
+
+def setup_time(bench):
+    count = bench.setup_count
+    p50 = Row(f"set-up, connect to ServerInit, p50 ({count}/run)", "ms", "lower",
+              note="token check included; tokens are minted before the clock starts")
+    p99 = Row("set-up, connect to ServerInit, p99", "ms", "lower")
+    for order in _rotations(bench.targets, bench.repeats):
+        for target in order:
+            samples = []
+            for _ in range(count):
+                ticket = target.prepare()
+                t0 = time.perf_counter()
+                conn = target.connect(ticket)
+                samples.append(time.perf_counter() - t0)
+                conn.close()
+            samples.sort()
+            p50.add(target.name, percentile(samples, 50) * 1e3)
+            p99.add(target.name, percentile(samples, 99) * 1e3)
+    return [p50, p99]
+
+
+# -- 4. memory of idle sessions -----------------------------------------------------------------
+
+async def _open_many(target, tickets, parallel=32):
+    gate = asyncio.Semaphore(parallel)
+    conns = []
+
+    async def one(ticket):
+        async with gate:
+            conns.append(await target.aconnect(ticket))
+
+    results = await asyncio.gather(*(one(t) for t in tickets), return_exceptions=True)
+    errors = [r for r in results if isinstance(r, BaseException)]
+    return conns, errors
+
+
+def idle_memory(bench):
+    """
+    RSS growth of the serving process with N idle sessions, divided by N. Each run uses a fresh
+    service process (the first sessions' one-time costs are paid by a warm-up of 20 sessions
+    before the baseline is read). websockify forks a process per connection: its cost is the
+    growth of the PSS summed over its process tree, with fewer sessions (see the note).
+    """
+    row = Row(f"RSS per idle session at {bench.idle_sessions} sessions", "KiB", "lower",
+              target=("<= 64 KiB", lambda r: None if r.median("websocket") is None
+                      else r.median("websocket") <= 64))
+    total = Row(f"service RSS with {bench.idle_sessions} idle sessions", "MiB", "lower")
+    for _ in range(bench.memory_repeats):
+        for name in [target.name for target, _, _ in bench.memory_targets()]:
+            # Looked up again each time: a run restarts the service (new ports, new targets).
+            target, measure, n = next(t for t in bench.memory_targets() if t[0].name == name)
+            pid = bench.server_pid(target.name)
+
+            async def run():
+                warm, errors = await _open_many(target, [target.prepare() for _ in range(20)])
+                for conn in warm:
+                    conn.close()
+                await asyncio.sleep(0.5)
+                before = proc.tree_total(pid, measure)
+                # Minted after the baseline: a session's grant is part of what it costs.
+                tickets = [target.prepare() for _ in range(n)]
+                conns, errors = await _open_many(target, tickets)
+                if errors:
+                    raise RuntimeError(f"{len(errors)} of {n} sessions failed: {errors[0]!r}")
+                await asyncio.sleep(1.0)
+                after = proc.tree_total(pid, measure)
+                for conn in conns:
+                    conn.close()
+                await asyncio.sleep(0.5)
+                return before, after
+
+            before, after = asyncio.run(run())
+            row.add(target.name, (after - before) / n / 1024)
+            total.add(target.name, after / 2**20)
+            bench.after_memory_run(target.name)
+    if bench.websockify_idle_sessions != bench.idle_sessions and "websockify" in row.values:
+        row.note = (f"websockify: PSS of its process tree, {bench.websockify_idle_sessions} "
+                    f"sessions (one forked process each)")
+    return [row, total]
+
+
+# -- 5. many active sessions --------------------------------------------------------------------
+
+def active_sessions(bench):
+    n, duration = bench.active_sessions, bench.active_seconds
+    rate = Row(f"{n} active sessions: aggregate 16 B round trips", "msg/s", "higher",
+               note="one message in flight per session; one asyncio client process")
+    p99 = Row(f"{n} active sessions: p99 round trip", "ms", "lower")
+    cpu = Row(f"{n} active sessions: server CPU per round trip", "us", "lower",
+              note="websockify forks a process per session: on a busy shared machine its 100 "
+                   "processes get 100 shares of the CPU, one consoleproxy process gets one")
+    for order in _rotations(bench.targets, bench.active_repeats):
+        for target in order:
+            tickets = [target.prepare() for _ in range(n)]
+
+            async def run():
+                conns, errors = await _open_many(target, tickets)
+                if errors:
+                    raise RuntimeError(f"{len(errors)} of {n} sessions failed: {errors[0]!r}")
+                for conn in conns:
+                    conn.write(b"E")
+                latencies = []
+                stop_at = time.perf_counter() + duration
+
+                async def loop(conn):
+                    clock = time.perf_counter
+                    while True:
+                        t0 = clock()
+                        if t0 >= stop_at:
+                            return
+                        conn.write(KEYSTROKE)
+                        await conn.read_exactly(16)
+                        latencies.append(clock() - t0)
+
+                t0 = time.perf_counter()
+                cpu0 = _cpu(bench, target.name)
+                await asyncio.gather(*(loop(c) for c in conns))
+                wall = time.perf_counter() - t0
+                if cpu0 is not None:
+                    cpu.add(target.name, (_cpu(bench, target.name) - cpu0) / len(latencies) * 1e6)
+                for conn in conns:
+                    conn.close()
+                await asyncio.sleep(0.2)
+                return latencies, wall
+
+            latencies, wall = asyncio.run(run())
+            latencies.sort()
+            rate.add(target.name, len(latencies) / wall)
+            p99.add(target.name, percentile(latencies, 99) * 1e3)
+    return [rate, p99, cpu]
+
+
+# -- 6. serial fan-out (hook) -------------------------------------------------------------------
+
+def serial_fanout(bench):
+    """
+    One source writing fast to 100 viewers of one serial console: bytes lost (must be 0) and
+    CPU used. Belongs with the serial console work: it needs a PTY-like source the service
+    reads (e.g. a FakeHypervisor domain whose serial_pty is a pty pair opened by the bench),
+    100 WebSocket viewers on the serial path, and a byte count per viewer against what the
+    source wrote. Until the service serves serial consoles, it is skipped.
+    """
+    if not bench.info.get("serial"):
+        raise Skip("serial fan-out: this build serves no serial consoles (hook left in "
+                   "bench/measures.py serial_fanout)")
+    raise Skip("serial fan-out: not implemented yet")
+
+
+MEASURES = {
+    "bulk": bulk,
+    "rtt": round_trip,
+    "setup": setup_time,
+    "memory": idle_memory,
+    "active": active_sessions,
+    "serial": serial_fanout,
+}
