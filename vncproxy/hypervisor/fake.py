@@ -29,6 +29,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from vncproxy.hypervisor._subscribers import Subscribers
 from vncproxy.hypervisor._types import (
     _ACTIVE,
     ConsoleUnavailable,
@@ -132,7 +133,7 @@ class FakeHypervisor(Service):
         self.available = True
         self._reactor = reactor
         self._domains: dict[str, _Domain] = {}
-        self._listeners: dict[object, object] = {}
+        self._listeners = Subscribers()
         self._consoles: dict[str, object] = {}  # domain UUID -> (source, on_closed)
 
     # -- arranging the world --------------------------------------------------------------
@@ -214,15 +215,7 @@ class FakeHypervisor(Service):
         """
         Deliver C{event} to every subscriber, now. A subscriber that raises is logged.
         """
-        for listener in list(self._listeners.values()):
-            try:
-                listener(event)
-            except Exception:
-                self._log.failure(
-                    "hypervisor event listener {listener!r} failed on {event!r}",
-                    listener=listener,
-                    event=event,
-                )
+        self._listeners.deliver(event)
 
     # -- IHypervisor ----------------------------------------------------------------------
 
@@ -242,13 +235,7 @@ class FakeHypervisor(Service):
         )
 
     def subscribe(self, listener):
-        token = object()
-        self._listeners[token] = listener
-
-        def unsubscribe():
-            self._listeners.pop(token, None)
-
-        return unsubscribe
+        return self._listeners.add(listener)
 
     def open_console(self, instance, on_data, on_closed, force=False):
         if not self.available:

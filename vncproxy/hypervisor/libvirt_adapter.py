@@ -33,6 +33,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
+from vncproxy.hypervisor._subscribers import Subscribers
 from vncproxy.hypervisor._types import (
     ConsoleUnavailable,
     DomainInfo,
@@ -176,7 +177,7 @@ class LibvirtHypervisor(Service):
         self._reactor = reactor
         self.uri = uri
         self._pool: ThreadPool | None = None
-        self._listeners: dict[object, object] = {}
+        self._listeners = Subscribers()
         self._reconnect_call = None
         self._reconnect_delay = _RECONNECT_MIN_DELAY
         # Touched only on the worker thread:
@@ -225,13 +226,8 @@ class LibvirtHypervisor(Service):
         return self._call(self._list_active)
 
     def subscribe(self, listener):
-        token = object()
-        self._listeners[token] = listener
+        unsubscribe = self._listeners.add(listener)
         self._keep_connected()
-
-        def unsubscribe():
-            self._listeners.pop(token, None)
-
         return unsubscribe
 
     def open_console(self, instance, on_data, on_closed, force=False):
@@ -269,17 +265,8 @@ class LibvirtHypervisor(Service):
         return deferToThreadPool(self._reactor, self._pool, f)
 
     def _deliver(self, event: LifecycleEvent) -> None:
-        if not self.running:
-            return
-        for listener in list(self._listeners.values()):
-            try:
-                listener(event)
-            except Exception:
-                self._log.failure(
-                    "hypervisor event listener {listener!r} failed on {event!r}",
-                    listener=listener,
-                    event=event,
-                )
+        if self.running:
+            self._listeners.deliver(event)
 
     def _keep_connected(self) -> None:
         """

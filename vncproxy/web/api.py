@@ -192,13 +192,9 @@ class ApiResource(Resource):
     # -- minting -------------------------------------------------------------------------------
 
     @defer.inlineCallbacks
-    def _mint(self, instance, console_type, force, caller, read_only=False):
+    def _lookup(self, instance):
         """
-        Check the instance and the session limit (for serial: that the console is captured,
-        free for an interactive session or forced, and under its viewer limit), then mint a
-        token.
-
-        @return: a Deferred firing with C{(secret, grant)}.
+        Describe C{instance}: 404 when there is no such domain, 503 when libvirt cannot say.
         """
         try:
             info = yield self._ctx.hypervisor.describe(instance)
@@ -207,6 +203,18 @@ class ApiResource(Resource):
         except HypervisorError:
             self._log.failure("hypervisor lookup of {instance} failed", instance=instance)
             raise ApiError(503, "hypervisor unavailable") from None
+        return info
+
+    @defer.inlineCallbacks
+    def _mint(self, instance, console_type, force, caller, read_only=False):
+        """
+        Check the instance and the session limit (for serial: that the console is captured,
+        free for an interactive session or forced, and under its viewer limit), then mint a
+        token.
+
+        @return: a Deferred firing with C{(secret, grant)}.
+        """
+        info = yield self._lookup(instance)
         if not info.active:
             raise ApiError(409, f"instance {instance} is not running")
         if console_type == "vnc" and info.vnc is None:
@@ -281,18 +289,10 @@ class ApiResource(Resource):
 
     # -- serial console logs -------------------------------------------------------------------
 
-    @defer.inlineCallbacks
     def _console_log(self, instance):
         if self._ctx.serial is None:
             raise ApiError(501, "serial consoles are not enabled")
-        try:
-            info = yield self._ctx.hypervisor.describe(instance)
-        except NoSuchInstance:
-            raise ApiError(404, f"instance {instance} not found") from None
-        except HypervisorError:
-            self._log.failure("hypervisor lookup of {instance} failed", instance=instance)
-            raise ApiError(503, "hypervisor unavailable") from None
-        return info
+        return self._lookup(instance)
 
     @defer.inlineCallbacks
     def _get_log(self, request, caller, instance):
