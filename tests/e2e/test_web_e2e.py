@@ -201,10 +201,14 @@ class Relay:
             while not self._stop:
                 ready, _, _ = select.select([a, b], [], [], 0.2)
                 for sock in ready:
-                    data = sock.recv(65536)
+                    try:
+                        data = sock.recv(65536)
+                        if data:
+                            (b if sock is a else a).sendall(data)
+                    except OSError:  # either side reset: the relay just ends, like a real one
+                        data = b""
                     if not data:
                         return
-                    (b if sock is a else a).sendall(data)
 
     def close(self):
         self._stop = True
