@@ -53,10 +53,13 @@ GUEST_MODULES=(button evdev pvpanic pvpanic-mmio)
 DEBIAN_PY_PKGS=(python3-twisted python3-autobahn python3-openssl python3-service-identity
                 python3-libvirt python3-zope.interface python3-cryptography
                 python3-prometheus-client python3-pytest python3-pytest-twisted
-                python3-hypothesis python3-websocket python3-venv)
-# Test tools Debian 12 lacks in the version the suite needs (pip, into .venv-debian only):
-# websocket-client >= 1.6 exposes the body of a refused upgrade (Debian has 1.2.3).
-DEBIAN_PIP_EXTRA=("websocket-client==1.6.0")
+                python3-hypothesis python3-websocket python3-pil python3-venv)
+# Test tools Debian 12 lacks, or lacks in the version the suite needs (pip, into .venv-debian
+# only, never a runtime dependency): websocket-client >= 1.6 exposes the body of a refused
+# upgrade (Debian has 1.2.3); Playwright drives Debian's chromium in the browser tests.
+DEBIAN_PIP_EXTRA=("websocket-client==1.6.0" "playwright==1.65.2")
+# ... and without their dependencies, which Debian has (vncdotool: Twisted, Pillow, cryptography)
+DEBIAN_PIP_NODEPS=("vncdotool==1.4.2")
 DEBIAN_VENV=$REPO/.venv-debian
 
 log() { printf '[testbed] %s\n' "$*" >&2; }
@@ -141,16 +144,18 @@ cmd_debian_env() {
     printf '#!%s\nimport sys\nfrom twisted.scripts.twistd import run\nsys.exit(run())\n' \
         "$DEBIAN_VENV/bin/python" > "$DEBIAN_VENV/bin/twistd"
     chmod +x "$DEBIAN_VENV/bin/twistd"
-    if [ "$(cat "$stamp" 2>/dev/null)" != "${DEBIAN_PIP_EXTRA[*]}" ]; then
-        log "pip install ${DEBIAN_PIP_EXTRA[*]} into $DEBIAN_VENV"
+    if [ "$(cat "$stamp" 2>/dev/null)" != "${DEBIAN_PIP_EXTRA[*]} ${DEBIAN_PIP_NODEPS[*]}" ]; then
+        log "pip install ${DEBIAN_PIP_EXTRA[*]} ${DEBIAN_PIP_NODEPS[*]} into $DEBIAN_VENV"
         "$DEBIAN_VENV/bin/pip" install -q --disable-pip-version-check "${DEBIAN_PIP_EXTRA[@]}"
-        echo "${DEBIAN_PIP_EXTRA[*]}" > "$stamp"
+        "$DEBIAN_VENV/bin/pip" install -q --disable-pip-version-check --no-deps "${DEBIAN_PIP_NODEPS[@]}"
+        echo "${DEBIAN_PIP_EXTRA[*]} ${DEBIAN_PIP_NODEPS[*]}" > "$stamp"
     fi
     # Everything else must come from /usr/lib/python3/dist-packages (Debian's packages).
     "$DEBIAN_VENV/bin/python" - <<'PY' || die "$DEBIAN_VENV does not use Debian's packages"
 import importlib, sys
 for name in ("twisted", "autobahn", "OpenSSL", "service_identity", "libvirt", "zope.interface",
-             "cryptography", "prometheus_client", "pytest", "pytest_twisted", "hypothesis"):
+             "cryptography", "prometheus_client", "pytest", "pytest_twisted", "hypothesis",
+             "PIL"):
     path = importlib.import_module(name).__file__
     if not path.startswith("/usr/lib/python3/dist-packages/"):
         sys.exit(f"{name} comes from {path}, not from a Debian package")
