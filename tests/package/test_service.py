@@ -56,6 +56,15 @@ def test_runs_as_the_unit_says(service, unit):
         assert b"PYTHONPATH" not in f.read()
 
 
+def test_web_clients_are_served_from_the_package(service):
+    """noVNC's pages (Debian's novnc) and the serial page with the packaged xterm.js answer 200."""
+    base = service.ws_url.replace("ws://", "http://")
+    for path in ("/vnc.html", "/vnc_lite.html", "/serial.html", "/xterm/xterm.mjs"):
+        with urllib.request.urlopen(base + path, timeout=10) as r:
+            assert r.status == 200, path
+            assert r.read(), path
+
+
 def test_token_grant_opens_a_real_guest(service, guest, api_key):
     """A token granted with the installed API key opens the guest's screen through the service."""
     status, body = api.grant(service.api_url, api_key, guest.name)
