@@ -29,7 +29,7 @@ setup(
             "pytest>=7.2",
             "pytest-twisted>=1.13",
             "hypothesis>=6.67",
-            "websocket-client>=1.2",
+            "websocket-client>=1.6",
             "vncdotool>=1.2",
             # Browser tests drive Debian's chromium; never "playwright install".
             "playwright>=1.48",

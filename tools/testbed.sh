@@ -7,6 +7,9 @@
 #   deps       apt packages (only when missing), then the project venv <repo>/.venv
 #              (pip install -e '.[test]', skipped when up to date), then the web clients'
 #              xterm.js from npm (tools/webclients.sh, skipped when up to date)
+#   debian-env the Debian 12 floor environment <repo>/.venv-debian: Debian's /usr/bin/python3
+#              with the python3-* packages from apt (what the .deb depends on, plus the test
+#              tools) through --system-site-packages; pip adds only what Debian lacks
 #   images     guest kernel (extracted from Debian's cloud kernel .deb, never installed)
 #              and a busybox initramfs, into $CONSOLEPROXY_TESTBED/images
 #   daemons    use a libvirtd that already answers on qemu:///system; otherwise configure
@@ -24,6 +27,7 @@
 # Environment:
 #   CONSOLEPROXY_TESTBED  state dir (default /var/tmp/consoleproxy-testbed): images/, logs/
 #   CONSOLEPROXY_PYTHON   python used to create .venv (default python3)
+#   (.venv-debian always uses /usr/bin/python3)
 #
 # Guests are tagged <description>consoleproxy-testbed</description>; nothing else is touched.
 # The domain XML lives in one place: tests/e2e/testbed.py (this script calls it for `guest`).
@@ -45,6 +49,18 @@ APT_PKGS=(qemu-system-x86 libvirt-daemon libvirt-daemon-driver-qemu libvirt-clie
           libvirt-dev pkg-config gcc busybox-static openssl
           novnc chromium)             # web clients: noVNC served as is; browser tests
 GUEST_MODULES=(button evdev pvpanic pvpanic-mmio)
+# The runtime dependencies of the .deb (debian/control) and the test tools, from Debian 12.
+DEBIAN_PY_PKGS=(python3-twisted python3-autobahn python3-openssl python3-service-identity
+                python3-libvirt python3-zope.interface python3-cryptography
+                python3-prometheus-client python3-pytest python3-pytest-twisted
+                python3-hypothesis python3-websocket python3-pil python3-venv)
+# Test tools Debian 12 lacks, or lacks in the version the suite needs (pip, into .venv-debian
+# only, never a runtime dependency): websocket-client >= 1.6 exposes the body of a refused
+# upgrade (Debian has 1.2.3); Playwright drives Debian's chromium in the browser tests.
+DEBIAN_PIP_EXTRA=("websocket-client==1.6.0" "playwright==1.65.2")
+# ... and without their dependencies, which Debian has (vncdotool: Twisted, Pillow, cryptography)
+DEBIAN_PIP_NODEPS=("vncdotool==1.4.2")
+DEBIAN_VENV=$REPO/.venv-debian
 
 log() { printf '[testbed] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -110,6 +126,41 @@ sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Pyth
     fi
     "$REPO/tools/webclients.sh"
     log "deps done in $((SECONDS - t0))s"
+}
+
+# ----------------------------------------------------------------------------- debian-env
+cmd_debian_env() {
+    need_root
+    local missing t0=$SECONDS stamp=$DEBIAN_VENV/.consoleproxy-debian-stamp
+    missing=$(apt_missing "${DEBIAN_PY_PKGS[@]}")
+    missing=$(echo $missing)
+    if [ -n "$missing" ]; then apt_install $missing; else log "Debian python3 packages present"; fi
+    if ! "$DEBIAN_VENV/bin/python" -c 'import twisted' 2>/dev/null; then
+        log "creating $DEBIAN_VENV (/usr/bin/python3, --system-site-packages)"
+        /usr/bin/python3 -m venv --clear --system-site-packages "$DEBIAN_VENV"
+        rm -f "$stamp"
+    fi
+    # The e2e tests start "twistd" next to the interpreter; Debian calls it twistd3.
+    printf '#!%s\nimport sys\nfrom twisted.scripts.twistd import run\nsys.exit(run())\n' \
+        "$DEBIAN_VENV/bin/python" > "$DEBIAN_VENV/bin/twistd"
+    chmod +x "$DEBIAN_VENV/bin/twistd"
+    if [ "$(cat "$stamp" 2>/dev/null)" != "${DEBIAN_PIP_EXTRA[*]} ${DEBIAN_PIP_NODEPS[*]}" ]; then
+        log "pip install ${DEBIAN_PIP_EXTRA[*]} ${DEBIAN_PIP_NODEPS[*]} into $DEBIAN_VENV"
+        "$DEBIAN_VENV/bin/pip" install -q --disable-pip-version-check "${DEBIAN_PIP_EXTRA[@]}"
+        "$DEBIAN_VENV/bin/pip" install -q --disable-pip-version-check --no-deps "${DEBIAN_PIP_NODEPS[@]}"
+        echo "${DEBIAN_PIP_EXTRA[*]} ${DEBIAN_PIP_NODEPS[*]}" > "$stamp"
+    fi
+    # Everything else must come from /usr/lib/python3/dist-packages (Debian's packages).
+    "$DEBIAN_VENV/bin/python" - <<'PY' || die "$DEBIAN_VENV does not use Debian's packages"
+import importlib, sys
+for name in ("twisted", "autobahn", "OpenSSL", "service_identity", "libvirt", "zope.interface",
+             "cryptography", "prometheus_client", "pytest", "pytest_twisted", "hypothesis",
+             "PIL"):
+    path = importlib.import_module(name).__file__
+    if not path.startswith("/usr/lib/python3/dist-packages/"):
+        sys.exit(f"{name} comes from {path}, not from a Debian package")
+PY
+    log "debian-env done in $((SECONDS - t0))s"
 }
 
 # ----------------------------------------------------------------------------- images
@@ -379,6 +430,7 @@ cmd_status() {
         echo "images: missing ($IMG)"
     fi
     if [ -x "$VENV/bin/python" ]; then echo "venv: $VENV"; else echo "venv: missing ($VENV)"; fi
+    if [ -x "$DEBIAN_VENV/bin/python" ]; then echo "debian venv: $DEBIAN_VENV"; else echo "debian venv: missing ($DEBIAN_VENV)"; fi
     if libvirt_answers; then
         local d
         echo "guests (ours):"
@@ -399,13 +451,14 @@ case "$1" in
 esac
 for c in "$@"; do
     case "$c" in
-        deps|images|daemons|up|down|status) ;;
+        deps|debian-env|images|daemons|up|down|status) ;;
         *) usage ;;
     esac
 done
 for c in "$@"; do
     case "$c" in
         deps)    lock; cmd_deps; unlock ;;
+        debian-env) lock; cmd_debian_env; unlock ;;
         images)  lock; cmd_images; unlock ;;
         daemons) lock; cmd_daemons; unlock ;;
         up)      lock; cmd_deps; cmd_images; cmd_daemons; unlock ;;

@@ -6,7 +6,7 @@ listeners, sharing one L{ProxyContext}.
 from autobahn.twisted.resource import WebSocketResource
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
-from twisted.internet import task
+from twisted.internet import defer, task
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
@@ -23,11 +23,17 @@ from vncproxy.web.api import ApiResource
 from vncproxy.web.auth import KeyChecker
 from vncproxy.web.clients import WebClients
 from vncproxy.web.site import ConsoleRoot, make_site
-from vncproxy.web.websocket import make_factory
+from vncproxy.web.websocket import CLOSE_HANDSHAKE_TIMEOUT, make_factory
 from vncproxy.xvpvnc import XvpVncFactory
 
 # Lifecycle events after which the domain's QEMU process is gone.
 _STOPPING = {LifecycleKind.STOPPED, LifecycleKind.CRASHED, LifecycleKind.UNDEFINED}
+
+# On stop, how long the viewers' connections may take to end after their close frames were
+# queued (behind whatever screen data a slow viewer has not read yet), and how often to look.
+# Autobahn drops a viewer that has not answered the close within CLOSE_HANDSHAKE_TIMEOUT.
+STOP_GRACE = CLOSE_HANDSHAKE_TIMEOUT + 1.0
+_STOP_POLL = 0.05
 
 
 class ConsoleProxyService(MultiService):
@@ -71,8 +77,9 @@ class ConsoleProxyService(MultiService):
         secure = config.console_listen.startswith("ssl:")
         web = WebClients(config.novnc_dir, config.xterm_dir,
                          allowed_origins=config.allowed_origins)
+        self._console_factory = make_factory(self.ctx, secure)
         console_site = make_site(
-            ConsoleRoot(WebSocketResource(make_factory(self.ctx, secure)), web), config,
+            ConsoleRoot(WebSocketResource(self._console_factory), web), config,
             reactor=reactor)
         self._listen("console", config.console_listen, console_site)
         self._listen("xvpvnc", config.xvpvnc_listen, XvpVncFactory(self.ctx))
@@ -103,7 +110,19 @@ class ConsoleProxyService(MultiService):
             self._unsubscribe = None
         live = self.ctx.sessions.sessions()
         self.ctx.sessions.close_all(CloseCode.SERVICE_STOPPING)
-        # Give the close frames a moment to reach the viewers before the listeners go.
-        d = task.deferLater(self._reactor, 0.5 if live else 0, lambda: None)
+        # The process ends soon after this returns: first let the close frames reach the
+        # viewers. WebSocket viewers: until the close handshake has ended each connection,
+        # within STOP_GRACE; other viewers (xvpvnc): a moment.
+        deadline = self._reactor.seconds() + STOP_GRACE
+        d = task.deferLater(self._reactor, 0.5 if live else 0, self._connections_closed, deadline)
         d.addCallback(lambda _: super(ConsoleProxyService, self).stopService())
         return d
+
+    def _connections_closed(self, deadline):
+        connections = self._console_factory.connections
+        if not connections:
+            return defer.succeed(None)
+        if self._reactor.seconds() >= deadline:
+            self._log.warn("stopping with {n} console connections still open", n=len(connections))
+            return defer.succeed(None)
+        return task.deferLater(self._reactor, _STOP_POLL, self._connections_closed, deadline)

@@ -3,7 +3,7 @@ An L{UpstreamHandshake} (RFB client) talking in memory to a
 L{DownstreamHandshake} (RFB server): both sides must agree on every path.
 """
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from vncproxy.rfb import (
@@ -115,17 +115,25 @@ def test_refused():
     assert down_events == [HandshakeFailed("instance is not running")]
 
 
+def _des_key_bits(password):
+    # VNC reverses each key byte's bits and DES ignores every byte's low (parity) bit, so the
+    # high bit of each password byte never counts: b"\x80" and b"" are the same password.
+    return bytes(b & 0x7F for b in password[:8].ljust(8, b"\0"))
+
+
 @given(
     client_password=st.binary(max_size=12),
     server_password=st.binary(max_size=12),
     max_chunk=st.one_of(st.none(), st.integers(1, 20)),
 )
+@example(client_password=b"", server_password=b"\x80", max_chunk=None)
+@example(client_password=b"secret1", server_password=b"secret2", max_chunk=None)
 def test_vnc_auth_outcome(client_password, server_password, max_chunk):
-    """Authentication succeeds exactly when both NUL-padded 8-byte prefixes match."""
+    """Authentication succeeds exactly when both 8-byte DES keys match (high bits ignored)."""
     up = UpstreamHandshake(client_password)
     down = DownstreamHandshake(auth="vnc")
     up_events, down_events = connect(up, down, server_password, max_chunk)
-    same = client_password[:8].ljust(8, b"\0") == server_password[:8].ljust(8, b"\0")
+    same = _des_key_bits(client_password) == _des_key_bits(server_password)
     if same:
         assert up_events == [SecurityAccepted((3, 8), b"")]
         assert down_events[-1] == ClientInitReceived(True, (3, 8), b"")

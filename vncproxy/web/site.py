@@ -99,6 +99,7 @@ class BoundedHTTPChannel(HTTPChannel):
 
     _deadline = None
     _pending = False
+    _request_line_seen = False
 
     def connectionMade(self):
         super().connectionMade()
@@ -132,11 +133,23 @@ class BoundedHTTPChannel(HTTPChannel):
         if self.transport is not None:
             self.transport.abortConnection()
 
+    def lineReceived(self, line):
+        if line and not self._request_line_seen:
+            self._request_line_seen = True
+            parts = line.split()
+            if len(parts) == 3 and parts[2] not in (b"HTTP/1.0", b"HTTP/1.1"):
+                # Twisted 22.4 (Debian 12) would answer in whatever version was asked
+                # ("HTTP/2.0 200 OK"); newer Twisted says 400, and so do we on every version.
+                self._respondToBadRequestAndDisconnect()
+                return None
+        return super().lineReceived(line)
+
     def allHeadersReceived(self):
         self._disarm()
         super().allHeadersReceived()
 
     def requestDone(self, request):
+        self._request_line_seen = False
         super().requestDone(request)
         if self.transport is not None and not self._pending:
             self._arm()  # keep-alive: the next request's headers get a deadline of their own

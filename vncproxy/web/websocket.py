@@ -34,6 +34,8 @@ from vncproxy.vnc import VncSession
 
 _INSTANCE_PATH = re.compile(r"/v1/instances/([^/]+)/console")
 MAX_MESSAGE = 1024 * 1024
+#: Seconds a viewer has to answer our close frame before its connection is dropped.
+CLOSE_HANDSHAKE_TIMEOUT = 5
 _CODE_BY_REASON = {reason: code for code, reason in REASONS.items()}
 
 
@@ -127,8 +129,13 @@ class ConsoleServerProtocol(WebSocketServerProtocol):
     # gone once Autobahn takes the transport over, and we register our own producers later.
     def connectionMade(self):
         super().connectionMade()
+        self.factory.connections.add(self)
         if getattr(self.transport, "producer", None) is not None:
             self.transport.unregisterProducer()
+
+    def connectionLost(self, reason):
+        self.factory.connections.discard(self)
+        super().connectionLost(reason)
 
     def onConnect(self, request):
         try:
@@ -264,6 +271,8 @@ class _WebSocketViewer:
         protocol = self._protocol
         protocol._session = None  # we are the ones closing: no viewer_lost() echo
         if protocol.state == WebSocketServerProtocol.STATE_OPEN:
+            # read again (the session may have paused us) so the viewer's close reply is seen
+            protocol.transport.resumeProducing()
             protocol.sendClose(int(code), reason)
         elif protocol.transport is not None:
             protocol.transport.loseConnection()
@@ -283,11 +292,12 @@ def make_factory(ctx, secure=False):
     factory = WebSocketServerFactory("wss://localhost" if secure else None, server="consoleproxy")
     factory.protocol = ConsoleServerProtocol
     factory.ctx = ctx
+    factory.connections = set()  # open WebSocket connections (the service waits for them on stop)
     factory.setProtocolOptions(
         maxFramePayloadSize=MAX_MESSAGE,
         maxMessagePayloadSize=MAX_MESSAGE,
         openHandshakeTimeout=15,
-        closeHandshakeTimeout=5,
+        closeHandshakeTimeout=CLOSE_HANDSHAKE_TIMEOUT,
         autoPingInterval=30,
         autoPingTimeout=30,
     )
