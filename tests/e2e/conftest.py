@@ -107,11 +107,7 @@ def testbed():
 @pytest.fixture(scope="session")
 def vnc_guest(testbed):
     name = f"{E2E_PREFIX}vnc-{os.getpid()}"
-    try:
-        guest = testbed.make_guest(name, vnc_password="secret1")
-    except BaseException:
-        testbed.remove_guest(name)
-        raise
+    guest = testbed.make_guest(name, vnc_password="secret1")
     yield guest
     guest.undefine()
 
@@ -119,11 +115,7 @@ def vnc_guest(testbed):
 @pytest.fixture(scope="session")
 def serial_guest(testbed):
     name = f"{E2E_PREFIX}serial-{os.getpid()}"
-    try:
-        guest = testbed.make_guest(name, vnc_password=None, start=False)
-    except BaseException:
-        testbed.remove_guest(name)
-        raise
+    guest = testbed.make_guest(name, vnc_password=None, start=False)
     yield guest
     guest.undefine()
 

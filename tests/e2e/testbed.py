@@ -155,6 +155,7 @@ class Testbed:
         An existing guest of ours with that name is reused when it runs with the same
         password and memory, and replaced otherwise. A domain that is not ours: RuntimeError.
         With start=False the guest is only defined (stopped); call guest.start() later.
+        A guest that does not come up is destroyed and undefined before the error propagates.
         """
         xml = self.domain_xml(name, vnc_password, mem_mib)
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -176,10 +177,14 @@ class Testbed:
                 dom.undefine()
             conn.defineXML(xml)
         guest = Guest(self, name, vnc_password)
-        if start:
-            guest.start(timeout=timeout)
-        else:
-            guest.refresh()
+        try:
+            if start:
+                guest.start(timeout=timeout)
+            else:
+                guest.refresh()
+        except BaseException:
+            self.remove_guest(name)  # never leave a half-made guest behind
+            raise
         return guest
 
     def guest(self, name: str) -> "Guest":

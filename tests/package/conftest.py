@@ -42,11 +42,7 @@ def guest():
     for name in tb.guest_names(prefix=GUEST_PREFIX):  # of earlier, interrupted runs
         tb.remove_guest(name)
     name = f"{GUEST_PREFIX}{os.getpid()}"
-    try:
-        g = tb.make_guest(name, vnc_password="pkgpw1")
-    except BaseException:
-        tb.remove_guest(name)
-        raise
+    g = tb.make_guest(name, vnc_password="pkgpw1")
     yield g
     g.undefine()
 
