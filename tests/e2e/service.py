@@ -8,9 +8,9 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
+
+from tests.support.api import wait_until_healthy
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -70,18 +70,8 @@ class ServiceProcess:
             [str(twistd), "--nodaemon", "--pidfile=", "consoleproxy",
              "--config", str(self.config_path)],
             cwd=self.workdir, env=env, stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"consoleproxy exited with {self.process.returncode}:\n{self.log()}")
-            try:
-                with urllib.request.urlopen(f"{self.api_url}/healthz", timeout=2) as r:
-                    if r.status == 200:
-                        return self
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"consoleproxy did not answer /healthz within {timeout}s:\n{self.log()}")
+        wait_until_healthy(self.api_url, self.process, self.log, timeout)
+        return self
 
     def stop(self, timeout=15):
         if self.process and self.process.poll() is None:

@@ -10,7 +10,6 @@ listener and must reach QEMU's ServerInit through TLS, or be refused with a clea
 
 import os
 import socket
-import subprocess
 
 import pytest
 import pytest_twisted

@@ -23,7 +23,7 @@ ALLOWED = {200, 400, 401, 404, 405, 406, 409, 413, 501, 503}
 GRANT_PATHS = [
     f"/v1/instances/{VM}/console_access_token",
     f"/v2.1/servers/{VM}/remote-consoles",
-    f"/v2.1/proj/servers/vm1/remote-consoles",
+    "/v2.1/proj/servers/vm1/remote-consoles",
     f"/v2.1/servers/{VM}/action",
 ]
 FUZZ = settings(max_examples=300, deadline=None,

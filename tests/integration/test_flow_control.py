@@ -15,7 +15,6 @@ flat, and the flooding side is held back to a few MiB.
 import json
 import os
 import select
-import socket
 import struct
 import subprocess
 import sys

@@ -9,9 +9,9 @@ import shlex
 import signal
 import socket
 import subprocess
-import time
-import urllib.request
 from pathlib import Path
+
+from tests.support.api import wait_until_healthy
 
 REPO = Path(__file__).resolve().parents[2]
 UNIT = Path("/lib/systemd/system/consoleproxy.service")
@@ -119,18 +119,9 @@ class UnitProcess:
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
             preexec_fn=lambda: os.umask(umask), start_new_session=True)
         self.pid = self.process.pid
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"service exited with {self.process.returncode}:\n{self.log()}")
-            try:
-                with urllib.request.urlopen(f"{api_url}/healthz", timeout=2) as r:
-                    if r.status == 200:
-                        return self
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"service did not answer /healthz within {timeout}s:\n{self.log()}")
+        wait_until_healthy(api_url, self.process, self.log, timeout, interval=0.2,
+                           what="service")
+        return self
 
     def stop(self):
         """
