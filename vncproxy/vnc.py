@@ -50,6 +50,7 @@ from vncproxy.rfb import (
 )
 from vncproxy.rfb.wire import client_init
 from vncproxy.sessions import SessionTimer
+from vncproxy import writethrough
 from vncproxy.vnctls import TlsUnavailable
 
 # Bytes a viewer may send before the downstream handshake starts (it should send none).
@@ -429,6 +430,10 @@ class VncSession:
         viewer_transport = self._viewer.network_transport
         if hasattr(viewer_transport, "SEND_LIMIT"):
             viewer_transport.SEND_LIMIT = VIEWER_SEND_LIMIT
+        # Keystrokes and screen updates go out in the call that received them, not a reactor
+        # turn later (see vncproxy.writethrough).
+        writethrough.enable(self._qemu)
+        writethrough.enable(viewer_transport)
         # Each side throttles the other: when the viewer's socket buffer fills, reading from
         # QEMU pauses, and the other way round.
         self._viewer.network_transport.registerProducer(_Throttle(self._qemu), True)
