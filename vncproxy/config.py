@@ -213,7 +213,7 @@ class Config:
         if self.public_url:
             parts = urlsplit(self.public_url)
             scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
-            return parts._replace(scheme=scheme).geturl()
+            return parts._replace(scheme=scheme, path=parts.path.rstrip("/")).geturl()
         return _derive_url(self.console_listen, "http")
 
     @property
