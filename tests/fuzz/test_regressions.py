@@ -8,7 +8,9 @@ import os
 
 import pytest
 
-from tests.fuzz import targets
+from tests.fuzz import http_targets, targets
+
+TARGETS = {**targets.TARGETS, **http_targets.TARGETS}
 
 HERE = os.path.join(os.path.dirname(__file__), "regressions")
 VECTORS = sorted((name, entry) for name in os.listdir(HERE)
@@ -18,11 +20,11 @@ VECTORS = sorted((name, entry) for name in os.listdir(HERE)
 def test_every_vector_names_a_target():
     """Each regression directory is a known target and holds at least one vector."""
     assert VECTORS
-    assert {name for name, _ in VECTORS} <= set(targets.TARGETS)
+    assert {name for name, _ in VECTORS} <= set(TARGETS)
 
 
 @pytest.mark.parametrize("name, entry", VECTORS, ids=[f"{n}/{e}" for n, e in VECTORS])
 def test_crasher_replays_cleanly(name, entry):
     """A kept crasher now ends in a documented outcome (a refusal, not an exception)."""
     with open(os.path.join(HERE, name, entry), "rb") as f:
-        targets.TARGETS[name](f.read())
+        TARGETS[name](f.read())

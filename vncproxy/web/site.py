@@ -7,6 +7,7 @@ logged).
 
 from collections import Counter
 
+from twisted.web.error import UnsupportedMethod
 from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource, getChildForRequest
 from twisted.web.server import Site
@@ -83,10 +84,22 @@ class ConsoleRoot(Resource):
             return b"consoleproxy: this path takes a WebSocket connection with a console token\n"
         if self._web is not None:
             # This resource is a leaf, so the whole path is still in request.postpath.
-            return getChildForRequest(self._web, request).render(request)
+            try:
+                return getChildForRequest(self._web, request).render(request)
+            except UnsupportedMethod as e:
+                # Twisted's own page would echo the URI, query string (the token) included.
+                return _method_not_allowed(request, e.allowedMethods or (b"GET", b"HEAD"))
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
         request.setResponseCode(404)
         return b"not found\n"
+
+
+def _method_not_allowed(request, allowed):
+    request.setResponseCode(405)
+    request.setHeader(b"allow", b", ".join(allowed))
+    request.setHeader(b"cache-control", b"no-store")
+    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+    return b"method not allowed\n"
 
 
 class BoundedHTTPChannel(HTTPChannel):
