@@ -315,6 +315,9 @@ def make_factory(ctx, secure=False):
     factory.setProtocolOptions(
         maxFramePayloadSize=MAX_MESSAGE,
         maxMessagePayloadSize=MAX_MESSAGE,
+        # A viewer over a bound (or breaking the protocol) gets a close frame with the code
+        # (1009 message too big, 1002 protocol error), not a bare TCP drop.
+        failByDrop=False,
         openHandshakeTimeout=15,
         closeHandshakeTimeout=CLOSE_HANDSHAKE_TIMEOUT,
         autoPingInterval=30,
