@@ -30,6 +30,9 @@ def _endpoint(value):
         serverFromString(object(), value)
     except Exception as e:
         raise ValueError(f"not a server endpoint string ({e})") from None
+    args, kwargs = _parse_args(value)
+    if args[:1] == ["ssl"] and "sslmethod" in kwargs:
+        raise ValueError("sslmethod is not supported: TLS listeners speak TLS 1.2 and later")
     return value
 
 
