@@ -367,6 +367,7 @@ def serial_fanout(bench):
     if not instance:
         raise Skip("serial fan-out: the service has no serial console (bench/service.py "
                    "--serial-pty)")
+    import os
     import subprocess
     import sys
 
@@ -391,6 +392,11 @@ def serial_fanout(bench):
     rss = Row("serial fan-out: service RSS growth during the run (peak)", "MiB", "lower")
     client = Row("serial fan-out: bench client CPU (the viewers)", "% of wall", "lower",
                  note="below 100%: the viewers' process was not the bottleneck")
+    waited = Row("serial fan-out: service time waiting for a CPU", "% of wall", "lower",
+                 note="runnable but not running (/proc/PID/schedstat): how much of the run the "
+                      "process was held back by the machine's other load")
+    client_waited = Row("serial fan-out: bench client time waiting for a CPU", "% of wall",
+                        "lower")
     alone = Row("serial capture alone (no viewers): source rate", "MB/s", "higher",
                 note="the same source and service with no viewer attached (source bytes / the "
                      "writer's time): what the fan-out costs the guest's output rate")
@@ -431,6 +437,7 @@ def serial_fanout(bench):
             await asyncio.sleep(0.2)
             rss0 = peak = proc.rss(pid)
             cpu0, c0 = _cpu(bench, "websocket"), time.process_time()
+            delay0 = proc.run_delay(pid), proc.run_delay(os.getpid())
             t0 = time.perf_counter()
             guest.stdin.write("go\n")
             guest.stdin.flush()
@@ -444,14 +451,16 @@ def serial_fanout(bench):
                     peak = max(peak, proc.rss(pid))
             wall = time.perf_counter() - t0
             cpu1, c1 = _cpu(bench, "websocket"), time.process_time()
+            delays = [(d1 - d0) / wall * 100 for d0, d1 in
+                      zip(delay0, (proc.run_delay(pid), proc.run_delay(os.getpid())))]
             peak = max(peak, proc.rss(pid))
             for v in viewers:
                 v.conn.close()
             await asyncio.sleep(0.3)
-            return viewers, wall, cpu1 - cpu0, c1 - c0, peak - rss0
+            return viewers, wall, cpu1 - cpu0, c1 - c0, peak - rss0, delays
 
         try:
-            viewers, wall, service_cpu, client_cpu, growth = asyncio.run(run())
+            viewers, wall, service_cpu, client_cpu, growth, delays = asyncio.run(run())
             guest.communicate(timeout=30)
         finally:
             if guest.poll() is None:
@@ -464,7 +473,9 @@ def serial_fanout(bench):
         cpu.add("websocket", service_cpu / mb)
         rss.add("websocket", growth / 2**20)
         client.add("websocket", 100 * client_cpu / wall)
-    return [lost, slow, rate, fanned, cpu, rss, client, alone, alone_cpu]
+        waited.add("websocket", delays[0])
+        client_waited.add("websocket", delays[1])
+    return [lost, slow, rate, fanned, cpu, rss, client, waited, client_waited, alone, alone_cpu]
 
 
 def _all_zero(row):
