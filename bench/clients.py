@@ -239,7 +239,13 @@ class SyncConn:
 class AsyncConn(asyncio.Protocol):
     """
     The asyncio counterpart of L{SyncConn}.
+
+    @ivar on_payload: when set (after the upgrade), called with each WebSocket payload piece (a
+        memoryview, valid during the call) instead of buffering it: for a reader that only
+        checks what it receives (the serial fan-out).
     """
+
+    on_payload = None
 
     def __init__(self):
         self._buf = bytearray()
@@ -268,8 +274,12 @@ class AsyncConn(asyncio.Protocol):
             except wsframe.ProtocolError as e:
                 self._fail(e)
                 return
-            for piece in pieces:
-                self._buf += piece
+            if self.on_payload is not None:
+                for piece in pieces:
+                    self.on_payload(piece)
+            else:
+                for piece in pieces:
+                    self._buf += piece
             for opcode, payload in controls:
                 if opcode == wsframe.OP_PING:
                     self.transport.write(wsframe.encode(payload, wsframe.OP_PONG))
@@ -295,6 +305,13 @@ class AsyncConn(asyncio.Protocol):
 
     def connection_lost(self, exc):
         self._fail(Closed(str(exc) if exc else "EOF"))
+
+    @property
+    def error(self):
+        """
+        Why the connection ended (a L{Closed} naming the close code), or C{None} while open.
+        """
+        return self._error
 
     async def _wait(self, want):
         self._want = want
@@ -349,8 +366,11 @@ class TokenApi:
         self._instance = instance
         self._http = None
 
-    def mint(self):
-        body = json.dumps({"console_type": "vnc"})
+    def mint(self, console_type="vnc", read_only=False):
+        request = {"console_type": console_type}
+        if read_only:
+            request["read_only"] = True
+        body = json.dumps(request)
         for attempt in (1, 2):
             if self._http is None:
                 self._http = http.client.HTTPConnection(self._host, self._port, timeout=30)
@@ -384,10 +404,15 @@ class Target:
         conn.server_init = rfb_handshake(conn)
         return conn
 
-    async def aconnect(self, ticket=None):
+    async def aconnect(self, ticket=None, rfb=True):
+        """
+        @param rfb: C{False} for a console that is a plain byte stream (serial): no RFB
+            handshake after the upgrade.
+        """
         conn = await AsyncConn.open(self.host, self.port)
         await self._aupgrade(conn, ticket)
-        conn.server_init = await arfb_handshake(conn)
+        if rfb:
+            conn.server_init = await arfb_handshake(conn)
         return conn
 
     def _upgrade(self, conn, ticket):

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tty
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -42,6 +43,10 @@ PROFILES = {
                   idle_sessions=1000, memory_repeats=1, websockify_idle_sessions=100,
                   active_sessions=100, active_seconds=1.5, active_repeats=2),
 }
+
+# Serial fan-out (measures.serial_fanout): source output per run, viewers, runs.
+PROFILES["full"].update(serial_bytes=8 << 20, serial_viewers=100, serial_repeats=3)
+PROFILES["quick"].update(serial_bytes=2 << 20, serial_viewers=100, serial_repeats=3)
 
 
 def find_websockify(option):
@@ -117,6 +122,10 @@ class Bench:
                                      env=dict(os.environ, PYTHONPATH=str(REPO)),
                                      stdout=subprocess.PIPE)
         self.bare_port = int(self.bare.stdout.readline())
+        # The serial fan-out's "guest": the bench writes to the leader side, the service reads
+        # the follower (its path), as it reads QEMU's /dev/pts/N.
+        self.serial_leader, self._serial_follower = os.openpty()
+        tty.setraw(self._serial_follower)
         self._start_service()
         if self.websockify_path:
             self._start_websockify()
@@ -127,9 +136,9 @@ class Bench:
 
     def _start_service(self):
         self.service = ServiceProcess(f"127.0.0.1:{self.backend_port}",
-                                      self.workdir / f"service-{time.monotonic_ns()}")
+                                      self.workdir / f"service-{time.monotonic_ns()}",
+                                      serial_pty=os.ttyname(self._serial_follower))
         self.info = self.service.info
-        self.info["serial"] = False  # the serial console path is not in this build yet
         if self.profile_out and self.py_spy is None:
             spy = find_py_spy()
             if spy is None:
@@ -223,6 +232,9 @@ class Bench:
         for process in (self.bare, self.backend):
             if process is not None:
                 process.stdout.close()
+        for fd in (getattr(self, "serial_leader", None), getattr(self, "_serial_follower", None)):
+            if fd is not None:
+                os.close(fd)
 
 
 def main(argv=None):

@@ -3,10 +3,15 @@ Runs the real L{ConsoleProxyService} in its own process, without twistd and with
 L{FakeHypervisor} holds one running domain whose VNC server is the benchmark backend. Used by
 the benchmark and by the flow-control test, so that the service's RSS and CPU are its own.
 
-Run: C{python -m bench.service --vnc 127.0.0.1:PORT --workdir DIR [--set SECTION.KEY=VALUE]};
-when listening, it prints one JSON line: C{{"pid", "api_url", "console_port", "xvpvnc_port"
-(null when this build serves no xvpvnc listener), "key", "instance"}}. Logs go to
+Run: C{python -m bench.service --vnc 127.0.0.1:PORT --workdir DIR [--serial-pty /dev/pts/N]
+[--set SECTION.KEY=VALUE]}; when listening, it prints one JSON line: C{{"pid", "api_url",
+"console_port", "xvpvnc_port" (null when this build serves no xvpvnc listener), "key",
+"instance", "serial_instance" (null without C{--serial-pty})}}. Logs go to
 C{DIR/service.log}. SIGTERM stops it.
+
+With C{--serial-pty}, a second running domain ("bench-serial") has that PTY (the follower side
+of a pair the caller opened and writes to, playing QEMU) as its serial console, and the service
+captures it from the start, as it captures a real domain's console (L{SERIAL_SETTINGS}).
 
 L{ServiceProcess} starts and stops that process from Python.
 """
@@ -32,6 +37,15 @@ BENCH_SETTINGS = {
     "tokens.token_ttl": "3600",
     "vnc.connect_timeout": "10",
     "vnc.handshake_timeout": "30",
+}
+
+SERIAL_INSTANCE = "9b1e4c2a-3f6d-4e8a-b7c5-1d2e3f4a5b6c"
+# Serial fan-out: only the serial domain is captured; room for the benchmark's viewers; no
+# scrollback, so that every run's viewers receive exactly what the source wrote in that run.
+SERIAL_SETTINGS = {
+    "serial.domains": "bench-serial",
+    "serial.max_viewers": "1000",
+    "serial.scrollback": "0",
 }
 
 
@@ -67,6 +81,8 @@ def _run(args):
 
     api_port, console_port, xvp_port = free_port(), free_port(), free_port()
     settings = dict(BENCH_SETTINGS)
+    if args.serial_pty:
+        settings.update(SERIAL_SETTINGS)
     settings.update({
         "listen.api": f"tcp:{api_port}:interface=127.0.0.1",
         "listen.console": f"tcp:{console_port}:interface=127.0.0.1",
@@ -81,9 +97,11 @@ def _run(args):
     config = _config.load(None, overrides)
 
     host, _, port = args.vnc.rpartition(":")
-    hypervisor = FakeHypervisor()
+    hypervisor = FakeHypervisor(reactor)  # the reactor: it opens serial PTYs
     hypervisor.add_domain("bench", uuid=INSTANCE,
                           vnc=VncEndpoint(host=host, port=int(port), password=args.password))
+    if args.serial_pty:
+        hypervisor.add_domain("bench-serial", uuid=SERIAL_INSTANCE, serial_pty=args.serial_pty)
     key = "bench-" + os.urandom(16).hex()
     service = ConsoleProxyService(config, reactor, hypervisor, [key])
     has_xvpvnc = "xvpvnc" in getattr(service, "namedServices", {})
@@ -97,6 +115,7 @@ def _run(args):
             "xvpvnc_port": xvp_port if has_xvpvnc else None,
             "key": key,
             "instance": INSTANCE,
+            "serial_instance": SERIAL_INSTANCE if args.serial_pty else None,
         }), flush=True)
 
     reactor.callWhenRunning(started)
@@ -109,6 +128,9 @@ def main(argv=None):
     parser.add_argument("--vnc", required=True, help="HOST:PORT of the VNC server (the backend)")
     parser.add_argument("--password", default=None, help="its VNC password, if any")
     parser.add_argument("--workdir", required=True)
+    parser.add_argument("--serial-pty", default=None, metavar="PATH",
+                        help="the follower side of a PTY pair: serve it as a domain's serial "
+                             "console")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     _run(parser.parse_args(argv))
 
@@ -120,10 +142,12 @@ class ServiceProcess:
     @ivar info: the JSON line it printed once listening (ports, API key, instance).
     """
 
-    def __init__(self, vnc, workdir, python=sys.executable, settings=()):
+    def __init__(self, vnc, workdir, python=sys.executable, settings=(), serial_pty=None):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         command = [python, "-m", "bench.service", "--vnc", vnc, "--workdir", str(self.workdir)]
+        if serial_pty:
+            command += ["--serial-pty", serial_pty]
         for item in settings:
             command += ["--set", item]
         env = dict(os.environ, PYTHONPATH=str(REPO))
