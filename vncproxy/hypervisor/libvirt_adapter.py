@@ -26,6 +26,7 @@ L{LifecycleKind.RECONNECTED} event: events of the time in between were lost.
 
 import threading
 import time
+import weakref
 
 import libvirt
 from twisted.application.service import Service
@@ -187,6 +188,7 @@ class LibvirtHypervisor(Service):
         self._conn: libvirt.virConnect | None = None
         self._callback_ids: list[int] = []
         self._tried_before = False
+        self._consoles = weakref.WeakSet()  # console streams on the current connection
 
     # -- service ----------------------------------------------------------------------------
 
@@ -417,6 +419,9 @@ class LibvirtHypervisor(Service):
     def _disconnect(self) -> None:
         conn, self._conn = self._conn, None
         ids, self._callback_ids = self._callback_ids, []
+        consoles, self._consoles = list(self._consoles), weakref.WeakSet()
+        for console in consoles:
+            console.connection_lost("libvirt connection closed")
         if conn is None:
             return
         for callback_id in ids:
@@ -495,6 +500,7 @@ class LibvirtHypervisor(Service):
                 pass
             raise ConsoleUnavailable(
                 f"cannot read the serial console of {instance}: {_message(e)}") from None
+        self._consoles.add(console)
         return console
 
     def _list_active(self, conn) -> list[DomainInfo]:
