@@ -54,7 +54,7 @@ def unavailable_reason():
     if not shutil.which("unshare"):
         return "no unshare(1)"
     if subprocess.run(["unshare", "-m", "--propagation", "private", "true"],
-                      capture_output=True).returncode:
+                      capture_output=True, check=False).returncode:
         return "cannot make a mount namespace (unshare -m)"
     if not os.access("/usr/sbin/libvirtd", os.X_OK):
         return "no /usr/sbin/libvirtd"
@@ -91,11 +91,10 @@ class PrivateLibvirtd:
         mounts = "".join(f"mount --bind {self.root / k} {v} && " for k, v in _BIND.items())
         script = (f"{mounts}exec /usr/sbin/libvirtd -f {self.root / 'etc' / 'libvirtd.conf'} "
                   f"-p {self.root / 'libvirtd.pid'}")
-        out = open(self.root / "daemon.out", "ab")
-        self.process = subprocess.Popen(
-            ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
-        out.close()
+        with open(self.root / "daemon.out", "ab") as out:
+            self.process = subprocess.Popen(
+                ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while not self.answers():
             if self.process.poll() is not None:

@@ -22,9 +22,10 @@ import websocket
 
 from tests.e2e import privatelibvirtd
 from tests.e2e.service import ServiceProcess
+from tests.e2e.testbed import Testbed
 from tests.support import api
 from tests.support.serialclient import SerialClient
-from tests.support.viewer import RfbViewer, WebSocketPipe
+from tests.support.viewer import RfbViewer, WebSocketPipe, close_status
 from vncproxy.closecodes import CloseCode
 
 PARENT = "/var/tmp/consoleproxy-testbed/private-libvirtd"
@@ -55,9 +56,7 @@ def daemon(testbed):
 
 @pytest.fixture(scope="module")
 def guests(daemon, testbed):
-    from tests.e2e import testbed as tb_module
-
-    tb = tb_module.Testbed(daemon.uri, testbed.directory)
+    tb = Testbed(daemon.uri, testbed.directory)
     a = tb.make_guest(f"cp-e2e-fault-a-{os.getpid()}", vnc_password="secret1", start=False)
     b = tb.make_guest(f"cp-e2e-fault-b-{os.getpid()}", vnc_password="secret1", start=False)
     return a, b
@@ -132,8 +131,6 @@ def assert_consecutive(numbers):
 
 def wait_closed_ws(ws, timeout):
     ws.settimeout(timeout)
-    from tests.support.viewer import close_status
-
     while True:
         opcode, data = ws.recv_data(control_frame=True)
         if opcode == websocket.ABNF.OPCODE_CLOSE:
@@ -180,8 +177,8 @@ def test_libvirtd_restart_keeps_sessions_and_resumes_capture(daemon, guests, ser
     figure("libvirtd_start_s", time.monotonic() - t_up, " s")
     figure("libvirtd_down_s", time.monotonic() - t_down, " s")
 
-    log_a = wait_for_log(svc_lv, a, lambda log: RESUMED_MARK in log
-                         and ticks(log[log.rfind(RESUMED_MARK):]), timeout=40)
+    wait_for_log(svc_lv, a, lambda log: RESUMED_MARK in log
+                 and ticks(log[log.rfind(RESUMED_MARK):]), timeout=40)
     figure("capture_resumed_after_start_s", time.monotonic() - t_up, " s")
     back = re.search(r"back after ([0-9.]+) s; lifecycle events resume", svc_lv.log())
     assert back, svc_lv.log()[-2000:]
@@ -272,7 +269,7 @@ def test_qemu_killed_closes_sessions_with_instance_stopped(guests, services):
     assert_clean(svc_lv)
 
 
-def test_sigterm_flushes_and_restart_marks_the_gap(guests, services, tmp_path):
+def test_sigterm_flushes_and_restart_marks_the_gap(daemon, guests, services):
     """SIGTERM closes the sessions with 4008 and leaves a log holding every byte printed up to
     the stop, then a stopped line; a new service on the same state directory resumes capture
     of the still running guest after a resumed line, and the ticks after it follow on."""
@@ -283,7 +280,7 @@ def test_sigterm_flushes_and_restart_marks_the_gap(guests, services, tmp_path):
     size = len(console_log(svc_lv, a))
     a.start(wait=False)  # the service captures this whole boot
     wait_for_log(svc_lv, a, lambda log: a.prompt in log[size:], timeout=60)
-    ws, viewer = vnc(svc_lv, a)
+    ws, _ = vnc(svc_lv, a)
     client = serial(svc_lv, a)
     start_ticker(client, a)
 
@@ -310,7 +307,7 @@ def test_sigterm_flushes_and_restart_marks_the_gap(guests, services, tmp_path):
 
     down = time.monotonic()
     time.sleep(1.0)
-    restarted = ServiceProcess(svc_lv.workdir, libvirt__uri=svc_lv_uri(svc_lv),
+    restarted = ServiceProcess(svc_lv.workdir, libvirt__uri=daemon.uri,
                                serial__domains=a.name, serial__scrollback=4096).start()
     try:
         log = wait_for_log(restarted, a, lambda log: RESUMED_MARK in log[len(stopped_log):]
@@ -328,7 +325,3 @@ def test_sigterm_flushes_and_restart_marks_the_gap(guests, services, tmp_path):
         svc_lv.process = restarted.process  # the module fixture stops it (again: harmless)
     assert_clean(restarted)
 
-
-def svc_lv_uri(service):
-    text = service.config_path.read_text()
-    return re.search(r"^uri = (.+)$", text, re.M).group(1)
