@@ -404,6 +404,14 @@ class DirectTarget(Target):
         self.port = port
 
 
+class BareRelayTarget(DirectTarget):
+    """
+    L{bench.barerelay}: raw TCP relayed by a bare Python loop (the floor for a Python relay).
+    """
+
+    name = "bare"
+
+
 class _WebSocketTarget(Target):
     def _upgrade(self, conn, ticket):
         key = wsframe.new_key()

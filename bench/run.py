@@ -22,6 +22,7 @@ from pathlib import Path
 
 from bench import proc
 from bench.clients import (
+    BareRelayTarget,
     DirectTarget,
     ProxyWebSocketTarget,
     ProxyXvpTarget,
@@ -100,6 +101,7 @@ class Bench:
         self.backend = None
         self.service = None
         self.websockify = None
+        self.bare = None
         self.py_spy = None
         self.targets = []
 
@@ -110,6 +112,11 @@ class Bench:
                                         env=dict(os.environ, PYTHONPATH=str(REPO)),
                                         stdout=subprocess.PIPE)
         self.backend_port = int(self.backend.stdout.readline())
+        self.bare = subprocess.Popen([sys.executable, "-m", "bench.barerelay",
+                                      str(self.backend_port)], cwd=REPO,
+                                     env=dict(os.environ, PYTHONPATH=str(REPO)),
+                                     stdout=subprocess.PIPE)
+        self.bare_port = int(self.bare.stdout.readline())
         self._start_service()
         if self.websockify_path:
             self._start_websockify()
@@ -147,7 +154,8 @@ class Bench:
         self.websockify_port = port
 
     def _make_targets(self):
-        self.targets = [DirectTarget(self.backend_port), ProxyWebSocketTarget(self.info)]
+        self.targets = [DirectTarget(self.backend_port), ProxyWebSocketTarget(self.info),
+                        BareRelayTarget(self.bare_port)]
         if self.info.get("xvpvnc_port"):
             self.targets.append(ProxyXvpTarget(self.info))
         else:
@@ -162,6 +170,8 @@ class Bench:
             return self.service.pid
         if name == "websockify":
             return self.websockify.pid
+        if name == "bare":
+            return self.bare.pid
         return None
 
     def memory_targets(self):
@@ -199,7 +209,7 @@ class Bench:
         self._stop_py_spy()
         if self.service is not None:
             self.service.stop()
-        for process in (self.websockify, self.backend):
+        for process in (self.websockify, self.bare, self.backend):
             if process is not None and process.poll() is None:
                 if process is self.websockify:
                     os.killpg(process.pid, signal.SIGTERM)  # its forked children too
@@ -210,8 +220,9 @@ class Bench:
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait()
-        if self.backend is not None:
-            self.backend.stdout.close()
+        for process in (self.bare, self.backend):
+            if process is not None:
+                process.stdout.close()
 
 
 def main(argv=None):

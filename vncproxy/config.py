@@ -30,6 +30,9 @@ def _endpoint(value):
         serverFromString(object(), value)
     except Exception as e:
         raise ValueError(f"not a server endpoint string ({e})") from None
+    args, kwargs = _parse_args(value)
+    if args[:1] == ["ssl"] and "sslmethod" in kwargs:
+        raise ValueError("sslmethod is not supported: TLS listeners speak TLS 1.2 and later")
     return value
 
 
@@ -213,7 +216,7 @@ class Config:
         if self.public_url:
             parts = urlsplit(self.public_url)
             scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
-            return parts._replace(scheme=scheme).geturl()
+            return parts._replace(scheme=scheme, path=parts.path.rstrip("/")).geturl()
         return _derive_url(self.console_listen, "http")
 
     @property
