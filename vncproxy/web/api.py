@@ -200,8 +200,10 @@ class ApiResource(Resource):
             info = yield self._ctx.hypervisor.describe(instance)
         except NoSuchInstance:
             raise ApiError(404, f"instance {instance} not found") from None
-        except HypervisorError:
-            self._log.failure("hypervisor lookup of {instance} failed", instance=instance)
+        except HypervisorError as e:
+            # An expected fault (libvirtd down or restarting): one line, no traceback.
+            self._log.warn("hypervisor lookup of {instance} failed: {error}", instance=instance,
+                           error=str(e))
             raise ApiError(503, "hypervisor unavailable") from None
         return info
 
