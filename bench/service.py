@@ -3,9 +3,13 @@ Runs the real L{ConsoleProxyService} in its own process, without twistd and with
 L{FakeHypervisor} holds one running domain whose VNC server is the benchmark backend. Used by
 the benchmark and by the flow-control test, so that the service's RSS and CPU are its own.
 
-Run: C{python -m bench.service --vnc 127.0.0.1:PORT --workdir DIR [--set SECTION.KEY=VALUE]};
-when listening, it prints one JSON line: C{{"pid", "api_url", "console_port", "xvpvnc_port"
-(null when this build serves no xvpvnc listener), "key", "instance"}}. Logs go to
+Run: C{python -m bench.service --vnc 127.0.0.1:PORT --workdir DIR [--set SECTION.KEY=VALUE]
+[--domains N] [--serial-pty /dev/pts/N ...]}; when listening, it prints one JSON line:
+C{{"pid", "api_url", "console_port", "xvpvnc_port" (null when this build serves no xvpvnc
+listener), "key", "instance", "instances", "serial_instances"}}. C{instances} lists the UUIDs of
+the C{--domains} domains (default 1; the first is C{instance}) whose VNC server is the backend;
+C{serial_instances} one domain per C{--serial-pty}, whose serial console is that PTY (the
+caller plays the guest on its leader side) and which has no VNC server. Logs go to
 C{DIR/service.log}. SIGTERM stops it.
 
 L{ServiceProcess} starts and stops that process from Python.
@@ -33,6 +37,16 @@ BENCH_SETTINGS = {
     "vnc.connect_timeout": "10",
     "vnc.handshake_timeout": "30",
 }
+
+
+def instance_uuid(index, serial=False):
+    """
+    The UUID of the bench's VNC domain (or serial domain) number C{index}; VNC domain 0 is
+    L{INSTANCE}.
+    """
+    if index == 0 and not serial:
+        return INSTANCE
+    return f"5d9f2c1e-7a4b-4c3d-{'5e71' if serial else '9e8f'}-{index:012x}"
 
 
 def free_port():
@@ -81,9 +95,14 @@ def _run(args):
     config = _config.load(None, overrides)
 
     host, _, port = args.vnc.rpartition(":")
-    hypervisor = FakeHypervisor()
-    hypervisor.add_domain("bench", uuid=INSTANCE,
-                          vnc=VncEndpoint(host=host, port=int(port), password=args.password))
+    hypervisor = FakeHypervisor(reactor)  # the reactor serves serial consoles (real PTYs)
+    vnc = VncEndpoint(host=host, port=int(port), password=args.password)
+    instances = [instance_uuid(i) for i in range(args.domains)]
+    for i, uuid in enumerate(instances):
+        hypervisor.add_domain("bench" if i == 0 else f"bench-{i}", uuid=uuid, vnc=vnc)
+    serial_instances = [instance_uuid(i, serial=True) for i in range(len(args.serial_pty))]
+    for i, (uuid, path) in enumerate(zip(serial_instances, args.serial_pty)):
+        hypervisor.add_domain(f"bench-serial-{i}", uuid=uuid, serial_pty=path)
     key = "bench-" + os.urandom(16).hex()
     service = ConsoleProxyService(config, reactor, hypervisor, [key])
     has_xvpvnc = "xvpvnc" in getattr(service, "namedServices", {})
@@ -97,6 +116,8 @@ def _run(args):
             "xvpvnc_port": xvp_port if has_xvpvnc else None,
             "key": key,
             "instance": INSTANCE,
+            "instances": instances,
+            "serial_instances": serial_instances,
         }), flush=True)
 
     reactor.callWhenRunning(started)
@@ -110,6 +131,10 @@ def main(argv=None):
     parser.add_argument("--password", default=None, help="its VNC password, if any")
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    parser.add_argument("--domains", type=int, default=1,
+                        help="how many domains have the backend as their VNC server")
+    parser.add_argument("--serial-pty", action="append", default=[], metavar="PATH",
+                        help="add a domain whose serial console is this PTY (repeatable)")
     _run(parser.parse_args(argv))
 
 
@@ -117,15 +142,22 @@ class ServiceProcess:
     """
     The service under test as a child process.
 
-    @ivar info: the JSON line it printed once listening (ports, API key, instance).
+    @ivar info: the JSON line it printed once listening (ports, API key, instances).
+
+    @param domains: how many VNC domains (see the module's C{--domains}).
+    @param serial_ptys: PTY paths, one serial domain each (see C{--serial-pty}).
     """
 
-    def __init__(self, vnc, workdir, python=sys.executable, settings=()):
+    def __init__(self, vnc, workdir, python=sys.executable, settings=(), domains=1,
+                 serial_ptys=()):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        command = [python, "-m", "bench.service", "--vnc", vnc, "--workdir", str(self.workdir)]
+        command = [python, "-m", "bench.service", "--vnc", vnc, "--workdir", str(self.workdir),
+                   "--domains", str(domains)]
         for item in settings:
             command += ["--set", item]
+        for path in serial_ptys:
+            command += ["--serial-pty", path]
         env = dict(os.environ, PYTHONPATH=str(REPO))
         self._stderr = open(self.workdir / "service.stderr", "ab")
         self.process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
