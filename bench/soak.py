@@ -171,9 +171,9 @@ def verdict(samples, tally, duration, fds_before=None, fds_after_close=None, war
     (b_lo, b_hi), (e_lo, e_hi) = windows(duration, warmup, window)
     rss0, rss1 = _median(samples, b_lo, b_hi, "rss"), _median(samples, e_lo, e_hi, "rss")
     fd0, fd1 = _median(samples, b_lo, b_hi, "fds"), _median(samples, e_lo, e_hi, "fds")
-    figures = dict(baseline_window=(b_lo, b_hi), end_window=(e_lo, e_hi), rss_start=rss0,
-                   rss_end=rss1, fds_start=fd0, fds_end=fd1, fds_before=fds_before,
-                   fds_after_close=fds_after_close)
+    figures = {"baseline_window": (b_lo, b_hi), "end_window": (e_lo, e_hi), "rss_start": rss0,
+               "rss_end": rss1, "fds_start": fd0, "fds_end": fd1, "fds_before": fds_before,
+               "fds_after_close": fds_after_close}
     if None in (rss0, rss1, fd0, fd1):
         failures.append(f"too few samples to judge growth ({len(samples)} samples)")
     else:
@@ -271,8 +271,11 @@ def by_type(metrics, name):
 
 class GuestEcho:
     """
-    The guest side of the serial domains: whatever the service types on a PTY is printed back.
+    The guest side of the serial domains: each prints L{BANNER} once, then whatever the
+    service types on its PTY is printed back.
     """
+
+    BANNER = b"bench guest ready\n"
 
     def __init__(self, count):
         self.ptys = [PtyPair() for _ in range(count)]
@@ -280,8 +283,9 @@ class GuestEcho:
 
     def start(self, loop):
         for pty in self.ptys:
-            self._pending[pty.leader] = bytearray()
+            self._pending[pty.leader] = bytearray(self.BANNER)
             loop.add_reader(pty.leader, self._readable, loop, pty.leader)
+            self._flush(loop, pty.leader)
 
     def _readable(self, loop, fd):
         try:
@@ -445,7 +449,7 @@ class Soak:
                     continue
                 self.tally.refused.append(f"{slot.kind} {slot.instance}: {e}")
                 return None
-            except (OSError, Closed, Exception) as e:  # noqa: B014 (any failure is recorded)
+            except (OSError, Closed, ValueError, RuntimeError) as e:
                 self.tally.refused.append(f"{slot.kind} {slot.instance}: {e!r}")
                 return None
         self.tally.opened += 1
@@ -476,7 +480,7 @@ class Soak:
             conn.transport.write(wsframe.encode_close())
         try:
             await asyncio.wait_for(conn.wait_closed(), CLOSE_TIMEOUT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             conn.transport.abort()
             dropped(slot, f"no answer to our close within {CLOSE_TIMEOUT:g} s")
             return
@@ -502,7 +506,7 @@ class Soak:
         """
         try:
             await asyncio.wait_for(self._stop.wait(), seconds)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
         return True
 
@@ -539,7 +543,7 @@ class Soak:
                 return
             try:
                 byte = await asyncio.wait_for(conn.read_exactly(1), min(left, 1.0))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 continue
             if byte == b"\n":
                 break
@@ -547,7 +551,7 @@ class Soak:
         while not self._stop.is_set() and self.now() < until:
             try:
                 line = await asyncio.wait_for(conn.read_exactly(MESSAGE_SIZE), 1.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 if self.now() - quiet_since > WATCHER_TIMEOUT:
                     raise Closed(f"nothing for {WATCHER_TIMEOUT:g} s") from None
                 continue
@@ -586,7 +590,7 @@ class Soak:
                             break
                         await self._write_and_check(slot, first)
                         first = False
-            except (Closed, asyncio.TimeoutError, OSError) as e:
+            except (TimeoutError, Closed, OSError) as e:
                 self.open_now[slot.kind] -= 1
                 conn, slot.conn = slot.conn, None
                 reason = str(e) or type(e).__name__
@@ -625,6 +629,14 @@ class Soak:
         self._stop = asyncio.Event()
         self.echo.start(loop)
         pid = self.info["pid"]
+        # The banners captured: the console logs are open, as on a host whose guests booted.
+        banners = len(self.echo.ptys) * len(GuestEcho.BANNER)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            metrics = await asyncio.to_thread(scrape, self.info["api_url"])
+            if metrics.get(("consoleproxy_serial_bytes_captured", ""), 0) >= banners:
+                break
+            await asyncio.sleep(0.1)
         await asyncio.sleep(0.5)
         fds_before = descriptors(pid)
         kinds_before = descriptor_kinds(pid)
