@@ -61,6 +61,28 @@ def raise_fd_limit():
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+def _trace_memory(directory):
+    """
+    Leak hunting: with C{CONSOLEPROXY_BENCH_TRACEMALLOC=DIR} in the environment, trace Python
+    allocations, and on each SIGUSR2 collect the garbage and dump a snapshot to C{DIR/PID-N.snap} (compare two with
+    C{tracemalloc.Snapshot.load(...).compare_to(...)}).
+    """
+    if not directory:
+        return
+    import gc
+    import tracemalloc
+
+    tracemalloc.start(8)
+    count = iter(range(1, 1 << 30))
+
+    def dump(signum, frame):
+        gc.collect()  # what is still reachable: cyclic garbage is not a leak
+        path = Path(directory) / f"{os.getpid()}-{next(count)}.snap"
+        tracemalloc.take_snapshot().dump(str(path))
+
+    signal.signal(signal.SIGUSR2, dump)
+
+
 def _run(args):
     from twisted.internet import epollreactor
 
@@ -74,6 +96,7 @@ def _run(args):
     from vncproxy.service import ConsoleProxyService
 
     raise_fd_limit()
+    _trace_memory(os.environ.get("CONSOLEPROXY_BENCH_TRACEMALLOC"))
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     log = open(workdir / "service.log", "a", encoding="utf-8")

@@ -131,9 +131,17 @@ def test_too_few_samples_fail():
 
 
 def test_windows_are_a_minute_on_ten_minutes_and_scale_down():
-    """A 10-minute run compares 60-120 s with 540-600 s; a 15 s run 1.5-4.5 s with 12-15 s."""
-    assert windows(600) == ((60, 120), (540, 600))
-    assert windows(15) == ((1.5, 4.5), (12, 15))
+    """A 10-minute run compares 240-300 s with 540-600 s; a 15 s run 6-9 s with 12-15 s."""
+    assert windows(600) == ((240, 300), (540, 600))
+    assert windows(15) == ((6, 9), (12, 15))
+
+
+def test_growth_during_the_warm_up_alone_passes():
+    """RSS that climbs 8 MiB over the first 3 minutes (garbage awaiting the first full
+    collection) and then stays flat passes; the same climb after the warm-up fails."""
+    assert judge(series(rss=lambda t: 80 * MIB + min(max(t, 0), 180) / 180 * 8 * MIB)) == []
+    assert judge(series(rss=lambda t: 80 * MIB + min(max(t - 300, 0), 180) / 180 * 8 * MIB)) \
+        != []
 
 
 def test_messages_are_sixteen_bytes_and_unique_per_session_and_number():
