@@ -64,8 +64,8 @@ def raise_fd_limit():
 def _trace_memory(directory):
     """
     Leak hunting: with C{CONSOLEPROXY_BENCH_TRACEMALLOC=DIR} in the environment, trace Python
-    allocations, and on each SIGUSR2 collect the garbage and dump a snapshot to C{DIR/PID-N.snap} (compare two with
-    C{tracemalloc.Snapshot.load(...).compare_to(...)}).
+    allocations, and on each SIGUSR2 collect the garbage and dump a snapshot to
+    C{DIR/PID-N.snap} (compare two with C{tracemalloc.Snapshot.load(...).compare_to(...)}).
     """
     if not directory:
         return
