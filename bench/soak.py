@@ -644,10 +644,9 @@ class Soak:
         await asyncio.sleep(0.5)
         fds_before = descriptors(pid)
         kinds_before = descriptor_kinds(pid)
-        self._t0 = time.monotonic() + 3600  # negative times until the traffic starts
+        opening = self._t0 = time.monotonic()
         sampler = asyncio.create_task(self._sampler(args.sample_every))
         gate = asyncio.Semaphore(OPEN_PARALLEL)
-        opening = time.monotonic()
 
         async def open_one(slot):
             async with gate:
@@ -658,6 +657,8 @@ class Soak:
         print(f"  {sum(self.open_now.values())} sessions open in {self.opening_seconds:.1f} s "
               f"({self.open_now}); traffic for {args.duration:g} s", file=sys.stderr, flush=True)
         self._t0 = time.monotonic()
+        for sample in self.samples:  # taken while opening: negative times
+            sample.t = round(sample.t - self.opening_seconds, 2)
         progress = asyncio.create_task(self._progress(max(args.duration / 10, 5)))
         tasks = [asyncio.create_task(self.run_slot(s)) for s in self.slots]
         await asyncio.sleep(args.duration)
@@ -730,23 +731,23 @@ def report(soak, figures, failures, header):
     (b_lo, b_hi), (e_lo, e_hi) = figures["baseline_window"], figures["end_window"]
     lines += [
         "",
-        f"RSS, median of {b_lo:g}-{b_hi:g} s: {mib(figures['rss_start'])} MiB; of {e_lo:g}-"
-        f"{e_hi:g} s: {mib(figures['rss_end'])} MiB (allowed growth: the larger of "
-        f"{RSS_GROWTH_MIB:g} MiB and {RSS_GROWTH_FRACTION:.0%})",
-        f"descriptors: {figures['fds_start']} -> {figures['fds_end']} (allowed +{FD_GROWTH}); "
-        f"{figures['fds_before']} before the sessions, {figures['fds_after_close']} after "
-        f"closing them all (changed: {soak.descriptors_changed or 'none'})",
-        f"sessions: {t.opened} opened = {t.closed_clean} closed cleanly (churn) + "
-        f"{t.open_at_end} open at the end + {len(t.dropped)} dropped; of those open at the end "
-        f"{t.closed_clean_at_end} closed cleanly, {len(t.unclean_at_end)} not; churn: "
-        f"{t.churns} reconnects; refusals "
-        f"retried: {t.refused_retries}; refused: {len(t.refused)}",
-        f"open at the end by type: client {t.open_by_type}, service {t.server_open}; tokens "
-        f"issued {t.grants} / service {t.server_issued}; redeemed {t.opened_by_type} / service "
-        f"{t.server_consumed}",
-        f"traffic: {t.messages} echoed messages ({t.messages / soak.traffic_seconds:.0f}/s), "
-        f"{t.watcher_lines} lines checked by serial watchers; integrity errors: "
-        f"{len(t.integrity_errors)}",
+        (f"RSS, median of {b_lo:g}-{b_hi:g} s: {mib(figures['rss_start'])} MiB; of {e_lo:g}-"
+         f"{e_hi:g} s: {mib(figures['rss_end'])} MiB (allowed growth: the larger of "
+         f"{RSS_GROWTH_MIB:g} MiB and {RSS_GROWTH_FRACTION:.0%})"),
+        (f"descriptors: {figures['fds_start']} -> {figures['fds_end']} (allowed +{FD_GROWTH}); "
+         f"{figures['fds_before']} before the sessions, {figures['fds_after_close']} after "
+         f"closing them all (changed: {soak.descriptors_changed or 'none'})"),
+        (f"sessions: {t.opened} opened = {t.closed_clean} closed cleanly (churn) + "
+         f"{t.open_at_end} open at the end + {len(t.dropped)} dropped; of those open at the end "
+         f"{t.closed_clean_at_end} closed cleanly, {len(t.unclean_at_end)} not; churn: "
+         f"{t.churns} reconnects; refusals "
+         f"retried: {t.refused_retries}; refused: {len(t.refused)}"),
+        (f"open at the end by type: client {t.open_by_type}, service {t.server_open}; tokens "
+         f"issued {t.grants} / service {t.server_issued}; redeemed {t.opened_by_type} / service "
+         f"{t.server_consumed}"),
+        (f"traffic: {t.messages} echoed messages ({t.messages / soak.traffic_seconds:.0f}/s), "
+         f"{t.watcher_lines} lines checked by serial watchers; integrity errors: "
+         f"{len(t.integrity_errors)}"),
         "",
         "PASS" if not failures else "FAIL:\n  " + "\n  ".join(failures),
     ]
