@@ -381,6 +381,15 @@ def plan(sessions, serial_fraction=0.05, xvpvnc_fraction=0.15):
 
 
 class Soak:
+    """
+    The client side of a run: the sessions (L{Slot}s), their traffic, the samples of the
+    service and the accounts (L{Tally}).
+
+    @param args: the command's options.
+    @param info: the service's JSON line (L{bench.service}).
+    @param echo: the L{GuestEcho} behind the serial domains.
+    """
+
     def __init__(self, args, info, echo):
         self.args = args
         self.info = info
@@ -404,7 +413,7 @@ class Soak:
         self._rng.shuffle(kinds)
         instances = self.info["instances"]
         slots = [Slot(i + 1, kind, instances[i // 2], False) for i, kind in enumerate(kinds)]
-        for d, instance in enumerate(self.info["serial_instances"][:serial_domains]):
+        for instance in self.info["serial_instances"][:serial_domains]:
             writer = len(slots) + 1
             slots.append(Slot(writer, "serial-writer", instance, False))
             for _ in range(WATCHERS_PER_SERIAL):
