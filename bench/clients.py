@@ -253,6 +253,8 @@ class AsyncConn(asyncio.Protocol):
         self._want = 0
         self._waiter = None
         self._error = None
+        self._lost = None
+        self.close_frame = None  # (code, reason) of the server's close frame, once received
         self.transport = None
 
     @classmethod
@@ -263,6 +265,7 @@ class AsyncConn(asyncio.Protocol):
 
     def connection_made(self, transport):
         self.transport = transport
+        self._lost = asyncio.get_running_loop().create_future()
         _nodelay(transport.get_extra_info("socket"))
 
     def data_received(self, data):
@@ -284,7 +287,8 @@ class AsyncConn(asyncio.Protocol):
                 if opcode == wsframe.OP_PING:
                     self.transport.write(wsframe.encode(payload, wsframe.OP_PONG))
                 elif opcode == wsframe.OP_CLOSE:
-                    self._fail(Closed("close frame %s %s" % wsframe.close_code(payload)))
+                    self.close_frame = wsframe.close_code(payload)
+                    self._fail(Closed("close frame %s %s" % self.close_frame))
         self._wake()
 
     def _wake(self):
@@ -305,13 +309,21 @@ class AsyncConn(asyncio.Protocol):
 
     def connection_lost(self, exc):
         self._fail(Closed(str(exc) if exc else "EOF"))
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_result(None)
 
     @property
     def error(self):
         """
-        Why the connection ended (a L{Closed} naming the close code), or C{None} while open.
+        Why the connection cannot be read any more (a L{Closed}), or C{None} while it can.
         """
         return self._error
+
+    async def wait_closed(self):
+        """
+        Wait until the connection is gone (both ways).
+        """
+        await asyncio.shield(self._lost)
 
     async def _wait(self, want):
         self._want = want
@@ -367,15 +379,26 @@ class TokenApi:
         self._http = None
 
     def mint(self, console_type="vnc", read_only=False):
-        request = {"console_type": console_type}
-        if read_only:
-            request["read_only"] = True
-        body = json.dumps(request)
+        """
+        A console token for this API's instance.
+        """
+        extra = {"read_only": True} if read_only else {}
+        return self.grant(console_type=console_type, **extra)["access_token"]
+
+    def grant(self, instance=None, console_type="vnc", **body):
+        """
+        The API's whole answer (C{access_token}, C{href}, ...) to a grant for C{instance}
+        (default: this API's), with C{body}'s extra fields (C{read_only}, C{force}).
+
+        @raise GrantRefused: when the API answers anything but 200.
+        """
+        body = json.dumps(dict(body, console_type=console_type))
+        instance = instance or self._instance
         for attempt in (1, 2):
             if self._http is None:
                 self._http = http.client.HTTPConnection(self._host, self._port, timeout=30)
             try:
-                self._http.request("POST", f"/v1/instances/{self._instance}/console_access_token",
+                self._http.request("POST", f"/v1/instances/{instance}/console_access_token",
                                    body, {"X-Auth-Token": self._key,
                                           "Content-Type": "application/json"})
                 response = self._http.getresponse()
@@ -387,8 +410,26 @@ class TokenApi:
                     raise
                 continue
             if response.status != 200:
-                raise RuntimeError(f"token API answered {response.status}: {payload[:200]!r}")
-            return json.loads(payload)["access_token"]
+                raise GrantRefused(response.status, payload[:200])
+            return json.loads(payload)
+
+    def close(self):
+        """
+        Close the kept-alive connection (a later grant opens another).
+        """
+        if self._http is not None:
+            self._http.close()
+            self._http = None
+
+
+class GrantRefused(RuntimeError):
+    """
+    The token API answered C{status} (not 200).
+    """
+
+    def __init__(self, status, payload):
+        super().__init__(f"token API answered {status}: {payload!r}")
+        self.status = status
 
 
 class Target:

@@ -363,7 +363,7 @@ def serial_fanout(bench):
     fans the output out to C{serial_viewers} WebSocket viewers (one writer, the rest read-only),
     each checked byte for byte. The run ends when every viewer has every byte, or was closed.
     """
-    instance = bench.info.get("serial_instance")
+    instance = (bench.info.get("serial_instances") or [None])[0]
     if not instance:
         raise Skip("serial fan-out: the service has no serial console (bench/service.py "
                    "--serial-pty)")

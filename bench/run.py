@@ -31,7 +31,7 @@ from bench.clients import (
 )
 from bench.measures import MEASURES, Skip
 from bench.report import render
-from bench.service import REPO, ServiceProcess, free_port, raise_fd_limit
+from bench.service import REPO, SERIAL_SETTINGS, ServiceProcess, free_port, raise_fd_limit
 
 BENCH_VENV = REPO / ".bench-venv"
 
@@ -137,7 +137,9 @@ class Bench:
     def _start_service(self):
         self.service = ServiceProcess(f"127.0.0.1:{self.backend_port}",
                                       self.workdir / f"service-{time.monotonic_ns()}",
-                                      serial_pty=os.ttyname(self._serial_follower))
+                                      settings=[f"{key}={value}"
+                                                for key, value in SERIAL_SETTINGS.items()],
+                                      serial_ptys=[os.ttyname(self._serial_follower)])
         self.info = self.service.info
         if self.profile_out and self.py_spy is None:
             spy = find_py_spy()

@@ -3,15 +3,14 @@ Runs the real L{ConsoleProxyService} in its own process, without twistd and with
 L{FakeHypervisor} holds one running domain whose VNC server is the benchmark backend. Used by
 the benchmark and by the flow-control test, so that the service's RSS and CPU are its own.
 
-Run: C{python -m bench.service --vnc 127.0.0.1:PORT --workdir DIR [--serial-pty /dev/pts/N]
-[--set SECTION.KEY=VALUE]}; when listening, it prints one JSON line: C{{"pid", "api_url",
-"console_port", "xvpvnc_port" (null when this build serves no xvpvnc listener), "key",
-"instance", "serial_instance" (null without C{--serial-pty})}}. Logs go to
+Run: C{python -m bench.service --vnc 127.0.0.1:PORT --workdir DIR [--set SECTION.KEY=VALUE]
+[--domains N] [--serial-pty /dev/pts/N ...]}; when listening, it prints one JSON line:
+C{{"pid", "api_url", "console_port", "xvpvnc_port" (null when this build serves no xvpvnc
+listener), "key", "instance", "instances", "serial_instances"}}. C{instances} lists the UUIDs of
+the C{--domains} domains (default 1; the first is C{instance}) whose VNC server is the backend;
+C{serial_instances} one domain per C{--serial-pty}, whose serial console is that PTY (the
+caller plays the guest on its leader side) and which has no VNC server. Logs go to
 C{DIR/service.log}. SIGTERM stops it.
-
-With C{--serial-pty}, a second running domain ("bench-serial") has that PTY (the follower side
-of a pair the caller opened and writes to, playing QEMU) as its serial console, and the service
-captures it from the start, as it captures a real domain's console (L{SERIAL_SETTINGS}).
 
 L{ServiceProcess} starts and stops that process from Python.
 """
@@ -39,14 +38,25 @@ BENCH_SETTINGS = {
     "vnc.handshake_timeout": "30",
 }
 
-SERIAL_INSTANCE = "9b1e4c2a-3f6d-4e8a-b7c5-1d2e3f4a5b6c"
-# Serial fan-out: only the serial domain is captured; room for the benchmark's viewers; no
-# scrollback, so that every run's viewers receive exactly what the source wrote in that run.
+
+# What the benchmark's serial fan-out asks of the service (python -m bench passes these with
+# one --serial-pty): only that domain is captured; room for the viewers; no scrollback, so
+# that every run's viewers receive exactly what the source wrote in that run.
 SERIAL_SETTINGS = {
-    "serial.domains": "bench-serial",
+    "serial.domains": "bench-serial-0",
     "serial.max_viewers": "1000",
     "serial.scrollback": "0",
 }
+
+
+def instance_uuid(index, serial=False):
+    """
+    The UUID of the bench's VNC domain (or serial domain) number C{index}; VNC domain 0 is
+    L{INSTANCE}.
+    """
+    if index == 0 and not serial:
+        return INSTANCE
+    return f"5d9f2c1e-7a4b-4c3d-{'5e71' if serial else '9e8f'}-{index:012x}"
 
 
 def free_port():
@@ -59,6 +69,28 @@ def raise_fd_limit():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _trace_memory(directory):
+    """
+    Leak hunting: with C{CONSOLEPROXY_BENCH_TRACEMALLOC=DIR} in the environment, trace Python
+    allocations, and on each SIGUSR2 collect the garbage and dump a snapshot to
+    C{DIR/PID-N.snap} (compare two with C{tracemalloc.Snapshot.load(...).compare_to(...)}).
+    """
+    if not directory:
+        return
+    import gc
+    import tracemalloc
+
+    tracemalloc.start(8)
+    count = iter(range(1, 1 << 30))
+
+    def dump(signum, frame):
+        gc.collect()  # what is still reachable: cyclic garbage is not a leak
+        path = Path(directory) / f"{os.getpid()}-{next(count)}.snap"
+        tracemalloc.take_snapshot().dump(str(path))
+
+    signal.signal(signal.SIGUSR2, dump)
 
 
 def _run(args):
@@ -74,6 +106,7 @@ def _run(args):
     from vncproxy.service import ConsoleProxyService
 
     raise_fd_limit()
+    _trace_memory(os.environ.get("CONSOLEPROXY_BENCH_TRACEMALLOC"))
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     log = open(workdir / "service.log", "a", encoding="utf-8")
@@ -81,8 +114,6 @@ def _run(args):
 
     api_port, console_port, xvp_port = free_port(), free_port(), free_port()
     settings = dict(BENCH_SETTINGS)
-    if args.serial_pty:
-        settings.update(SERIAL_SETTINGS)
     settings.update({
         "listen.api": f"tcp:{api_port}:interface=127.0.0.1",
         "listen.console": f"tcp:{console_port}:interface=127.0.0.1",
@@ -97,11 +128,14 @@ def _run(args):
     config = _config.load(None, overrides)
 
     host, _, port = args.vnc.rpartition(":")
-    hypervisor = FakeHypervisor(reactor)  # the reactor: it opens serial PTYs
-    hypervisor.add_domain("bench", uuid=INSTANCE,
-                          vnc=VncEndpoint(host=host, port=int(port), password=args.password))
-    if args.serial_pty:
-        hypervisor.add_domain("bench-serial", uuid=SERIAL_INSTANCE, serial_pty=args.serial_pty)
+    hypervisor = FakeHypervisor(reactor)  # the reactor serves serial consoles (real PTYs)
+    vnc = VncEndpoint(host=host, port=int(port), password=args.password)
+    instances = [instance_uuid(i) for i in range(args.domains)]
+    for i, uuid in enumerate(instances):
+        hypervisor.add_domain("bench" if i == 0 else f"bench-{i}", uuid=uuid, vnc=vnc)
+    serial_instances = [instance_uuid(i, serial=True) for i in range(len(args.serial_pty))]
+    for i, (uuid, path) in enumerate(zip(serial_instances, args.serial_pty)):
+        hypervisor.add_domain(f"bench-serial-{i}", uuid=uuid, serial_pty=path)
     key = "bench-" + os.urandom(16).hex()
     service = ConsoleProxyService(config, reactor, hypervisor, [key])
     has_xvpvnc = "xvpvnc" in getattr(service, "namedServices", {})
@@ -115,7 +149,8 @@ def _run(args):
             "xvpvnc_port": xvp_port if has_xvpvnc else None,
             "key": key,
             "instance": INSTANCE,
-            "serial_instance": SERIAL_INSTANCE if args.serial_pty else None,
+            "instances": instances,
+            "serial_instances": serial_instances,
         }), flush=True)
 
     reactor.callWhenRunning(started)
@@ -128,10 +163,11 @@ def main(argv=None):
     parser.add_argument("--vnc", required=True, help="HOST:PORT of the VNC server (the backend)")
     parser.add_argument("--password", default=None, help="its VNC password, if any")
     parser.add_argument("--workdir", required=True)
-    parser.add_argument("--serial-pty", default=None, metavar="PATH",
-                        help="the follower side of a PTY pair: serve it as a domain's serial "
-                             "console")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    parser.add_argument("--domains", type=int, default=1,
+                        help="how many domains have the backend as their VNC server")
+    parser.add_argument("--serial-pty", action="append", default=[], metavar="PATH",
+                        help="add a domain whose serial console is this PTY (repeatable)")
     _run(parser.parse_args(argv))
 
 
@@ -139,17 +175,22 @@ class ServiceProcess:
     """
     The service under test as a child process.
 
-    @ivar info: the JSON line it printed once listening (ports, API key, instance).
+    @ivar info: the JSON line it printed once listening (ports, API key, instances).
+
+    @param domains: how many VNC domains (see the module's C{--domains}).
+    @param serial_ptys: PTY paths, one serial domain each (see C{--serial-pty}).
     """
 
-    def __init__(self, vnc, workdir, python=sys.executable, settings=(), serial_pty=None):
+    def __init__(self, vnc, workdir, python=sys.executable, settings=(), domains=1,
+                 serial_ptys=()):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        command = [python, "-m", "bench.service", "--vnc", vnc, "--workdir", str(self.workdir)]
-        if serial_pty:
-            command += ["--serial-pty", serial_pty]
+        command = [python, "-m", "bench.service", "--vnc", vnc, "--workdir", str(self.workdir),
+                   "--domains", str(domains)]
         for item in settings:
             command += ["--set", item]
+        for path in serial_ptys:
+            command += ["--serial-pty", path]
         env = dict(os.environ, PYTHONPATH=str(REPO))
         self._stderr = open(self.workdir / "service.stderr", "ab")
         self.process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,

@@ -83,7 +83,7 @@ class XvpVncProtocol(Protocol):
         if hasattr(self.transport, "setTcpNoDelay"):
             self.transport.setTcpNoDelay(True)
         self._native_timer = ctx.reactor.callLater(ctx.config.xvpvnc_native_wait,
-                                                   self._go_native)
+                                                   self._native_wait_over)
         self._deadline = ctx.reactor.callLater(ctx.config.vnc_handshake_timeout,
                                                self._timed_out)
 
@@ -205,6 +205,11 @@ class XvpVncProtocol(Protocol):
             session.viewer_data(request.leftover)
 
     # -- native mode -----------------------------------------------------------------------------
+
+    def _native_wait_over(self):
+        # A reactor that was busy runs its due timers before it reads the sockets: a CONNECT
+        # that arrived in time may still be unread. Decide after one more read.
+        self._native_timer = self.factory.ctx.reactor.callLater(0, self._go_native)
 
     def _go_native(self):
         self._native_timer = None

@@ -12,6 +12,7 @@ import pytest
 import pytest_twisted
 import websocket
 from twisted.internet import threads
+from twisted.internet.task import deferLater
 from twisted.logger import globalLogPublisher
 
 from tests.support import api
@@ -260,6 +261,25 @@ def test_native_greeting_waits_for_a_connect(proxy):
     greeting, waited = yield in_thread(scenario)
     assert greeting == b"RFB 003.008\n"
     assert 0.15 < waited < 3
+
+
+@pytest_twisted.inlineCallbacks
+def test_connect_sent_in_time_wins_over_a_busy_reactor(proxy):
+    """A CONNECT that arrived within the native wait is served as CONNECT even when the reactor
+    was busy past the wait and runs the native timer before reading it (the soak found this)."""
+    set_config(proxy, xvpvnc_native_wait=0.2)
+    token = (yield in_thread(grant, proxy))["access_token"]
+    sock = yield in_thread(socket.create_connection, ("127.0.0.1", proxy.xvpvnc_port), 10)
+    yield deferLater(reactor, 0.05, lambda: None)  # accepted: its native timer is armed
+    # Resumed from a thread's result, so in the phase where the reactor runs calls from threads
+    # and then its due timers, before reading sockets: the request arrives while the reactor is
+    # busy here for longer than the wait.
+    yield in_thread(lambda: None)
+    sock.sendall(f"CONNECT /console?token={token} HTTP/1.1\r\n\r\n".encode())
+    time.sleep(0.4)
+    response = yield in_thread(sock.recv, len(OK))  # RFB from the session may follow
+    sock.close()
+    assert response == OK
 
 
 @pytest.mark.parametrize("version", [(3, 7), (3, 8)])
