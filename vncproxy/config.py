@@ -122,6 +122,8 @@ SCHEMA = {
     ("vnc", "tls_hostname"): ("vnc_tls_hostname", str, ""),
     ("vnc", "tls_anonymous"): ("vnc_tls_anonymous", _boolean, "false"),
     ("xvpvnc", "native_wait"): ("xvpvnc_native_wait", _positive(float), "2"),
+    ("xvpvnc", "max_pending_per_address"): ("xvpvnc_max_pending_per_address", _positive(int),
+                                            "32"),
     ("xvpvnc", "max_failures_per_instance"): ("xvpvnc_max_failures_per_instance",
                                               _positive(int), "20"),
     ("http", "header_timeout"): ("http_header_timeout", _positive(float), "10"),
@@ -171,6 +173,7 @@ class Config:
     vnc_tls_hostname: str
     vnc_tls_anonymous: bool
     xvpvnc_native_wait: float
+    xvpvnc_max_pending_per_address: int
     xvpvnc_max_failures_per_instance: int
     http_header_timeout: float
     http_idle_timeout: float

@@ -102,3 +102,38 @@ def test_websocket_session_outlives_the_http_timers(make_proxy):
     finally:
         globalLogPublisher.removeObserver(observe)
     assert rects and failures == []
+
+
+@pytest_twisted.inlineCallbacks
+def test_silent_xvpvnc_connections_are_capped_per_address(make_proxy):
+    """On the xvpvnc port too, handshakes left unfinished are capped per address; a session
+    that took over no longer counts, and the address is served again once the silent ones go."""
+    proxy = make_proxy(xvpvnc_max_pending_per_address=3, xvpvnc_native_wait=30.0,
+                       vnc_handshake_timeout=30.0)
+
+    def connect_session():
+        _, body = api.grant(proxy.api_url, proxy.key, "vm1")
+        sock = socket.create_connection(("127.0.0.1", proxy.xvpvnc_port), timeout=10)
+        sock.sendall(f"CONNECT /console?token={body['access_token']} HTTP/1.1\r\n\r\n".encode())
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):
+            head += sock.recv(1)
+        return sock, head
+
+    def scenario():
+        session, head = connect_session()  # relaying: not pending any more
+        held = [socket.create_connection(("127.0.0.1", proxy.xvpvnc_port)) for _ in range(3)]
+        time.sleep(0.2)
+        extra = socket.create_connection(("127.0.0.1", proxy.xvpvnc_port))
+        dropped = closed_within(extra, 2)
+        for s in held:
+            s.close()
+        time.sleep(0.2)
+        again, again_head = connect_session()
+        for s in (session, again):
+            s.close()
+        return head, dropped, again_head
+    head, dropped, again_head = yield in_thread(scenario)
+    assert head.startswith(b"HTTP/1.1 200") and again_head.startswith(b"HTTP/1.1 200")
+    assert dropped
+    assert proxy.service.getServiceNamed("xvpvnc").factory.pending == {}
