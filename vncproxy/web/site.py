@@ -105,10 +105,10 @@ def _method_not_allowed(request, allowed):
 
 class BoundedHTTPChannel(HTTPChannel):
     """
-    An HTTP channel that a slow or hostile peer cannot hold open: each request's headers must
-    arrive within the site's C{header_timeout} in total (dribbling a byte at a time does not
-    reset it, unlike the idle timeout), and each source address may have at most
-    C{max_pending_per_address} connections that have not yet sent a complete request head.
+    An HTTP channel that a slow or hostile peer cannot hold open: each request's head and body
+    must arrive within the site's C{header_timeout} in total (dribbling a byte at a time does
+    not reset it, unlike the idle timeout), and each source address may have at most
+    C{max_pending_per_address} connections that have not yet sent a complete request.
     """
 
     _deadline = None
@@ -161,7 +161,6 @@ class BoundedHTTPChannel(HTTPChannel):
     _body_refused = False
 
     def allHeadersReceived(self):
-        self._disarm()
         super().allHeadersReceived()
         if self.length is not None and self.length > self.factory.max_body:
             self.refuse_body()
@@ -184,6 +183,9 @@ class BoundedHTTPChannel(HTTPChannel):
         self.transport.loseConnection()
 
     def allContentReceived(self):
+        # The deadline covers the body too: a peer that sends a complete head and then dribbles
+        # its body (a "slow POST") stays counted against its address and is cut at the deadline.
+        self._disarm()
         if not self._body_refused:
             super().allContentReceived()
 
