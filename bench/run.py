@@ -45,8 +45,10 @@ PROFILES = {
 }
 
 # Serial fan-out (measures.serial_fanout): source output per run, viewers, runs.
-PROFILES["full"].update(serial_bytes=8 << 20, serial_viewers=100, serial_repeats=3)
-PROFILES["quick"].update(serial_bytes=2 << 20, serial_viewers=100, serial_repeats=3)
+PROFILES["full"].update(serial_bytes=8 << 20, serial_viewers=100, serial_repeats=3,
+                        serial_rate=1_000_000)
+PROFILES["quick"].update(serial_bytes=2 << 20, serial_viewers=100, serial_repeats=3,
+                         serial_rate=1_000_000)
 
 
 def find_websockify(option):
