@@ -239,7 +239,13 @@ class SyncConn:
 class AsyncConn(asyncio.Protocol):
     """
     The asyncio counterpart of L{SyncConn}.
+
+    @ivar on_payload: when set (after the upgrade), called with each WebSocket payload piece (a
+        memoryview, valid during the call) instead of buffering it: for a reader that only
+        checks what it receives (the serial fan-out).
     """
+
+    on_payload = None
 
     def __init__(self):
         self._buf = bytearray()
@@ -271,8 +277,12 @@ class AsyncConn(asyncio.Protocol):
             except wsframe.ProtocolError as e:
                 self._fail(e)
                 return
-            for piece in pieces:
-                self._buf += piece
+            if self.on_payload is not None:
+                for piece in pieces:
+                    self.on_payload(piece)
+            else:
+                for piece in pieces:
+                    self._buf += piece
             for opcode, payload in controls:
                 if opcode == wsframe.OP_PING:
                     self.transport.write(wsframe.encode(payload, wsframe.OP_PONG))
@@ -368,11 +378,12 @@ class TokenApi:
         self._instance = instance
         self._http = None
 
-    def mint(self):
+    def mint(self, console_type="vnc", read_only=False):
         """
-        A VNC console token for this API's instance.
+        A console token for this API's instance.
         """
-        return self.grant()["access_token"]
+        extra = {"read_only": True} if read_only else {}
+        return self.grant(console_type=console_type, **extra)["access_token"]
 
     def grant(self, instance=None, console_type="vnc", **body):
         """
@@ -434,10 +445,15 @@ class Target:
         conn.server_init = rfb_handshake(conn)
         return conn
 
-    async def aconnect(self, ticket=None):
+    async def aconnect(self, ticket=None, rfb=True):
+        """
+        @param rfb: C{False} for a console that is a plain byte stream (serial): no RFB
+            handshake after the upgrade.
+        """
         conn = await AsyncConn.open(self.host, self.port)
         await self._aupgrade(conn, ticket)
-        conn.server_init = await arfb_handshake(conn)
+        if rfb:
+            conn.server_init = await arfb_handshake(conn)
         return conn
 
     def _upgrade(self, conn, ticket):
@@ -452,6 +468,14 @@ class DirectTarget(Target):
 
     def __init__(self, port):
         self.port = port
+
+
+class BareRelayTarget(DirectTarget):
+    """
+    L{bench.barerelay}: raw TCP relayed by a bare Python loop (the floor for a Python relay).
+    """
+
+    name = "bare"
 
 
 class _WebSocketTarget(Target):

@@ -41,6 +41,15 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
+def run_delay(pid):
+    """
+    Seconds the process's main thread spent runnable but waiting for a CPU (/proc/PID/schedstat):
+    on a shared machine, the time it was held back by others.
+    """
+    with open(f"/proc/{pid}/schedstat") as f:
+        return int(f.read().split()[1]) / 1e9
+
+
 def descendants(pid):
     """
     C{pid} and every process below it.

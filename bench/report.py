@@ -5,9 +5,9 @@ direct-TCP baseline and websockify measured in the same run, with ratios and the
 
 import math
 
-COLUMNS = ("websocket", "xvpvnc", "direct", "websockify")
+COLUMNS = ("websocket", "xvpvnc", "direct", "bare", "websockify")
 TITLES = {"websocket": "consoleproxy WS", "xvpvnc": "consoleproxy xvpvnc", "direct": "direct TCP",
-          "websockify": "websockify"}
+          "bare": "bare Python relay", "websockify": "websockify"}
 
 
 def _num(x):

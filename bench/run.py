@@ -17,11 +17,13 @@ import subprocess
 import sys
 import tempfile
 import time
+import tty
 from datetime import datetime, timezone
 from pathlib import Path
 
 from bench import proc
 from bench.clients import (
+    BareRelayTarget,
     DirectTarget,
     ProxyWebSocketTarget,
     ProxyXvpTarget,
@@ -29,7 +31,7 @@ from bench.clients import (
 )
 from bench.measures import MEASURES, Skip
 from bench.report import render
-from bench.service import REPO, ServiceProcess, free_port, raise_fd_limit
+from bench.service import REPO, SERIAL_SETTINGS, ServiceProcess, free_port, raise_fd_limit
 
 BENCH_VENV = REPO / ".bench-venv"
 
@@ -41,6 +43,10 @@ PROFILES = {
                   idle_sessions=1000, memory_repeats=1, websockify_idle_sessions=100,
                   active_sessions=100, active_seconds=1.5, active_repeats=2),
 }
+
+# Serial fan-out (measures.serial_fanout): source output per run, viewers, runs.
+PROFILES["full"].update(serial_bytes=8 << 20, serial_viewers=100, serial_repeats=3)
+PROFILES["quick"].update(serial_bytes=2 << 20, serial_viewers=100, serial_repeats=3)
 
 
 def find_websockify(option):
@@ -100,6 +106,7 @@ class Bench:
         self.backend = None
         self.service = None
         self.websockify = None
+        self.bare = None
         self.py_spy = None
         self.targets = []
 
@@ -110,6 +117,15 @@ class Bench:
                                         env=dict(os.environ, PYTHONPATH=str(REPO)),
                                         stdout=subprocess.PIPE)
         self.backend_port = int(self.backend.stdout.readline())
+        self.bare = subprocess.Popen([sys.executable, "-m", "bench.barerelay",
+                                      str(self.backend_port)], cwd=REPO,
+                                     env=dict(os.environ, PYTHONPATH=str(REPO)),
+                                     stdout=subprocess.PIPE)
+        self.bare_port = int(self.bare.stdout.readline())
+        # The serial fan-out's "guest": the bench writes to the leader side, the service reads
+        # the follower (its path), as it reads QEMU's /dev/pts/N.
+        self.serial_leader, self._serial_follower = os.openpty()
+        tty.setraw(self._serial_follower)
         self._start_service()
         if self.websockify_path:
             self._start_websockify()
@@ -120,9 +136,11 @@ class Bench:
 
     def _start_service(self):
         self.service = ServiceProcess(f"127.0.0.1:{self.backend_port}",
-                                      self.workdir / f"service-{time.monotonic_ns()}")
+                                      self.workdir / f"service-{time.monotonic_ns()}",
+                                      settings=[f"{key}={value}"
+                                                for key, value in SERIAL_SETTINGS.items()],
+                                      serial_ptys=[os.ttyname(self._serial_follower)])
         self.info = self.service.info
-        self.info["serial"] = False  # the serial console path is not in this build yet
         if self.profile_out and self.py_spy is None:
             spy = find_py_spy()
             if spy is None:
@@ -147,7 +165,8 @@ class Bench:
         self.websockify_port = port
 
     def _make_targets(self):
-        self.targets = [DirectTarget(self.backend_port), ProxyWebSocketTarget(self.info)]
+        self.targets = [DirectTarget(self.backend_port), ProxyWebSocketTarget(self.info),
+                        BareRelayTarget(self.bare_port)]
         if self.info.get("xvpvnc_port"):
             self.targets.append(ProxyXvpTarget(self.info))
         else:
@@ -162,6 +181,8 @@ class Bench:
             return self.service.pid
         if name == "websockify":
             return self.websockify.pid
+        if name == "bare":
+            return self.bare.pid
         return None
 
     def memory_targets(self):
@@ -199,7 +220,7 @@ class Bench:
         self._stop_py_spy()
         if self.service is not None:
             self.service.stop()
-        for process in (self.websockify, self.backend):
+        for process in (self.websockify, self.bare, self.backend):
             if process is not None and process.poll() is None:
                 if process is self.websockify:
                     os.killpg(process.pid, signal.SIGTERM)  # its forked children too
@@ -210,8 +231,12 @@ class Bench:
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait()
-        if self.backend is not None:
-            self.backend.stdout.close()
+        for process in (self.bare, self.backend):
+            if process is not None:
+                process.stdout.close()
+        for fd in (getattr(self, "serial_leader", None), getattr(self, "_serial_follower", None)):
+            if fd is not None:
+                os.close(fd)
 
 
 def main(argv=None):

@@ -39,6 +39,16 @@ BENCH_SETTINGS = {
 }
 
 
+# What the benchmark's serial fan-out asks of the service (python -m bench passes these with
+# one --serial-pty): only that domain is captured; room for the viewers; no scrollback, so
+# that every run's viewers receive exactly what the source wrote in that run.
+SERIAL_SETTINGS = {
+    "serial.domains": "bench-serial-0",
+    "serial.max_viewers": "1000",
+    "serial.scrollback": "0",
+}
+
+
 def instance_uuid(index, serial=False):
     """
     The UUID of the bench's VNC domain (or serial domain) number C{index}; VNC domain 0 is

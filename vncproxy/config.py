@@ -30,6 +30,9 @@ def _endpoint(value):
         serverFromString(object(), value)
     except Exception as e:
         raise ValueError(f"not a server endpoint string ({e})") from None
+    args, kwargs = _parse_args(value)
+    if args[:1] == ["ssl"] and "sslmethod" in kwargs:
+        raise ValueError("sslmethod is not supported: TLS listeners speak TLS 1.2 and later")
     return value
 
 
@@ -119,6 +122,8 @@ SCHEMA = {
     ("vnc", "tls_hostname"): ("vnc_tls_hostname", str, ""),
     ("vnc", "tls_anonymous"): ("vnc_tls_anonymous", _boolean, "false"),
     ("xvpvnc", "native_wait"): ("xvpvnc_native_wait", _positive(float), "2"),
+    ("xvpvnc", "max_pending_per_address"): ("xvpvnc_max_pending_per_address", _positive(int),
+                                            "32"),
     ("xvpvnc", "max_failures_per_instance"): ("xvpvnc_max_failures_per_instance",
                                               _positive(int), "20"),
     ("http", "header_timeout"): ("http_header_timeout", _positive(float), "10"),
@@ -168,6 +173,7 @@ class Config:
     vnc_tls_hostname: str
     vnc_tls_anonymous: bool
     xvpvnc_native_wait: float
+    xvpvnc_max_pending_per_address: int
     xvpvnc_max_failures_per_instance: int
     http_header_timeout: float
     http_idle_timeout: float
@@ -213,7 +219,7 @@ class Config:
         if self.public_url:
             parts = urlsplit(self.public_url)
             scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
-            return parts._replace(scheme=scheme).geturl()
+            return parts._replace(scheme=scheme, path=parts.path.rstrip("/")).geturl()
         return _derive_url(self.console_listen, "http")
 
     @property

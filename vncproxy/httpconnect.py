@@ -119,8 +119,12 @@ def _parse_head(head, leftover):
     for line in lines[1:]:
         if b":" not in line and line[:1] not in (b" ", b"\t"):  # a header or a continuation
             raise BadRequest("malformed header line")
-    query = urlsplit(target).query
-    values = parse_qs(query, keep_blank_values=True).get("token") or [""]
+    try:
+        # urlsplit refuses an absolute-form target with a bad host ("http://[x/"): ValueError.
+        query = urlsplit(target).query
+        values = parse_qs(query, keep_blank_values=True).get("token") or [""]
+    except ValueError:
+        raise BadRequest("malformed request target") from None
     token = values[0] or None
     return ConnectRequest(target=target, version=version, token=token, leftover=leftover)
 

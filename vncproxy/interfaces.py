@@ -35,7 +35,10 @@ class IHypervisor(Interface):
     def subscribe(listener):
         """
         Call C{listener(event)} with a L{vncproxy.hypervisor.LifecycleEvent} for every lifecycle
-        event of any domain, on the reactor thread, from now on.
+        event of any domain, on the reactor thread, from now on; and with a
+        L{vncproxy.hypervisor.LifecycleKind.RECONNECTED} event (empty C{uuid} and C{name}) each
+        time the connection to the hypervisor is open again after it was lost, since events of
+        the time in between were missed.
 
         @return: a no-argument callable that unsubscribes.
         """

@@ -17,6 +17,7 @@ from vncproxy.metrics import Metrics
 from vncproxy.ratelimit import FailureLimiter
 from vncproxy.serial.manager import SerialManager
 from vncproxy.sessions import SessionRegistry
+from vncproxy.tlslisten import is_tls, tls_server_endpoint
 from vncproxy.tokens import TokenStore
 from vncproxy.vnctls import VncTls
 from vncproxy.web.api import ApiResource
@@ -85,7 +86,11 @@ class ConsoleProxyService(MultiService):
         self._listen("xvpvnc", config.xvpvnc_listen, XvpVncFactory(self.ctx))
 
     def _listen(self, name, description, factory):
-        service = StreamServerEndpointService(serverFromString(self._reactor, description), factory)
+        if is_tls(description):
+            endpoint = tls_server_endpoint(self._reactor, description)  # TLS 1.2 at least
+        else:
+            endpoint = serverFromString(self._reactor, description)
+        service = StreamServerEndpointService(endpoint, factory)
         service.setName(name)
         service.setServiceParent(self)
 

@@ -29,8 +29,16 @@ The viewer is any object with C{send(bytes)}, C{close(code, reason)}, C{pause_re
 C{resume_reading()} and a C{network_transport} attribute (the transport carrying its bytes).
 """
 
+import ipaddress
+
 from twisted.internet import defer
-from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint, connectProtocol
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+    UNIXClientEndpoint,
+    connectProtocol,
+)
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -50,6 +58,7 @@ from vncproxy.rfb import (
 )
 from vncproxy.rfb.wire import client_init
 from vncproxy.sessions import SessionTimer
+from vncproxy import writethrough
 from vncproxy.vnctls import TlsUnavailable
 
 # Bytes a viewer may send before the downstream handshake starts (it should send none).
@@ -63,6 +72,20 @@ STOP_EVENT_WAIT = 3.0
 # unchanged: the viewer's transport still pauses QEMU as soon as one chunk is waiting.
 READ_CHUNK = 256 * 1024
 VIEWER_SEND_LIMIT = 1024 * 1024
+
+
+def _tcp_endpoint(reactor, host, port, timeout):
+    """
+    The endpoint for QEMU's VNC server. libvirt reports an address (an IP literal) nearly
+    always: connecting to it directly skips L{HostnameEndpoint}'s resolution and connection
+    racing (about 0.5 ms of CPU per session, measured with bench/); a host name still gets it.
+    """
+    try:
+        family = ipaddress.ip_address(host).version
+    except ValueError:
+        return HostnameEndpoint(reactor, host, port, timeout=timeout)
+    endpoint = TCP6ClientEndpoint if family == 6 else TCP4ClientEndpoint
+    return endpoint(reactor, host, port, timeout=timeout)
 
 
 class _Gone:
@@ -199,7 +222,7 @@ class VncSession:
         if vnc.socket:
             endpoint = UNIXClientEndpoint(self._reactor, vnc.socket, timeout=timeout)
         else:
-            endpoint = HostnameEndpoint(self._reactor, vnc.host, vnc.port, timeout=timeout)
+            endpoint = _tcp_endpoint(self._reactor, vnc.host, vnc.port, timeout)
         password = vnc.password.encode("utf-8") if vnc.password else None
         self._vnc_host = vnc.host
         self._upstream = UpstreamHandshake(password=password, tls=self._ctx.vnc_tls.mode)
@@ -429,6 +452,10 @@ class VncSession:
         viewer_transport = self._viewer.network_transport
         if hasattr(viewer_transport, "SEND_LIMIT"):
             viewer_transport.SEND_LIMIT = VIEWER_SEND_LIMIT
+        # Keystrokes and screen updates go out in the call that received them, not a reactor
+        # turn later (see vncproxy.writethrough).
+        writethrough.enable(self._qemu)
+        writethrough.enable(viewer_transport)
         # Each side throttles the other: when the viewer's socket buffer fills, reading from
         # QEMU pauses, and the other way round.
         self._viewer.network_transport.registerProducer(_Throttle(self._qemu), True)

@@ -29,8 +29,13 @@ WebSocket listener. Refusals are audited and counted; logs name the address, nev
 or token.
 
 Until a session takes over, the connection has C{[vnc] handshake_timeout} seconds and a
-bounded buffer (the CONNECT request, or the RFB machine's cap).
+bounded buffer (the CONNECT request, or the RFB machine's cap), and each source address may
+hold at most C{[xvpvnc] max_pending_per_address} such connections: more are cut at once, so a
+slowloris-style client cannot take the service's descriptors.
 """
+
+from collections import Counter
+
 
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -74,12 +79,22 @@ class XvpVncProtocol(Protocol):
         self._deadline = None
         self._closing = False
         self._rejected = False
+        self._pending = False
 
     # -- connection ------------------------------------------------------------------------------
 
     def connectionMade(self):
         ctx = self.factory.ctx
         self._peer = _peer_host(self.transport)
+        pending = self.factory.pending
+        if pending[self._peer] >= ctx.config.xvpvnc_max_pending_per_address:
+            self._refused(CloseCode.RATE_LIMITED, "too many unfinished handshakes from this "
+                                                  "address")
+            self._closing = True
+            self.transport.abortConnection()
+            return
+        pending[self._peer] += 1
+        self._pending = True
         if hasattr(self.transport, "setTcpNoDelay"):
             self.transport.setTcpNoDelay(True)
         self._native_timer = ctx.reactor.callLater(ctx.config.xvpvnc_native_wait,
@@ -104,10 +119,20 @@ class XvpVncProtocol(Protocol):
             session.viewer_lost()
 
     def _cancel_timers(self):
+        """
+        The handshake is over (a session took over, or the connection ends): stop its timers
+        and stop counting the connection against its address.
+        """
         for timer in (self._native_timer, self._deadline):
             if timer is not None and timer.active():
                 timer.cancel()
         self._native_timer = self._deadline = None
+        if self._pending:
+            self._pending = False
+            pending = self.factory.pending
+            pending[self._peer] -= 1
+            if pending[self._peer] <= 0:
+                del pending[self._peer]
 
     def _timed_out(self):
         self._deadline = None
@@ -327,6 +352,7 @@ class XvpVncFactory(Factory):
 
     def __init__(self, ctx):
         self.ctx = ctx
+        self.pending = Counter()  # source address -> connections still in their handshake
         limit = ctx.config.xvpvnc_max_failures_per_instance
         # Wrong passwords per instance with a live password: no slowing down, only refusal.
         self.instance_failures = FailureLimiter(ctx.reactor, ctx.config.ratelimit_window,

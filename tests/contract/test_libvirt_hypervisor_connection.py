@@ -175,3 +175,61 @@ def test_subscriber_on_unreachable_libvirt_retries_until_stopped(hypervisor):
         yield hv.stopService()
     assert not call.active()
     assert _pool_threads(hv) == []
+
+
+class _CompressedClock:
+    """
+    The real reactor, except that callLater records the delay asked for and runs the call
+    10 ms later: a backoff sequence of a minute takes a moment.
+    """
+
+    def __init__(self):
+        self.delays = []
+
+    def callLater(self, delay, f, *args, **kwargs):
+        self.delays.append(delay)
+        return reactor.callLater(0.01, f, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(reactor, name)
+
+
+@pytest_twisted.inlineCallbacks
+def test_reconnect_backs_off_and_announces_reconnected(hypervisor, monkeypatch, wait_until):
+    """
+    While libvirt cannot be reached, a subscribed service retries after 1, 2, 4 ... 30 s (then
+    every 30 s); once through it announces RECONNECTED; a later loss starts again at 1 s.
+    """
+    clock = _CompressedClock()
+    hv = LibvirtHypervisor(clock, TEST_URI)
+    real_open = libvirt.open
+    failures = {"left": 7}
+
+    def flaky_open(uri):
+        if failures["left"]:
+            failures["left"] -= 1
+            raise _libvirt_error(libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_FROM_RPC,
+                                 "Failed to connect socket: Connection refused")
+        return real_open(uri)
+
+    monkeypatch.setattr(libvirt, "open", flaky_open)
+    events = []
+    hv.subscribe(events.append)
+    hv.startService()
+    try:
+        yield wait_until(lambda: events)
+        assert clock.delays == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+        assert [e.kind for e in events] == [LifecycleKind.RECONNECTED]
+        assert (events[0].uuid, events[0].name) == ("", "")
+
+        # libvirtd goes away: the close callback fires; two attempts fail, the third works.
+        del clock.delays[:]
+        failures["left"] = 2
+        hv._conn.isAlive = lambda: 0
+        hv._connection_closed(libvirt.VIR_CONNECT_CLOSE_REASON_EOF)
+        yield wait_until(lambda: len(events) == 2)
+        assert clock.delays == [1.0, 2.0]
+        assert events[1].kind == LifecycleKind.RECONNECTED
+        assert (yield hv.ping()) is True
+    finally:
+        yield hv.stopService()

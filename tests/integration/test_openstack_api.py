@@ -161,3 +161,20 @@ def test_non_string_protocol_or_type_is_400(proxy, console):
     got, body = yield in_thread(api.call, f"{proxy.api_url}/v2.1/servers/{VM}/remote-consoles",
                                 "POST", {"remote_console": console}, key=proxy.key)
     assert got == 400
+
+
+@pytest_twisted.inlineCallbacks
+def test_novnc_url_behind_a_path_prefix_keeps_the_prefix_in_the_websocket_path(make_proxy):
+    """With public_url under a prefix, noVNC's path= names the prefixed WebSocket path."""
+    proxy = make_proxy(public_url="https://cloud.example.com:8443/console/")
+    status, body = yield in_thread(remote, proxy, "vnc", "novnc")
+    assert status == 200
+    url = body["remote_console"]["url"]
+    parts = urlsplit(url)
+    assert (parts.netloc, parts.path) == ("cloud.example.com:8443", "/console/vnc_auto.html")
+    path = parse_qs(parts.query)["path"][0]
+    assert path.startswith("console/websockify?token=")
+    # Through a reverse proxy that strips the prefix, the path reaches our listener intact.
+    stripped = path[len("console/"):]
+    name = yield in_thread(opens, f"{proxy.ws_url}/{stripped}")
+    assert name

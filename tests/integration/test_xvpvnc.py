@@ -119,6 +119,7 @@ def test_connect_shares_the_session(proxy):
     ("/console", INVALID),
     ("/console?token=", INVALID),
     ("/console?other=1", INVALID),
+    ("http://pr[oxy:6081/console?token=x", INVALID),  # once an unhandled ValueError (fuzzing)
 ])
 @pytest_twisted.inlineCallbacks
 def test_connect_refusals(proxy, target, expected):

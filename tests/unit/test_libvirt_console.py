@@ -228,3 +228,20 @@ def test_write_after_the_end_is_dropped(parts):
     console.write(b"too late")
     reactor.run()
     assert stream.sent == [] and closed == ["console closed"]
+
+
+def test_connection_lost_ends_the_console_once(parts):
+    """When the adapter reports the libvirt connection gone (a restart of libvirtd sends the
+    stream no event), output received before is delivered, then on_closed once, and later
+    stream events are ignored."""
+    console, stream, reactor, data, closed = parts
+    stream.incoming = [b"tick-5\r\n"]
+    callback = stream.callback
+    stream.fire(R)
+    console.connection_lost("libvirt connection closed")
+    console.connection_lost("libvirt connection closed")
+    assert stream.callback is None
+    callback(stream, R, None)  # a late event from libvirt's loop
+    reactor.run()
+    assert data == [b"tick-5\r\n"]
+    assert closed == ["libvirt connection closed"]

@@ -343,3 +343,149 @@ def test_domains_without_a_serial_pty_leave_nothing_behind(world):
     info = hv.add_domain("vnc-only", serial_pty=None)
     assert opener.calls == []
     assert manager.hub(info.uuid) is None and info.uuid not in manager._hubs
+
+
+# -- gaps and reconnects (issue 10, faults) ------------------------------------------------------
+
+EPOCH = 1_795_000_000  # 2026-11-18T11:06:40Z
+
+
+def test_gap_marker_lines():
+    """Gap markers are one line each, UTC to the second, with the reason for a stop."""
+    from vncproxy.serial.manager import gap_marker
+
+    assert gap_marker("stopped", EPOCH, "service stopping") == (
+        "[consoleproxy: serial capture stopped at 2026-11-18T11:06:40Z (service stopping)]")
+    assert gap_marker("resumed", EPOCH + 61.7) == (
+        "[consoleproxy: serial capture resumed at 2026-11-18T11:07:41Z; "
+        "output since it stopped is missing]")
+
+
+def test_a_lost_and_reopened_console_marks_the_gap_for_log_and_viewers(world):
+    """Output lost between a console's loss and its reopening is marked by a stopped line (time
+    and reason of the loss) and a resumed line, after the output before and before the output
+    after, in the log and to viewers."""
+    reactor, hv, manager, opener = world
+    reactor.advance(EPOCH)
+    hv.add_domain("vm1", uuid=UUID, serial_pty="/dev/pts/7")
+    manager.startService()
+    opener.succeed()
+    sink = Sink()
+    manager.attach(UUID, sink, interactive=True).open()
+    opener.calls[0]["on_data"](b"tick-1\r\n")
+    opener.calls[0]["on_closed"]("stream had I/O failure")
+    reactor.advance(1.0)
+    opener.calls[1]["d"].errback(ConsoleUnavailable("cannot connect"))
+    reactor.advance(2.0)
+    opener.succeed()
+    opener.calls[2]["on_data"](b"tick-9\r\n")
+    expected = (b"tick-1\r\n"
+                b"\r\n[consoleproxy: serial capture stopped at 2026-11-18T11:06:40Z "
+                b"(stream had I/O failure)]\r\n"
+                b"[consoleproxy: serial capture resumed at 2026-11-18T11:06:43Z; "
+                b"output since it stopped is missing]\r\n"
+                b"tick-9\r\n")
+    assert manager.log(UUID).tail() == expected
+    assert sink.received == expected
+    assert manager.hub(UUID).bytes_from_guest == len(b"tick-1\r\ntick-9\r\n")
+
+
+def test_a_console_lost_because_the_domain_stopped_is_no_gap(world):
+    """When the lost console's domain turns out to be stopped, no marker is written."""
+    reactor, hv, manager, opener = world
+    hv.add_domain("vm1", uuid=UUID, serial_pty="/dev/pts/7")
+    manager.startService()
+    opener.succeed()
+    opener.calls[0]["on_data"](b"bye\r\n")
+    hv.set_state("vm1", DomainState.SHUTOFF, emit=False)
+    opener.calls[0]["on_closed"]("console closed")
+    reactor.advance(1.0)
+    hv.set_state("vm1", DomainState.RUNNING)
+    opener.succeed()
+    opener.calls[-1]["on_data"](b"Linux\r\n")
+    assert manager.log(UUID).tail() == b"bye\r\nLinux\r\n"
+
+
+def test_stopping_the_service_marks_where_capture_stopped(world):
+    """stopService writes a stopped line after the last output of each running domain (for a
+    console already lost: the time and reason of the loss); stopped domains get none."""
+    reactor, hv, manager, opener = world
+    reactor.advance(EPOCH)
+    other = "0b8d1f9e-7c1a-4c55-8e0f-2a6b9d3c1e77"
+    hv.add_domain("vm1", uuid=UUID, serial_pty="/dev/pts/7")
+    hv.add_domain("vm2", uuid=other, serial_pty="/dev/pts/8")
+    hv.add_domain("off", state=DomainState.SHUTOFF, serial_pty="/dev/pts/9")
+    manager.startService()
+    opener.succeed(0)
+    opener.succeed(1)
+    opener.calls[0]["on_data"](b"last")
+    opener.calls[1]["on_closed"]("stream had I/O failure")
+    reactor.advance(0.5)
+    manager.stopService()
+    assert manager.log(UUID).tail() == (
+        b"last\r\n[consoleproxy: serial capture stopped at 2026-11-18T11:06:40Z "
+        b"(service stopping)]\r\n")
+    assert manager.log(other).tail() == (
+        b"\r\n[consoleproxy: serial capture stopped at 2026-11-18T11:06:40Z "
+        b"(stream had I/O failure)]\r\n")
+
+
+def test_a_restarted_service_marks_where_capture_resumed(tmp_path):
+    """A service that starts and finds a running domain whose log already holds output writes a
+    resumed line before the new output; a domain with no log yet gets none."""
+    other = "0b8d1f9e-7c1a-4c55-8e0f-2a6b9d3c1e77"
+    cfg = config.defaults(serial_log_dir=str(tmp_path / "serial"))
+    (tmp_path / "serial").mkdir()
+    (tmp_path / "serial" / f"{UUID}.log").write_bytes(b"before\r\n")
+    reactor = MemoryReactorClock()
+    reactor.advance(EPOCH)
+    hv = FakeHypervisor(reactor)
+    hv.add_domain("vm1", uuid=UUID, serial_pty="/dev/pts/7")
+    hv.add_domain("vm2", uuid=other, serial_pty="/dev/pts/8")
+    opener = Opener()
+    manager = SerialManager(cfg, reactor, hv, open_source=opener)
+    manager.startService()
+    try:
+        opener.succeed(0)
+        opener.succeed(1)
+        opener.calls[0]["on_data"](b"after\r\n")
+        opener.calls[1]["on_data"](b"first\r\n")
+        assert manager.log(UUID).tail() == (
+            b"before\r\n\r\n[consoleproxy: serial capture resumed at 2026-11-18T11:06:40Z; "
+            b"output since it stopped is missing]\r\nafter\r\n")
+        assert manager.log(other).tail() == b"first\r\n"
+    finally:
+        manager.stopService()
+
+
+def test_reconnected_reopens_lost_consoles_at_once_and_finds_new_domains(world):
+    """RECONNECTED (libvirtd is back) reopens a lost console now instead of at its next retry,
+    and captures a domain that started while events were missed."""
+    reactor, hv, manager, opener = world
+    hv.add_domain("vm1", uuid=UUID, serial_pty="/dev/pts/7")
+    hv.add_domain("late", state=DomainState.SHUTOFF, serial_pty="/dev/pts/8")
+    manager.startService()
+    opener.succeed()
+    opener.calls[0]["on_closed"]("stream had I/O failure")
+    hv.available = False
+    reactor.advance(1.0)  # retry 1: libvirt down; next in 2 s
+    reactor.advance(2.0)  # retry 2: down; next in 4 s
+    assert len(opener.calls) == 1
+    hv.available = True
+    hv.set_state("late", DomainState.RUNNING, emit=False)
+    hv.reconnected()
+    assert sorted((c["info"].name, c["force"]) for c in opener.calls[1:]) == [
+        ("late", True), ("vm1", False)]
+    reactor.advance(10)
+    assert len(opener.calls) == 3
+
+
+def test_reconnected_leaves_healthy_captures_alone(world):
+    """RECONNECTED does not touch a console that is still attached (a PTY read directly)."""
+    reactor, hv, manager, opener = world
+    hv.add_domain("vm1", uuid=UUID, serial_pty="/dev/pts/7")
+    manager.startService()
+    source = opener.succeed()
+    hv.reconnected()
+    assert len(opener.calls) == 1 and not source.closed
+    assert manager.hub(UUID).source is source

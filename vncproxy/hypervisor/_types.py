@@ -101,12 +101,16 @@ class LifecycleKind(Enum):
     PMSUSPENDED = "pmsuspended"
     CRASHED = "crashed"
     REBOOTED = "rebooted"  # libvirt's REBOOT event: same QEMU process, consoles stay
+    # Not about one domain (uuid and name are ""): the connection to the hypervisor was lost and
+    # is open again. Events of the time in between were missed: re-read what matters.
+    RECONNECTED = "reconnected"
 
 
 @dataclass(frozen=True)
 class LifecycleEvent:
     """
-    A domain lifecycle event, delivered on the reactor thread.
+    A domain lifecycle event, delivered on the reactor thread. For
+    L{LifecycleKind.RECONNECTED}, C{uuid} and C{name} are empty.
     """
 
     uuid: str

@@ -217,6 +217,13 @@ class FakeHypervisor(Service):
         """
         self._listeners.deliver(event)
 
+    def reconnected(self) -> None:
+        """
+        Deliver L{LifecycleKind.RECONNECTED}, as the libvirt adapter does when it has reopened a
+        connection that libvirtd closed (e.g. after setting C{available} back to C{True}).
+        """
+        self.emit(LifecycleEvent("", "", LifecycleKind.RECONNECTED))
+
     # -- IHypervisor ----------------------------------------------------------------------
 
     def describe(self, instance):

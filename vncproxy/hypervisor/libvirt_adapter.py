@@ -18,12 +18,15 @@ run before the first C{libvirt.open()} anywhere in the process (L{LibvirtHypervi
 calls it; so must any other code that opens libvirt connections, tests included).
 
 When libvirt closes the connection (libvirtd restarted), the close callback makes the service
-reopen it at once if anybody is subscribed (retrying with a growing delay, so that events keep
-coming); otherwise the next query reopens it.
+reopen it at once if anybody is subscribed (retrying after 1, 2, 4 ... 30 s, so that events keep
+coming); otherwise the next query reopens it. Every successful open after the first attempt (a
+reopening, or a first open that had failed) is announced to subscribers as a
+L{LifecycleKind.RECONNECTED} event: events of the time in between were lost.
 """
 
 import threading
 import time
+import weakref
 
 import libvirt
 from twisted.application.service import Service
@@ -180,14 +183,18 @@ class LibvirtHypervisor(Service):
         self._listeners = Subscribers()
         self._reconnect_call = None
         self._reconnect_delay = _RECONNECT_MIN_DELAY
-        # Touched only on the worker thread:
+        self._lost_at = None  # reactor time the close callback reported the connection lost
+        # Touched only on the worker thread (or before it runs):
         self._conn: libvirt.virConnect | None = None
         self._callback_ids: list[int] = []
+        self._tried_before = False
+        self._consoles = weakref.WeakSet()  # console streams on the current connection
 
     # -- service ----------------------------------------------------------------------------
 
     def startService(self):
         ensure_event_loop()
+        self._tried_before = False
         self._pool = ThreadPool(1, 1, name=f"libvirt {self.uri}")
         self._pool.start()
         Service.startService(self)
@@ -312,7 +319,22 @@ class LibvirtHypervisor(Service):
             uri=self.uri,
             reason=_CLOSE_REASONS.get(reason, reason),
         )
+        if self._lost_at is None:
+            self._lost_at = self._reactor.seconds()
         self._keep_connected()
+
+    def _reconnected(self) -> None:
+        lost_at, self._lost_at = self._lost_at, None
+        if not self.running:
+            return
+        if lost_at is None:
+            self._log.info("libvirt connection to {uri} reopened; lifecycle events resume",
+                           uri=self.uri)
+        else:
+            self._log.info("libvirt connection to {uri} back after {outage:.1f} s; lifecycle "
+                           "events resume", uri=self.uri,
+                           outage=self._reactor.seconds() - lost_at)
+        self._deliver(LifecycleEvent("", "", LifecycleKind.RECONNECTED))
 
     # -- libvirt event loop thread --------------------------------------------------------------
 
@@ -364,6 +386,7 @@ class LibvirtHypervisor(Service):
         try:
             conn = libvirt.open(self.uri)
         except libvirt.libvirtError as e:
+            self._tried_before = True  # events are missed until we get through
             raise HypervisorError(
                 f"cannot connect to libvirt at {self.uri}: {_message(e)}"
             ) from e
@@ -388,11 +411,17 @@ class LibvirtHypervisor(Service):
                             error=_message(e))
         self._conn, self._callback_ids = conn, ids
         self._log.info("connected to libvirt at {uri}", uri=self.uri)
+        if self._tried_before:
+            self._reactor.callFromThread(self._reconnected)
+        self._tried_before = True
         return conn
 
     def _disconnect(self) -> None:
         conn, self._conn = self._conn, None
         ids, self._callback_ids = self._callback_ids, []
+        consoles, self._consoles = list(self._consoles), weakref.WeakSet()
+        for console in consoles:
+            console.connection_lost("libvirt connection closed")
         if conn is None:
             return
         for callback_id in ids:
@@ -471,6 +500,7 @@ class LibvirtHypervisor(Service):
                 pass
             raise ConsoleUnavailable(
                 f"cannot read the serial console of {instance}: {_message(e)}") from None
+        self._consoles.add(console)
         return console
 
     def _list_active(self, conn) -> list[DomainInfo]:

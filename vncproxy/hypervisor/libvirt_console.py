@@ -153,6 +153,15 @@ class LibvirtConsole:
                     pass
         self._reactor.callFromThread(self._flush)
 
+    def connection_lost(self, reason):
+        """
+        The libvirt connection the stream belongs to is gone (libvirtd stopped or restarted):
+        end the stream with C{reason}. libvirt does not always report that on the stream itself
+        (measured with libvirt 9.0: a stream of a connection closed by a libvirtd restart got no
+        event at all). Any thread.
+        """
+        self._end(reason)
+
     # -- reactor thread ---------------------------------------------------------------------
 
     def _flush(self):

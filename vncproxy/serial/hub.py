@@ -383,6 +383,21 @@ class SerialHub:
         data = b"".join(self._pending) if len(self._pending) > 1 else self._pending[0]
         self._pending = []
         self._last_flush = self.clock.seconds()
+        self._pass_on(data)
+
+    def note(self, text):
+        """
+        Add a line of our own (a gap marker: capture stopped or resumed) to the output, after
+        everything received so far: logged, kept in the scrollback and sent to every viewer like
+        guest output, but not counted as output from the guest.
+
+        @param text: the marker, as C{str} (lines separated by CR LF); framed by CR LF so that
+            it stands on its own lines whatever the guest printed last.
+        """
+        self.flush()
+        self._pass_on(f"\r\n{text}\r\n".encode("utf-8", "replace"))
+
+    def _pass_on(self, data):
         if self.log is not None:
             self.log.write(data)
         chunk = Chunk(data)

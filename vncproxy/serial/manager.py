@@ -11,6 +11,8 @@ console is opened as soon as the domain runs::
                          (an operator's "virsh console --force" keeps the console until they
                          leave, then capture resumes); not running -> as STOPPED
     REBOOTED event       nothing: same QEMU process, same PTY, viewers stay attached
+    RECONNECTED event    (libvirtd is back) list_active() again: capture domains started
+                         meanwhile; reopen lost consoles now instead of at their next retry
     STOPPED, CRASHED     close the console and every viewer (INSTANCE_STOPPED); the log and
                          the scrollback stay (the hub waits for the next start)
     UNDEFINED            as STOPPED, and the hub is dropped (the log files stay)
@@ -21,9 +23,17 @@ Where output comes from is one function, chosen by C{[serial] source}: C{libvirt
 
 Each open attempt carries a generation number: results and data of an attempt that was
 superseded (the domain restarted meanwhile, it stopped) are ignored and its source closed.
+
+Gaps in a log are marked with lines of our own (L{SerialHub.note}: in the log, the scrollback
+and the viewers' terminals): when the service stops while a domain runs, "capture stopped";
+when capture resumes on a domain that was already running (the console was lost while the
+domain ran, or the service starts and finds it running with a log already there), "capture
+stopped" (if not written yet) and "capture resumed". Output between the two is missing from the
+log. Times are UTC, from the reactor's clock. A domain that stops is no gap: nothing is written.
 """
 
 import fnmatch
+from datetime import datetime, timezone
 
 from twisted.application.service import Service
 from twisted.internet import defer
@@ -41,6 +51,21 @@ BATCH_INTERVAL = 0.02
 _RETRY_MIN = 1.0
 _RETRY_MAX = 30.0
 _STOPPING = {LifecycleKind.STOPPED, LifecycleKind.CRASHED, LifecycleKind.UNDEFINED}
+
+
+def gap_marker(what, seconds, detail=None):
+    """
+    The line marking one end of a gap in a serial log.
+
+    @param what: C{"stopped"} or C{"resumed"}.
+    @param seconds: when, in seconds since the epoch (the reactor's clock).
+    @param detail: why capture stopped, or C{None}.
+    """
+    stamp = datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if what == "stopped":
+        why = f" ({detail})" if detail else ""
+        return f"[consoleproxy: serial capture stopped at {stamp}{why}]"
+    return f"[consoleproxy: serial capture resumed at {stamp}; output since it stopped is missing]"
 
 
 def capturable(info, patterns=("*",)):
@@ -82,6 +107,11 @@ class _Capture:
         self.retry = None
         self.delay = _RETRY_MIN
         self.failing = False
+        # A gap to mark when a source is attached: lost_at/lost_reason when the console was lost
+        # while the domain ran; resuming when the domain was found already running.
+        self.lost_at = None
+        self.lost_reason = None
+        self.resuming = False
 
     def cancel_retry(self):
         if self.retry is not None and self.retry.active():
@@ -131,8 +161,15 @@ class SerialManager(Service):
             self._unsubscribe = None
         if self._initial is not None and self._initial.active():
             self._initial.cancel()
+        now = self._reactor.seconds()
         for capture in list(self._captures.values()):
+            running = capture.source is not None or capture.lost_at is not None
             self._release(capture)
+            if running:
+                lost = capture.lost_at is not None
+                self._hubs[capture.uuid].note(gap_marker(
+                    "stopped", capture.lost_at if lost else now,
+                    capture.lost_reason if lost else "service stopping"))
         self._captures.clear()
         for log in self._logs.values():
             log.close()
@@ -144,7 +181,7 @@ class SerialManager(Service):
         def found(infos):
             for info in infos:
                 if self.capturable(info) and info.uuid not in self._captures:
-                    self._begin(info, force=True)
+                    self._begin(info, force=True, resuming=True)
 
         def failed(f):
             if not self.running:
@@ -226,6 +263,9 @@ class SerialManager(Service):
     # -- lifecycle -------------------------------------------------------------------------------
 
     def _lifecycle(self, event):
+        if event.kind == LifecycleKind.RECONNECTED:
+            self._reconnected()
+            return
         if not selected(event.name, event.uuid, self._config.serial_domains):
             return
         if event.kind == LifecycleKind.STARTED:
@@ -234,6 +274,22 @@ class SerialManager(Service):
             self._stopped(event.uuid, undefined=event.kind == LifecycleKind.UNDEFINED)
         elif event.kind == LifecycleKind.REBOOTED:
             self._log.debug("{instance} rebooted: serial capture continues", instance=event.uuid)
+
+    def _reconnected(self):
+        """
+        Events were missed while the hypervisor was unreachable: capture domains that started
+        meanwhile, and reopen lost consoles now rather than at their next retry.
+        """
+        if not self.running:
+            return
+        for capture in list(self._captures.values()):
+            if capture.source is None and capture.retry is not None:
+                capture.cancel_retry()
+                capture.delay = _RETRY_MIN
+                self._retry(capture)
+        if self._initial is not None and self._initial.active():
+            self._initial.cancel()
+        self._scan()
 
     def _started(self, uuid, name):
         # Known at once, so that a viewer arriving right after the start finds the hub.
@@ -317,9 +373,10 @@ class SerialManager(Service):
 
     # -- opening and reopening -------------------------------------------------------------------
 
-    def _begin(self, info, force):
+    def _begin(self, info, force, resuming=False):
         capture = self._capture_for(info.uuid, info.name)
         capture.info = info
+        capture.resuming = resuming
         self._open(capture, force)
 
     def _open(self, capture, force):
@@ -341,6 +398,8 @@ class SerialManager(Service):
                 return
             source, capture.source = capture.source, None
             hub.detach_source(source)
+            if capture.lost_at is None:
+                capture.lost_at, capture.lost_reason = self._reactor.seconds(), reason
             self._log.info("serial console of {instance} lost ({reason}); reopening",
                            instance=capture.uuid, reason=reason)
             capture.generation += 1
@@ -353,6 +412,7 @@ class SerialManager(Service):
             capture.source = source
             capture.delay = _RETRY_MIN
             hub.attach_source(source)
+            self._mark_resumed(capture, hub)
             if capture.failing:
                 capture.failing = False
                 self._log.info("serial capture of {instance} resumed", instance=capture.uuid)
@@ -376,6 +436,16 @@ class SerialManager(Service):
         d.addCallbacks(opened, failed)
         d.addErrback(lambda f: self._log.failure("serial capture of {instance} failed", f,
                                                  instance=capture.uuid))
+
+    def _mark_resumed(self, capture, hub):
+        now = self._reactor.seconds()
+        if capture.lost_at is not None:
+            hub.note(gap_marker("stopped", capture.lost_at, capture.lost_reason) + "\r\n"
+                     + gap_marker("resumed", now))
+        elif capture.resuming and self.log(capture.uuid).size() > 0:
+            hub.note(gap_marker("resumed", now))
+        capture.lost_at = capture.lost_reason = None
+        capture.resuming = False
 
     def _schedule_retry(self, capture):
         if not self.running:

@@ -21,7 +21,7 @@ import json
 import os
 import re
 from datetime import datetime, timezone
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, urlsplit
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -200,8 +200,10 @@ class ApiResource(Resource):
             info = yield self._ctx.hypervisor.describe(instance)
         except NoSuchInstance:
             raise ApiError(404, f"instance {instance} not found") from None
-        except HypervisorError:
-            self._log.failure("hypervisor lookup of {instance} failed", instance=instance)
+        except HypervisorError as e:
+            # An expected fault (libvirtd down or restarting): one line, no traceback.
+            self._log.warn("hypervisor lookup of {instance} failed: {error}", instance=instance,
+                           error=str(e))
             raise ApiError(503, "hypervisor unavailable") from None
         return info
 
@@ -331,8 +333,13 @@ class ApiResource(Resource):
     def _console_url(self, console_type, secret):
         config = self._ctx.config
         if console_type == "novnc":
-            return (f"{config.console_base_url}/vnc_auto.html?path="
-                    + quote(f"websockify?token={secret}", safe=""))
+            # noVNC resolves path= against the host's root, not the page: behind a reverse
+            # proxy that publishes us under a prefix (public_url https://cloud/console/), the
+            # WebSocket path carries the prefix too.
+            base = config.console_base_url
+            prefix = urlsplit(base).path.strip("/")
+            path = f"{prefix}/websockify" if prefix else "websockify"
+            return f"{base}/vnc_auto.html?path=" + quote(f"{path}?token={secret}", safe="")
         if console_type == "xvpvnc":
             return f"{config.xvpvnc_base_url}/console?token={secret}"
         return f"{config.websocket_base_url}/?token={secret}"

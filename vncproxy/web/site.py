@@ -5,11 +5,13 @@ redacting access log (tokens travel in query strings and Referer headers, so nei
 logged).
 """
 
+import json
 from collections import Counter
 
+from twisted.web.error import UnsupportedMethod
 from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource, getChildForRequest
-from twisted.web.server import Site
+from twisted.web.server import Request, Site
 
 from vncproxy.web.clients import ASSET_POLICY
 from vncproxy.web.websocket import _INSTANCE_PATH
@@ -83,18 +85,30 @@ class ConsoleRoot(Resource):
             return b"consoleproxy: this path takes a WebSocket connection with a console token\n"
         if self._web is not None:
             # This resource is a leaf, so the whole path is still in request.postpath.
-            return getChildForRequest(self._web, request).render(request)
+            try:
+                return getChildForRequest(self._web, request).render(request)
+            except UnsupportedMethod as e:
+                # Twisted's own page would echo the URI, query string (the token) included.
+                return _method_not_allowed(request, e.allowedMethods or (b"GET", b"HEAD"))
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
         request.setResponseCode(404)
         return b"not found\n"
 
 
+def _method_not_allowed(request, allowed):
+    request.setResponseCode(405)
+    request.setHeader(b"allow", b", ".join(allowed))
+    request.setHeader(b"cache-control", b"no-store")
+    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+    return b"method not allowed\n"
+
+
 class BoundedHTTPChannel(HTTPChannel):
     """
-    An HTTP channel that a slow or hostile peer cannot hold open: each request's headers must
-    arrive within the site's C{header_timeout} in total (dribbling a byte at a time does not
-    reset it, unlike the idle timeout), and each source address may have at most
-    C{max_pending_per_address} connections that have not yet sent a complete request head.
+    An HTTP channel that a slow or hostile peer cannot hold open: each request's head and body
+    must arrive within the site's C{header_timeout} in total (dribbling a byte at a time does
+    not reset it, unlike the idle timeout), and each source address may have at most
+    C{max_pending_per_address} connections that have not yet sent a complete request.
     """
 
     _deadline = None
@@ -144,9 +158,36 @@ class BoundedHTTPChannel(HTTPChannel):
                 return None
         return super().lineReceived(line)
 
+    _body_refused = False
+
     def allHeadersReceived(self):
-        self._disarm()
         super().allHeadersReceived()
+        if self.length is not None and self.length > self.factory.max_body:
+            self.refuse_body()
+
+    def refuse_body(self):
+        """
+        The request body is over the site's C{max_body}: answer 413 (a JSON error) at once and
+        close, without reading (or buffering) the rest.
+        """
+        if self._body_refused:
+            return
+        self._body_refused = True
+        limit = self.factory.max_body
+        body = json.dumps({"error": {"code": 413, "message": f"request body larger than "
+                                                              f"{limit} bytes"}}).encode()
+        self.transport.write(b"HTTP/1.1 413 Request Entity Too Large\r\n"
+                             b"Content-Type: application/json\r\nCache-Control: no-store\r\n"
+                             b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body)
+                             + body)
+        self.transport.loseConnection()
+
+    def allContentReceived(self):
+        # The deadline covers the body too: a peer that sends a complete head and then dribbles
+        # its body (a "slow POST") stays counted against its address and is cut at the deadline.
+        self._disarm()
+        if not self._body_refused:
+            super().allContentReceived()
 
     def requestDone(self, request):
         self._request_line_seen = False
@@ -159,11 +200,37 @@ class BoundedHTTPChannel(HTTPChannel):
         super().connectionLost(reason)
 
 
+class BoundedRequest(Request):
+    """
+    A request that stops taking body bytes past the site's C{max_body} (a chunked body has no
+    length to check up front).
+    """
+
+    _body_length = 0
+
+    def handleContentChunk(self, data):
+        channel = self.channel
+        if channel is None or channel._body_refused:
+            return
+        self._body_length += len(data)
+        if self._body_length > channel.factory.max_body:
+            channel.refuse_body()
+            return
+        super().handleContentChunk(data)
+
+
+#: Largest request body either listener reads (the API's JSON bodies are far smaller).
+MAX_BODY = 64 * 1024
+
+
 class BoundedSite(Site):
     protocol = BoundedHTTPChannel
+    requestFactory = BoundedRequest
 
-    def __init__(self, resource, header_timeout, max_pending_per_address, idle_timeout, **kw):
+    def __init__(self, resource, header_timeout, max_pending_per_address, idle_timeout,
+                 max_body=MAX_BODY, **kw):
         super().__init__(resource, logFormatter=redacted_log_line, timeout=idle_timeout, **kw)
+        self.max_body = max_body
         self.header_timeout = header_timeout
         self.max_pending_per_address = max_pending_per_address
         self.pending = Counter()

@@ -24,6 +24,7 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet import task
 from twisted.logger import Logger
+from twisted.web import http
 
 from vncproxy.audit import audit
 from vncproxy.closecodes import REASONS, CloseCode
@@ -37,6 +38,10 @@ MAX_MESSAGE = 1024 * 1024
 #: Seconds a viewer has to answer our close frame before its connection is dropped.
 CLOSE_HANDSHAKE_TIMEOUT = 5
 _CODE_BY_REASON = {reason: code for code, reason in REASONS.items()}
+_NO_CONSOLE_HERE = "no console at this path"
+_INTERNAL_ERROR = "internal error"
+#: The refusal reasons we write ourselves (never a secret); any other comes from Autobahn.
+_OWN_REASONS = set(REASONS.values()) | {_NO_CONSOLE_HERE, _INTERNAL_ERROR}
 
 
 def _source_address(peer):
@@ -144,7 +149,7 @@ class ConsoleServerProtocol(WebSocketServerProtocol):
             raise
         except Exception:
             self._log.failure("refusing a console connection after an unexpected error")
-            raise ConnectionDeny(500, "internal error") from None
+            raise ConnectionDeny(500, _INTERNAL_ERROR) from None
 
     def _refuse(self, request, close_code, status, detail=None, delay=0.0):
         """
@@ -172,7 +177,7 @@ class ConsoleServerProtocol(WebSocketServerProtocol):
         if match:
             path_instance = unquote(match.group(1))
         elif request.path not in ("/", "/websockify"):
-            raise ConnectionDeny(404, "no console at this path")
+            raise ConnectionDeny(404, _NO_CONSOLE_HERE)
         if ctx.limiter.blocked(source):
             return self._refuse(request, CloseCode.RATE_LIMITED, 429)
         origin = request.headers.get("origin")
@@ -211,9 +216,23 @@ class ConsoleServerProtocol(WebSocketServerProtocol):
         self._session = session
         return "binary" if "binary" in request.protocols else None
 
+    def failHandshake(self, reason, code=400, responseHeaders=None):
+        # Autobahn's version logs the reason, which for its own checks quotes the request line
+        # or a header (a token may be in either). Ours are audited already; theirs get a line
+        # without the quote.
+        self.wasNotCleanReason = reason if reason in _OWN_REASONS else "malformed handshake"
+        if reason not in _OWN_REASONS:
+            self._log.info("refused a malformed WebSocket handshake from {peer} ({status})",
+                           peer=self.peer, status=code)
+        self.sendHttpErrorResponse(code, reason, responseHeaders)
+        self.dropConnection(abort=False)
+
     def sendHttpErrorResponse(self, code, reason, responseHeaders=None):
         # Autobahn sends a bare status line; ours carries the contract's JSON error, with the
-        # close code a UI can map to a message.
+        # close code a UI can map to a message. Autobahn's own handshake failures quote the
+        # offending header or URL, which may hold a token: those get the status's plain phrase.
+        if reason not in _OWN_REASONS:
+            reason = http.RESPONSES.get(code, b"Bad Request").decode("ascii")
         error = {"code": code, "message": reason}
         close_code = _CODE_BY_REASON.get(reason)
         if close_code is not None:
@@ -228,9 +247,20 @@ class ConsoleServerProtocol(WebSocketServerProtocol):
         if self._session is not None:
             self._session.start()
 
-    def onMessage(self, payload, isBinary):
-        if self._session is not None:
+    # Autobahn's streaming receive (its frame-level API): each piece of a data frame goes to
+    # the session as it arrives. The console is a byte stream, so message boundaries mean
+    # nothing to it, and skipping the per-message assembly, join and event dispatch halves the
+    # service's CPU per keystroke. Size limits still hold: Autobahn checks each frame's length
+    # against them in onMessageFrameBegin, from the frame header, before any payload.
+    def onMessageFrameData(self, payload):
+        if self._session is not None and payload and not self.failedByMe:
             self._session.viewer_data(payload)
+
+    def onMessageFrameEnd(self):
+        pass
+
+    def onMessageEnd(self):
+        pass
 
     def onClose(self, wasClean, code, reason):
         if self._session is not None:
@@ -296,6 +326,9 @@ def make_factory(ctx, secure=False):
     factory.setProtocolOptions(
         maxFramePayloadSize=MAX_MESSAGE,
         maxMessagePayloadSize=MAX_MESSAGE,
+        # A viewer over a bound (or breaking the protocol) gets a close frame with the code
+        # (1009 message too big, 1002 protocol error), not a bare TCP drop.
+        failByDrop=False,
         openHandshakeTimeout=15,
         closeHandshakeTimeout=CLOSE_HANDSHAKE_TIMEOUT,
         autoPingInterval=30,
