@@ -73,7 +73,7 @@ MESSAGE_SIZE = 16
 ECHO_TIMEOUT = 30.0
 WATCHER_TIMEOUT = 60.0
 CLOSE_TIMEOUT = 15.0
-OPEN_PARALLEL = 32
+OPEN_PARALLEL = 16  # half the per-address caps on connections mid-handshake ([http], [xvpvnc])
 WATCHERS_PER_SERIAL = 4
 REFUSED_RETRY = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2)  # a released slot not seen yet: wait
 
