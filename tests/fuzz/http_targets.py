@@ -46,7 +46,6 @@ class _World:
     def fresh(self):
         if self.runs >= self._RUNS:
             self.clock = MemoryReactorClock()
-            txaio.config.loop = self.clock  # Autobahn's timers
             hypervisor = FakeHypervisor(self.clock)
             hypervisor.add_domain("vm1", uuid=VM, vnc=VncEndpoint(host="127.0.0.1", port=5900,
                                                                   password="secret1"))
@@ -88,6 +87,17 @@ def exchange(site, data, clock, chunk=None):
     Feed C{data} to a new channel of C{site}, let the clock run past every deadline, and
     return what was written back.
     """
+    # Autobahn schedules its timers on txaio's global loop: the memory clock for this exchange
+    # only. Left set, it would swallow the timers of every later test in the process (a close
+    # handshake that never times out).
+    previous, txaio.config.loop = txaio.config.loop, clock
+    try:
+        return _exchange(site, data, clock, chunk)
+    finally:
+        txaio.config.loop = previous
+
+
+def _exchange(site, data, clock, chunk):
     channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
     transport = _Transport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000))
     transport.protocol = channel  # as on a TCP transport; Autobahn swaps it on an upgrade

@@ -86,7 +86,11 @@ class UnitProcess:
             cmd.append("--no-new-privs")
         if self.service.get("CapabilityBoundingSet") == [""]:
             cmd += ["--bounding-set=-all", "--inh-caps=-all"]
-        return cmd + ["--"] + shlex.split(self.one("ExecStart"))
+        cmd += ["--"] + shlex.split(self.one("ExecStart"))
+        if self.one("LimitNOFILE"):
+            limit = self.one("LimitNOFILE")
+            cmd = ["prlimit", f"--nofile={limit}:{limit}"] + cmd  # execs: the same process
+        return cmd
 
     def environment(self):
         user = self.user

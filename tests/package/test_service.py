@@ -54,6 +54,16 @@ def test_runs_as_the_unit_says(service, unit):
     assert os.readlink(f"/proc/{service.pid}/cwd") == "/var/lib/consoleproxy"
     with open(f"/proc/{service.pid}/environ", "rb") as f:
         assert b"PYTHONPATH" not in f.read()
+    # LimitNOFILE: room for about 30,000 VNC sessions, not the default soft limit's 500.
+    assert _open_files_limit(service.pid) >= 65536
+
+
+def _open_files_limit(pid):
+    with open(f"/proc/{pid}/limits") as f:
+        for line in f:
+            if line.startswith("Max open files"):
+                return int(line.split()[3])
+    raise AssertionError("no open files limit")
 
 
 def test_web_clients_are_served_from_the_package(service):
