@@ -88,8 +88,8 @@ class XvpVncProtocol(Protocol):
         self._peer = _peer_host(self.transport)
         pending = self.factory.pending
         if pending[self._peer] >= ctx.config.xvpvnc_max_pending_per_address:
-            self._refused(CloseCode.RATE_LIMITED, "too many unfinished handshakes from this "
-                                                  "address")
+            # Counted, not audited: a flood of these must not flood the log as well.
+            ctx.metrics.refused(REASONS[CloseCode.RATE_LIMITED].replace(" ", "_"))
             self._closing = True
             self.transport.abortConnection()
             return
