@@ -1,12 +1,13 @@
 """
-Slowing down and then refusing sources that keep failing (bad tokens, wrong VNC passwords).
+Slowing down and then refusing sources that keep failing (bad tokens, wrong VNC passwords),
+and capping the connections each source address holds open in their handshake.
 
 Per key (a source address, an instance), the failures of the last C{window} seconds are kept,
 at most C{refuse_after} of them, and at most C{max_keys} keys (the stalest are dropped first),
 so an attacker spraying from many addresses cannot grow memory without bound.
 """
 
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 
 MAX_DELAY = 3.0
 
@@ -60,3 +61,50 @@ class FailureLimiter:
         if count <= self._slow_after:
             return 0.0
         return min(MAX_DELAY, 0.25 * (count - self._slow_after))
+
+
+class PendingPerAddress:
+    """
+    Connections per source address that have not finished their handshake (an HTTP request,
+    a CONNECT or a VNC authentication), at most C{cap} each: a slowloris-style client cannot
+    take the service's descriptors. Only addresses with connections pending are kept.
+
+    @ivar refused: connections refused for being over the cap.
+    """
+
+    def __init__(self, cap):
+        self.cap = cap
+        self.refused = 0
+        self._count = Counter()
+
+    def admit(self, address):
+        """
+        Count one more pending connection from C{address}; C{False} (and nothing counted) when
+        it already has C{cap}.
+        """
+        if self._count[address] >= self.cap:
+            self.refused += 1
+            return False
+        self.add(address)
+        return True
+
+    def add(self, address):
+        """
+        Count a connection from C{address} pending again, whatever the cap (a kept-alive HTTP
+        connection waiting for its next request: it was admitted once).
+        """
+        self._count[address] += 1
+
+    def release(self, address):
+        """
+        One connection from C{address} finished its handshake or went away.
+        """
+        self._count[address] -= 1
+        if self._count[address] <= 0:
+            del self._count[address]
+
+    def counts(self):
+        """
+        Pending connections by address (only those with any).
+        """
+        return dict(self._count)

@@ -34,8 +34,6 @@ hold at most C{[xvpvnc] max_pending_per_address} such connections: more are cut 
 slowloris-style client cannot take the service's descriptors.
 """
 
-from collections import Counter
-
 
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -43,7 +41,7 @@ from twisted.logger import Logger
 from vncproxy.audit import audit
 from vncproxy.closecodes import REASONS, CloseCode
 from vncproxy.httpconnect import RESPONSES, BadRequest, ConnectRequestParser
-from vncproxy.ratelimit import FailureLimiter
+from vncproxy.ratelimit import FailureLimiter, PendingPerAddress
 from vncproxy.rfb import AuthResponse, DownstreamHandshake, HandshakeFailed
 from vncproxy.sessions import LimitReached
 from vncproxy.tokens import TokenRejected
@@ -86,14 +84,12 @@ class XvpVncProtocol(Protocol):
     def connectionMade(self):
         ctx = self.factory.ctx
         self._peer = _peer_host(self.transport)
-        pending = self.factory.pending
-        if pending[self._peer] >= ctx.config.xvpvnc_max_pending_per_address:
+        if not self.factory.pending.admit(self._peer):
             # Counted, not audited: a flood of these must not flood the log as well.
             ctx.metrics.refused(REASONS[CloseCode.RATE_LIMITED].replace(" ", "_"))
             self._closing = True
             self.transport.abortConnection()
             return
-        pending[self._peer] += 1
         self._pending = True
         if hasattr(self.transport, "setTcpNoDelay"):
             self.transport.setTcpNoDelay(True)
@@ -129,10 +125,7 @@ class XvpVncProtocol(Protocol):
         self._native_timer = self._deadline = None
         if self._pending:
             self._pending = False
-            pending = self.factory.pending
-            pending[self._peer] -= 1
-            if pending[self._peer] <= 0:
-                del pending[self._peer]
+            self.factory.pending.release(self._peer)
 
     def _timed_out(self):
         self._deadline = None
@@ -352,7 +345,7 @@ class XvpVncFactory(Factory):
 
     def __init__(self, ctx):
         self.ctx = ctx
-        self.pending = Counter()  # source address -> connections still in their handshake
+        self.pending = PendingPerAddress(ctx.config.xvpvnc_max_pending_per_address)
         limit = ctx.config.xvpvnc_max_failures_per_instance
         # Wrong passwords per instance with a live password: no slowing down, only refusal.
         self.instance_failures = FailureLimiter(ctx.reactor, ctx.config.ratelimit_window,

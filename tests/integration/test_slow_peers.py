@@ -136,7 +136,7 @@ def test_silent_xvpvnc_connections_are_capped_per_address(make_proxy):
     head, dropped, again_head = yield in_thread(scenario)
     assert head.startswith(b"HTTP/1.1 200") and again_head.startswith(b"HTTP/1.1 200")
     assert dropped
-    assert proxy.service.getServiceNamed("xvpvnc").factory.pending == {}
+    assert proxy.service.getServiceNamed("xvpvnc").factory.pending.counts() == {}
 
 
 @pytest_twisted.inlineCallbacks

@@ -4,7 +4,7 @@ The failure limiter on a test clock.
 
 from twisted.internet.task import Clock
 
-from vncproxy.ratelimit import MAX_DELAY, FailureLimiter
+from vncproxy.ratelimit import MAX_DELAY, FailureLimiter, PendingPerAddress
 
 
 def test_first_failures_are_free_then_slowed_then_refused():
@@ -44,3 +44,21 @@ def test_memory_is_bounded_by_max_keys():
         limiter.failed(f"10.0.{i // 256}.{i % 256}")
     assert len(limiter._failures) == 100
     assert limiter.blocked("10.0.3.231") and not limiter.blocked("10.0.0.0")
+
+
+def test_pending_connections_are_capped_per_address_and_released():
+    """Each address gets at most cap pending connections; a release frees a place; others are
+    counted apart; nothing is kept for an address with none pending."""
+    pending = PendingPerAddress(cap=2)
+    assert pending.admit("10.0.0.1") and pending.admit("10.0.0.1")
+    assert not pending.admit("10.0.0.1")
+    assert pending.admit("10.0.0.2")
+    assert pending.refused == 1
+    pending.release("10.0.0.1")
+    assert pending.admit("10.0.0.1")
+    pending.add("10.0.0.1")  # a kept-alive connection's next request: counted, not capped
+    assert pending.counts() == {"10.0.0.1": 3, "10.0.0.2": 1}
+    for _ in range(3):
+        pending.release("10.0.0.1")
+    pending.release("10.0.0.2")
+    assert pending.counts() == {}

@@ -6,13 +6,13 @@ logged).
 """
 
 import json
-from collections import Counter
 
 from twisted.web.error import UnsupportedMethod
 from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource, getChildForRequest
 from twisted.web.server import Request, Site
 
+from vncproxy.ratelimit import PendingPerAddress
 from vncproxy.web.clients import ASSET_POLICY
 from vncproxy.web.websocket import _INSTANCE_PATH
 
@@ -119,15 +119,13 @@ class BoundedHTTPChannel(HTTPChannel):
         super().connectionMade()
         site = self.factory
         self._source = getattr(self.transport.getPeer(), "host", "unix")
-        if site.pending[self._source] >= site.max_pending_per_address:
-            site.refused_pending += 1
+        if not site.pending.admit(self._source):
             self.transport.abortConnection()
             return
+        self._pending = True
         self._arm()
 
     def _arm(self):
-        self.factory.pending[self._source] += 1
-        self._pending = True
         self._deadline = self.callLater(self.factory.header_timeout, self._too_slow)
 
     def _disarm(self):
@@ -136,10 +134,7 @@ class BoundedHTTPChannel(HTTPChannel):
         self._deadline = None
         if self._pending:
             self._pending = False
-            pending = self.factory.pending
-            pending[self._source] -= 1
-            if pending[self._source] <= 0:
-                del pending[self._source]
+            self.factory.pending.release(self._source)
 
     def _too_slow(self):
         self._deadline = None
@@ -193,7 +188,10 @@ class BoundedHTTPChannel(HTTPChannel):
         self._request_line_seen = False
         super().requestDone(request)
         if self.transport is not None and not self._pending:
-            self._arm()  # keep-alive: the next request's headers get a deadline of their own
+            # keep-alive: the next request counts as pending and gets a deadline of its own
+            self.factory.pending.add(self._source)
+            self._pending = True
+            self._arm()
 
     def connectionLost(self, reason):
         self._disarm()
@@ -232,9 +230,7 @@ class BoundedSite(Site):
         super().__init__(resource, logFormatter=redacted_log_line, timeout=idle_timeout, **kw)
         self.max_body = max_body
         self.header_timeout = header_timeout
-        self.max_pending_per_address = max_pending_per_address
-        self.pending = Counter()
-        self.refused_pending = 0
+        self.pending = PendingPerAddress(max_pending_per_address)
 
 
 def make_site(root, config, reactor=None):
