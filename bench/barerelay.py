@@ -90,7 +90,7 @@ def serve(listener, backend_port):
                     if not data:
                         _close(sel, side)
                         continue
-                    side.peer.pending = data
+                    side.peer.pending = memoryview(data)  # what is left is sliced, not copied
                     _flush(side.peer)
                 _update(sel, side)
                 _update(sel, side.peer)
