@@ -492,15 +492,25 @@ class _WebSocketTarget(Target):
         conn.start_websocket()
 
 
-class ProxyWebSocketTarget(_WebSocketTarget):
-    name = "websocket"
+class _ProxyTarget(Target):
+    """
+    A consoleproxy listener (C{info}: the bench service's JSON line); each connection needs a
+    token minted through the API.
+    """
+
+    listener = "?"  # the key of the listener's port in C{info}
 
     def __init__(self, info):
-        self.port = info["console_port"]
+        self.port = info[self.listener]
         self._api = TokenApi(info["api_url"], info["key"], info["instance"])
 
     def prepare(self):
         return self._api.mint()
+
+
+class ProxyWebSocketTarget(_ProxyTarget, _WebSocketTarget):
+    name = "websocket"
+    listener = "console_port"
 
     def _path(self, ticket):
         return f"/websockify?token={ticket or self._api.mint()}"
@@ -521,20 +531,14 @@ class WebsockifyTarget(_WebSocketTarget):
         return f"/?token={self.TOKEN}"
 
 
-class ProxyXvpTarget(Target):
+class ProxyXvpTarget(_ProxyTarget):
     """
     The xvpvnc listener (INTERFACE.md): C{CONNECT /console?token=T HTTP/1.1}, a blank line,
     C{HTTP/1.1 200 OK} back, then RFB with security None.
     """
 
     name = "xvpvnc"
-
-    def __init__(self, info):
-        self.port = info["xvpvnc_port"]
-        self._api = TokenApi(info["api_url"], info["key"], info["instance"])
-
-    def prepare(self):
-        return self._api.mint()
+    listener = "xvpvnc_port"
 
     def _line(self, ticket):
         return f"CONNECT /console?token={ticket or self._api.mint()} HTTP/1.1\r\n\r\n".encode()
