@@ -21,6 +21,7 @@ class Metrics:
         self.refusals = {}  # reason -> count
         self._closed_bytes = {}  # (console_type, direction) -> bytes of ended sessions
         self.serial_bytes_captured = 0
+        self.vnc_bytes_spliced = 0
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
         self.handshake_seconds = Histogram(
@@ -76,3 +77,6 @@ class Metrics:
         yield CounterMetricFamily("consoleproxy_serial_bytes_captured",
                                   "Bytes of guest serial output captured to the logs.",
                                   value=self.serial_bytes_captured)
+        yield CounterMetricFamily("consoleproxy_vnc_bytes_spliced",
+                                  "Bytes sent to VNC viewers without a copy (splice), a part "
+                                  "of consoleproxy_bytes.", value=self.vnc_bytes_spliced)

@@ -60,6 +60,7 @@ from vncproxy.rfb.wire import client_init
 from vncproxy.sessions import SessionTimer
 from vncproxy import writethrough
 from vncproxy.vnctls import TlsUnavailable
+from vncproxy.zerocopy import SpliceRelay
 
 # Bytes a viewer may send before the downstream handshake starts (it should send none).
 MAX_EARLY_BYTES = 64 * 1024
@@ -167,6 +168,7 @@ class VncSession:
         self._early = b""
         self._to_viewer_after_handshake = b""
         self._relaying = False
+        self._splice = None
         self._closed = False
         self._refusal = None
         self._timeout = None
@@ -456,12 +458,20 @@ class VncSession:
         # turn later (see vncproxy.writethrough).
         writethrough.enable(self._qemu)
         writethrough.enable(viewer_transport)
+        # Screen updates go from QEMU's socket to the viewer's without a copy when both are
+        # plain sockets (see vncproxy.zerocopy).
+        self._splice = SpliceRelay.install(self._qemu, self._viewer, self._spliced)
         # Each side throttles the other: when the viewer's socket buffer fills, reading from
         # QEMU pauses, and the other way round.
         self._viewer.network_transport.registerProducer(_Throttle(self._qemu), True)
         self._qemu.registerProducer(_Throttle(self._viewer.network_transport), True)
         self._log.info("vnc session {grant_id} relaying for {instance}",
                        grant_id=self._grant.id, instance=self._grant.instance_uuid)
+
+    def _spliced(self, n):
+        self._timer.activity()
+        self.bytes_to_viewer += n
+        self._ctx.metrics.vnc_bytes_spliced += n
 
     # -- ending ----------------------------------------------------------------------------------
 
@@ -492,6 +502,8 @@ class VncSession:
             self._cancel_on_end.cancel()
         if self._connecting is not None:
             self._connecting.cancel()
+        if self._splice is not None:
+            self._splice.uninstall()
         if self._relaying:
             for transport in (self._viewer.network_transport, self._qemu):
                 if transport is not None and getattr(transport, "producer", None) is not None:

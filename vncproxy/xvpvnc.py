@@ -313,6 +313,12 @@ class TcpViewer:
         if data and transport is not None and transport.connected:
             transport.write(data)
 
+    def splice_ready(self):
+        return True  # raw TCP: any byte may go at any time (vncproxy.zerocopy)
+
+    def splice_header(self, n):
+        return b""
+
     def close(self, code, reason):
         protocol = self._protocol
         protocol._session = None  # we are the ones closing: no viewer_lost() echo

@@ -74,6 +74,11 @@ def test_token_opens_the_guests_screen(service, vnc_guest, tmp_path):
     covered = sum(w * h for (_, _, w, h), _ in rects)
     assert covered == init.width * init.height
     assert pixels.count(0) < len(pixels)  # the text console is not a blank screen
+    # QEMU's raw full-screen update went to the viewer by splice, not by copy (zerocopy)
+    status, metrics = api.call(f"{service.api_url}/metrics")
+    spliced = [line for line in metrics.decode().splitlines()
+               if line.startswith("consoleproxy_vnc_bytes_spliced_total ")]
+    assert status == 200 and float(spliced[0].split()[1]) > 0
     ws.close()
     ARTIFACTS.mkdir(exist_ok=True)
     write_png(ARTIFACTS / "vnc-through-proxy.png", init.width, init.height, rects)

@@ -32,6 +32,7 @@ from vncproxy.serial.session import SerialRefused, SerialSession
 from vncproxy.sessions import LimitReached
 from vncproxy.tokens import TokenRejected
 from vncproxy.vnc import VncSession
+from vncproxy.zerocopy import websocket_header
 
 _INSTANCE_PATH = re.compile(r"/v1/instances/([^/]+)/console")
 MAX_MESSAGE = 1024 * 1024
@@ -285,6 +286,18 @@ class _WebSocketViewer:
     def send(self, data):
         if data and self._protocol.state == WebSocketServerProtocol.STATE_OPEN:
             self._protocol.sendMessage(data, isBinary=True)
+
+    def splice_ready(self):
+        """
+        Whether a frame we write ourselves may go now (vncproxy.zerocopy): the WebSocket is
+        open and Autobahn is not in the middle of sending anything.
+        """
+        protocol = self._protocol
+        return (protocol.state == WebSocketServerProtocol.STATE_OPEN
+                and protocol.send_state == WebSocketServerProtocol.SEND_STATE_GROUND
+                and not protocol.send_queue)
+
+    splice_header = staticmethod(websocket_header)
 
     def send_chunk(self, chunk):
         """
