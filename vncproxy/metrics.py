@@ -21,7 +21,7 @@ class Metrics:
         self.refusals = {}  # reason -> count
         self._closed_bytes = {}  # (console_type, direction) -> bytes of ended sessions
         self.serial_bytes_captured = 0
-        self.vnc_bytes_spliced = 0
+        self._closed_spliced = 0  # bytes_spliced of ended VNC sessions
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
         self.handshake_seconds = Histogram(
@@ -33,7 +33,8 @@ class Metrics:
     def refused(self, reason):
         self.refusals[reason] = self.refusals.get(reason, 0) + 1
 
-    def session_closed(self, console_type, to_viewer, from_viewer):
+    def session_closed(self, console_type, to_viewer, from_viewer, spliced=0):
+        self._closed_spliced += spliced
         for direction, count in (("to_viewer", to_viewer), ("from_viewer", from_viewer)):
             key = (console_type, direction)
             self._closed_bytes[key] = self._closed_bytes.get(key, 0) + count
@@ -46,8 +47,10 @@ class Metrics:
                                  labels=["console_type"])
         by_type = {"vnc": 0, "serial": 0}
         totals = dict(self._closed_bytes)
+        spliced = self._closed_spliced
         for console_type, session in self._sessions.typed_sessions():
             by_type[console_type] = by_type.get(console_type, 0) + 1
+            spliced += getattr(session, "bytes_spliced", 0)
             for direction in ("to_viewer", "from_viewer"):
                 key = (console_type, direction)
                 totals[key] = totals.get(key, 0) + getattr(session, "bytes_" + direction, 0)
@@ -79,4 +82,4 @@ class Metrics:
                                   value=self.serial_bytes_captured)
         yield CounterMetricFamily("consoleproxy_vnc_bytes_spliced",
                                   "Bytes sent to VNC viewers without a copy (splice), a part "
-                                  "of consoleproxy_bytes.", value=self.vnc_bytes_spliced)
+                                  "of consoleproxy_bytes.", value=spliced)

@@ -180,6 +180,7 @@ class VncSession:
                                    ctx.config.max_session, lambda code: self._end(code, None))
         self.bytes_to_viewer = 0
         self.bytes_from_viewer = 0
+        self.bytes_spliced = 0  # the part of bytes_to_viewer that went by splice (zerocopy)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -471,7 +472,7 @@ class VncSession:
     def _spliced(self, n):
         self._timer.activity()
         self.bytes_to_viewer += n
-        self._ctx.metrics.vnc_bytes_spliced += n
+        self.bytes_spliced += n
 
     # -- ending ----------------------------------------------------------------------------------
 
@@ -516,7 +517,8 @@ class VncSession:
         self._ctx.sessions.release(self._grant.instance_uuid, "vnc", self)
         self._ctx.tokens.release(self._grant, resumable and self._relaying,
                                  self._timer.started_at)
-        self._ctx.metrics.session_closed("vnc", self.bytes_to_viewer, self.bytes_from_viewer)
+        self._ctx.metrics.session_closed("vnc", self.bytes_to_viewer, self.bytes_from_viewer,
+                                         self.bytes_spliced)
         now = self._reactor.seconds()
         audit("close", console_type="vnc", instance=self._grant.instance_uuid, peer=self._peer,
               grant_id=self._grant.id, caller=self._grant.caller,

@@ -112,7 +112,6 @@ class SpliceRelay:
         self._ordinary_read = source.doRead
         self._splicing = False
         self._on = False
-        self.spliced_bytes = 0
 
     @classmethod
     def install(cls, source, viewer, moved, **kw):
@@ -158,7 +157,6 @@ class SpliceRelay:
             return main.CONNECTION_DONE
         if n < self._threshold:
             self._splicing = False
-        self.spliced_bytes += n
         self._forward(self._viewer.splice_header(n), n, pipe_r)
         self._moved(n)
         return None
