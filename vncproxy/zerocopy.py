@@ -76,6 +76,16 @@ class _Pipe:
             cls.fds = (r, w)
         return cls.fds
 
+    @classmethod
+    def discard(cls):
+        """
+        Close the pipe (a new one is made on next use): called when a read could not drain it,
+        so that no byte of one session can ever reach another's viewer.
+        """
+        fds, cls.fds = cls.fds, None
+        for fd in fds or ():
+            os.close(fd)
+
 
 def available():
     """
@@ -157,7 +167,11 @@ class SpliceRelay:
             return main.CONNECTION_DONE
         if n < self._threshold:
             self._splicing = False
-        self._forward(self._viewer.splice_header(n), n, pipe_r)
+        try:
+            self._forward(self._viewer.splice_header(n), n, pipe_r)
+        except BaseException:
+            _Pipe.discard()
+            raise
         self._moved(n)
         return None
 

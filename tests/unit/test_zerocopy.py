@@ -4,6 +4,7 @@ server" socket feeding a Twisted transport, relayed to a Twisted transport whose
 "viewer" socket.
 """
 
+import os
 import socket
 import struct
 
@@ -289,5 +290,36 @@ def test_a_viewer_that_resets_loses_its_connection_without_an_exception(relay):
     reason = yield r.sink_lost
     assert reason.__name__ in ("ConnectionLost", "ConnectionDone")
     r.sink_lost = defer.succeed(None)
+    r.backend.close()
+    yield sent.addErrback(lambda f: None)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_failure_mid_chunk_never_leaves_bytes_for_another_session(relay):
+    """If forwarding fails half way, the shared pipe is replaced: its leftovers go nowhere."""
+    r = yield relay(threshold=0)
+    r.backend.sendall(_pattern(64 << 10))  # the first read: the ordinary path
+    yield deferToThread(_recv_all, r.viewer, 64 << 10)
+    calls = []
+
+    def failing_write(data):
+        calls.append(len(data))
+        raise RuntimeError("simulated failure while queueing the rest")
+
+    r.viewer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    r.sink.write = failing_write
+    pipe_before = zerocopy._Pipe.get()
+    sent = _send_in_thread(r.backend, _pattern(8 << 20))  # more than the viewer's socket takes
+    for _ in range(200):
+        if calls:
+            break
+        d = defer.Deferred()
+        reactor.callLater(0.01, d.callback, None)
+        yield d
+    assert calls, "the viewer's socket took everything: the failure path was not reached"
+    assert zerocopy._Pipe.fds != pipe_before
+    r_fd, _ = zerocopy._Pipe.get()
+    with pytest.raises(BlockingIOError):
+        os.read(r_fd, 1)  # the new pipe is empty
     r.backend.close()
     yield sent.addErrback(lambda f: None)
