@@ -461,7 +461,8 @@ class VncSession:
         writethrough.enable(viewer_transport)
         # Screen updates go from QEMU's socket to the viewer's without a copy when both are
         # plain sockets (see vncproxy.zerocopy).
-        self._splice = SpliceRelay.install(self._qemu, self._viewer, self._spliced)
+        if self._ctx.config.vnc_zero_copy:
+            self._splice = SpliceRelay.install(self._qemu, self._viewer, self._spliced)
         # Each side throttles the other: when the viewer's socket buffer fills, reading from
         # QEMU pauses, and the other way round.
         self._viewer.network_transport.registerProducer(_Throttle(self._qemu), True)

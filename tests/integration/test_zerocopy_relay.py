@@ -25,17 +25,28 @@ SIZE = 24 << 20
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory):
-    backend = subprocess.Popen([sys.executable, "-m", "bench.backend"], cwd=REPO,
+def backend():
+    process = subprocess.Popen([sys.executable, "-m", "bench.backend"], cwd=REPO,
                                env=dict(os.environ, PYTHONPATH=str(REPO)),
                                stdout=subprocess.PIPE)
-    port = int(backend.stdout.readline())
-    proc = ServiceProcess(f"127.0.0.1:{port}", tmp_path_factory.mktemp("service"))
+    yield f"127.0.0.1:{int(process.stdout.readline())}"
+    process.terminate()
+    process.wait(10)
+    process.stdout.close()
+
+
+@pytest.fixture(scope="module")
+def service(backend, tmp_path_factory):
+    proc = ServiceProcess(backend, tmp_path_factory.mktemp("service"))
     yield proc
     proc.stop()
-    backend.terminate()
-    backend.wait(10)
-    backend.stdout.close()
+
+
+@pytest.fixture
+def copying_service(backend, tmp_path):
+    proc = ServiceProcess(backend, tmp_path / "service", settings=["vnc.zero_copy=false"])
+    yield proc
+    proc.stop()
 
 
 def _spliced(info):
@@ -51,11 +62,8 @@ def _expected(n):
     return (block * (n // len(block) + 1))[:n]
 
 
-@pytest.mark.parametrize("target", [ProxyWebSocketTarget, ProxyXvpTarget])
-def test_a_screen_stream_arrives_intact_and_mostly_spliced(service, target):
-    """24 MiB from the VNC server arrive byte for byte, and most of them went by splice."""
-    before = _spliced(service.info)
-    conn = target(service.info).connect()
+def _stream_and_echo(info, target):
+    conn = target(info).connect()
     try:
         conn.send(b"S" + struct.pack("!Q", SIZE))
         got = conn.recv_exactly(SIZE)
@@ -69,4 +77,17 @@ def test_a_screen_stream_arrives_intact_and_mostly_spliced(service, target):
         conn.close()
     assert got == _expected(SIZE)
     assert echoes == [b"keystroke-%06d" % i for i in range(5)]
+
+
+@pytest.mark.parametrize("target", [ProxyWebSocketTarget, ProxyXvpTarget])
+def test_a_screen_stream_arrives_intact_and_mostly_spliced(service, target):
+    """24 MiB from the VNC server arrive byte for byte, and most of them went by splice."""
+    before = _spliced(service.info)
+    _stream_and_echo(service.info, target)
     assert _spliced(service.info) - before > SIZE / 2
+
+
+def test_zero_copy_can_be_switched_off(copying_service):
+    """With [vnc] zero_copy = false the same stream arrives intact and nothing is spliced."""
+    _stream_and_echo(copying_service.info, ProxyWebSocketTarget)
+    assert _spliced(copying_service.info) == 0
