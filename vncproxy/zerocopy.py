@@ -200,7 +200,10 @@ class SpliceRelay:
             if not header:
                 out = sink.socket.fileno()
                 while left:
-                    left -= os.splice(pipe_r, out, left, flags=_FLAGS)
+                    moved = os.splice(pipe_r, out, left, flags=_FLAGS)
+                    if not moved:
+                        break
+                    left -= moved
         except OSError:
             pass  # EAGAIN, or an error the queued write below meets and reports as Twisted does
         if header or left:
