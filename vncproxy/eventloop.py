@@ -47,7 +47,9 @@ def _do_poll(self, timeout):
             continue
         try:
             handle(selectable, fd, event)
-        except Exception:
+        except KeyboardInterrupt:
+            raise
+        except BaseException:  # as callWithLogger: log it, go on with the batch
             _log.failure("unhandled error handling an event of {selectable!r}",
                          selectable=selectable)
 
