@@ -50,7 +50,10 @@ def makeService(options, reactor=None, hypervisor=None):
     """
     if reactor is None:
         from twisted.internet import reactor
+    from vncproxy import eventloop
     from vncproxy.service import ConsoleProxyService
+
+    eventloop.enable(reactor)  # a cheaper dispatch per socket event (see vncproxy.eventloop)
 
     config = options["config_obj"]
     try:

@@ -51,6 +51,23 @@ def test_make_service_builds_named_listeners(tmp_path):
     assert len(keys) == 1 and len(keys[0]) >= 32
 
 
+def test_make_service_gives_an_epoll_reactor_the_lean_dispatch(tmp_path):
+    """makeService switches Twisted's epoll reactor to vncproxy.eventloop's dispatch."""
+    from twisted.internet.epollreactor import EPollReactor
+
+    from vncproxy import eventloop
+
+    options = tap.Options()
+    options.parseOptions(["--set", f"service.state_dir={tmp_path}/state"])
+    reactor = EPollReactor()
+    try:
+        tap.makeService(options, reactor=reactor, hypervisor=FakeHypervisor())
+        assert reactor.doIteration.__func__ is eventloop._do_poll
+    finally:
+        reactor._poller.close()
+        reactor.waker.connectionLost(None)
+
+
 def test_world_readable_key_file_is_refused(tmp_path):
     """A key file others can read stops the service at start with a clear message."""
     keys = tmp_path / "keys"

@@ -263,6 +263,22 @@ class ConsoleServerProtocol(WebSocketServerProtocol):
     def onMessageEnd(self):
         pass
 
+    # Autobahn's dataReceived and sendData each log a debug line whose arguments (hltype,
+    # hlval: qualified names, string styling) are built before the logger can discard them,
+    # on every read and every write. The relay's path skips those lines; anything unusual
+    # (Autobahn's send queue, sync or chopped sends, octet logging, a closing connection)
+    # still goes through Autobahn's sendData.
+    def dataReceived(self, data):
+        self._dataReceived(data)
+
+    def sendData(self, data, sync=False, chopsize=None):
+        if (sync or chopsize or self.send_queue or self.logOctets
+                or self.state != WebSocketServerProtocol.STATE_OPEN):
+            super().sendData(data, sync, chopsize)
+            return
+        self.transport.write(data)
+        self.trafficStats.outgoingOctetsWireLevel += len(data)
+
     def onClose(self, wasClean, code, reason):
         if self._session is not None:
             session, self._session = self._session, None
