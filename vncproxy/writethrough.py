@@ -23,6 +23,23 @@ What changes, and what does not:
 from twisted.internet import tcp
 
 
+def plain_socket(transport):
+    """
+    Whether C{transport} is a TCP or UNIX socket connection of Twisted's, without TLS: one
+    whose socket may be written (or spliced into, see L{vncproxy.zerocopy}) directly.
+    """
+    return isinstance(transport, tcp.Connection) and not transport.TLS
+
+
+def nothing_queued(transport):
+    """
+    Whether bytes put in C{transport}'s socket now keep their order: nothing waits in
+    Twisted's buffers, and the connection is open, not closing, and not carrying TLS.
+    """
+    return (not transport.dataBuffer and not transport._tempDataBuffer and transport.connected
+            and not transport.disconnecting and not transport.TLS)
+
+
 def enable(transport):
     """
     Make C{transport.write} write through when it can (see the module docstring).
@@ -31,7 +48,7 @@ def enable(transport):
     @return: C{True} when enabled; C{False} for transports it does not apply to (not a TCP
         or UNIX socket connection of Twisted's, or carrying TLS).
     """
-    if not isinstance(transport, tcp.Connection) or transport.TLS:
+    if not plain_socket(transport):
         return False
     if getattr(transport, "_write_through", False):
         return True
@@ -39,8 +56,7 @@ def enable(transport):
     send = transport.socket.send
 
     def write(data):
-        if (type(data) is bytes and not transport.dataBuffer and not transport._tempDataBuffer
-                and transport.connected and not transport.disconnecting and not transport.TLS):
+        if type(data) is bytes and nothing_queued(transport):
             try:
                 sent = send(data)
             except OSError:
@@ -55,4 +71,4 @@ def enable(transport):
     return True
 
 
-__all__ = ["enable"]
+__all__ = ["enable", "nothing_queued", "plain_socket"]

@@ -31,8 +31,10 @@ import os
 import socket
 import struct
 
-from twisted.internet import main, tcp
+from twisted.internet import main
 from twisted.logger import Logger
+
+from vncproxy.writethrough import nothing_queued, plain_socket
 
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
@@ -94,11 +96,6 @@ def available():
     return hasattr(os, "splice") and hasattr(os, "pipe2")
 
 
-def _plain_socket_transport(transport):
-    return (isinstance(transport, tcp.Connection) and not transport.TLS
-            and getattr(transport, "socket", None) is not None)
-
-
 class SpliceRelay:
     """
     Moves what C{source} reads to C{sink} with C{splice(2)} (see the module docstring).
@@ -129,8 +126,8 @@ class SpliceRelay:
         Splice C{source}'s output to C{viewer} when both sides are plain sockets and the
         platform can; returns the relay, or C{None} when it does not apply.
         """
-        if not (available() and _plain_socket_transport(source)
-                and _plain_socket_transport(viewer.network_transport)):
+        if not (available() and plain_socket(source)
+                and plain_socket(viewer.network_transport)):
             return None
         relay = cls(source, viewer, moved, **kw)
         source.doRead = relay._doRead
@@ -143,10 +140,7 @@ class SpliceRelay:
             self._source.doRead = self._ordinary_read
 
     def _sink_idle(self):
-        sink = self._sink
-        return (sink.connected and not sink.disconnecting and not sink.dataBuffer
-                and not sink._tempDataBuffer and not sink.TLS and not self._source.TLS
-                and self._viewer.splice_ready())
+        return nothing_queued(self._sink) and self._viewer.splice_ready()
 
     def _doRead(self):
         if not self._splicing or not self._sink_idle():
