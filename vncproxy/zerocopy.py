@@ -180,7 +180,7 @@ class SpliceRelay:
             if e.errno in _AGAIN:
                 return None
             return main.CONNECTION_LOST
-        if len(data) >= self._threshold and self._on:
+        if len(data) >= self._threshold:
             self._splicing = True
         return source._dataReceived(data)
 
