@@ -1,6 +1,6 @@
 """
 Why a console session ended: WebSocket close codes in the application range (4000-4999), each
-with a short reason a UI can show. The README lists them; a test keeps the two in step.
+with a short reason a UI can show. docs/api.md lists them; a test keeps the two in step.
 """
 
 from enum import IntEnum

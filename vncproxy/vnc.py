@@ -66,7 +66,7 @@ from vncproxy.zerocopy import SpliceRelay
 MAX_EARLY_BYTES = 64 * 1024
 # Seconds to wait for libvirt's STOPPED event after QEMU's VNC connection dropped.
 STOP_EVENT_WAIT = 3.0
-# Relay tuning, measured with bench/ (README, Performance): QEMU's bytes are read in 256 KiB
+# Relay tuning, measured with bench/ (docs/performance.md): QEMU's bytes are read in 256 KiB
 # chunks instead of Twisted's 64 KiB, so a screen update costs a quarter of the reads, WebSocket
 # frames and sends (bulk throughput +40-60%, server CPU per GB -45%); each chunk goes to the
 # viewer's socket in one send() (Twisted's default caps a send at 128 KiB). Flow control is

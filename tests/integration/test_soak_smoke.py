@@ -1,7 +1,7 @@
 """
 A short run of the soak (bench/soak.py), so that the script cannot rot: 50 sessions of the
 whole mix (WebSocket, xvpvnc, serial writer and watchers), with churn, for 15 seconds, against
-the real service in its own process. The long run (1,000 sessions, 10 minutes) is in the README.
+the real service in its own process. The long run (1,000 sessions, 10 minutes) is in docs/performance.md.
 """
 
 import json

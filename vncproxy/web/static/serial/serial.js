@@ -9,7 +9,7 @@ import './csp-nonce.js';
 import { Terminal } from '../xterm/xterm.mjs';
 import { FitAddon } from '../xterm/addon-fit.mjs';
 
-// consoleproxy's close codes (README, "Close codes"), in words for the person at the page.
+// consoleproxy's close codes (docs/api.md, "Close codes"), in words for the person at the page.
 const CLOSE_MESSAGES = {
     4001: 'The console link is not valid: it is wrong, already used or expired. Ask for a new console URL.',
     4002: 'This page is not allowed to open the console (origin refused).',
