@@ -79,6 +79,21 @@ def _words(value):
     return tuple(w for w in value.replace(",", " ").split() if w)
 
 
+def _issuers(value):
+    from vncproxy.grants import parse_public_key  # cryptography: loaded only when used
+
+    keys = _words(value)
+    for key in keys:
+        parse_public_key(key)
+    return keys
+
+
+def _node_id(value):
+    if value and not all(c.isalnum() or c in "-_." for c in value):
+        raise ValueError("letters, digits, '-', '_' and '.' only")
+    return value
+
+
 def _boolean(value):
     lowered = value.lower()
     if lowered in ("true", "yes", "on", "1"):
@@ -104,10 +119,14 @@ SCHEMA = {
     ("listen", "xvpvnc"): ("xvpvnc_listen", _endpoint, "tcp:6081"),
     ("console", "public_url"): ("public_url", _url, ""),
     ("console", "allowed_origins"): ("allowed_origins", _words, ""),
+    ("console", "prefix"): ("public_prefix_mode", _one_of("stripped", "kept"), "stripped"),
     ("api", "keys_file"): ("api_keys_file", str, ""),
     ("libvirt", "uri"): ("libvirt_uri", str, "qemu:///system"),
     ("tokens", "token_ttl"): ("token_ttl", _positive(float), "180"),
     ("tokens", "reconnect_grace"): ("reconnect_grace", _non_negative(float), "15"),
+    ("tokens", "node_id"): ("node_id", _node_id, ""),
+    ("tokens", "trusted_issuers"): ("trusted_issuers", _issuers, ""),
+    ("tokens", "clock_skew"): ("grant_clock_skew", _non_negative(float), "30"),
     ("sessions", "max_vnc_sessions"): ("max_vnc_sessions", _positive(int), "2"),
     ("sessions", "idle_timeout"): ("idle_timeout", _positive(float), "600"),
     ("sessions", "max_session"): ("max_session", _positive(float), "3600"),
@@ -122,6 +141,7 @@ SCHEMA = {
     ("vnc", "tls_hostname"): ("vnc_tls_hostname", str, ""),
     ("vnc", "tls_anonymous"): ("vnc_tls_anonymous", _boolean, "false"),
     ("vnc", "zero_copy"): ("vnc_zero_copy", _boolean, "true"),
+    ("xvpvnc", "public_port"): ("xvpvnc_public_port", _non_negative(int), "0"),
     ("xvpvnc", "native_wait"): ("xvpvnc_native_wait", _positive(float), "2"),
     ("xvpvnc", "max_pending_per_address"): ("xvpvnc_max_pending_per_address", _positive(int),
                                             "32"),
@@ -156,10 +176,14 @@ class Config:
     xvpvnc_listen: str
     public_url: str
     allowed_origins: tuple
+    public_prefix_mode: str
     api_keys_file: str
     libvirt_uri: str
     token_ttl: float
     reconnect_grace: float
+    node_id: str
+    trusted_issuers: tuple
+    grant_clock_skew: float
     max_vnc_sessions: int
     idle_timeout: float
     max_session: float
@@ -174,6 +198,7 @@ class Config:
     vnc_tls_hostname: str
     vnc_tls_anonymous: bool
     vnc_zero_copy: bool
+    xvpvnc_public_port: int
     xvpvnc_native_wait: float
     xvpvnc_max_pending_per_address: int
     xvpvnc_max_failures_per_instance: int
@@ -233,12 +258,29 @@ class Config:
         return ("wss" + base[5:]) if base.startswith("https") else ("ws" + base[4:])
 
     @property
+    def public_path_prefix(self):
+        """
+        The path of C{public_url} (C{"/n/node17"}), or C{""}: where this node's console listener
+        appears on the public host.
+        """
+        return urlsplit(self.public_url).path.rstrip("/") if self.public_url else ""
+
+    @property
+    def listener_path_prefix(self):
+        """
+        The prefix the console listener's requests arrive with: the public prefix when the front
+        door keeps it (C{[console] prefix = kept}), C{""} when it strips it.
+        """
+        return self.public_path_prefix if self.public_prefix_mode == "kept" else ""
+
+    @property
     def xvpvnc_base_url(self):
         """
-        The http base URL of the xvpvnc listener, on the public host.
+        The http base URL of the xvpvnc listener, on the public host: at C{[xvpvnc]
+        public_port} when set (a front door's per-node port), else the listener's port.
         """
         host = urlsplit(self.console_base_url).hostname
-        port = _endpoint_port(self.xvpvnc_listen)
+        port = self.xvpvnc_public_port or _endpoint_port(self.xvpvnc_listen)
         return f"http://{_host_for_url(host)}:{port}" if port else f"http://{_host_for_url(host)}"
 
     def native_vnc_url(self, password):
@@ -252,6 +294,8 @@ class Config:
 
 def _endpoint_port(description):
     args, kwargs = _parse_args(description)
+    if args[:1] == ["haproxy"]:  # PROXY protocol wrapper: the wrapped endpoint's port
+        args = args[1:]
     if args and args[0] in ("tcp", "ssl", "tcp6") and len(args) > 1:
         return int(args[1])
     return int(kwargs["port"]) if "port" in kwargs else None
@@ -284,6 +328,8 @@ def _host_for_url(host):
 
 def _derive_url(description, plain_scheme):
     args, kwargs = _parse_args(description)
+    if args[:1] == ["haproxy"]:
+        args = args[1:]
     kind = args[0] if args else "tcp"
     scheme = "https" if kind == "ssl" else plain_scheme
     port = _endpoint_port(description)
@@ -307,6 +353,9 @@ def _build(values, where):
             raise ConfigError(f"{where}: [{section}] {key}: {e}") from None
     built = Config(**kwargs)
     _check_tls(built, where)
+    if built.trusted_issuers and not built.node_id:
+        raise ConfigError(f"{where}: [tokens] trusted_issuers: needs node_id (the id signed "
+                          "grants must name to be accepted here)")
     return built
 
 

@@ -12,6 +12,7 @@ from twisted.logger import Logger
 
 from vncproxy.closecodes import CloseCode
 from vncproxy.context import ProxyContext
+from vncproxy.grants import signed_grant_tokens
 from vncproxy.hypervisor import LifecycleKind
 from vncproxy.metrics import Metrics
 from vncproxy.ratelimit import FailureLimiter
@@ -53,6 +54,8 @@ class ConsoleProxyService(MultiService):
     def __init__(self, config, reactor, hypervisor, api_keys):
         super().__init__()
         tokens = TokenStore(reactor, config.token_ttl, config.reconnect_grace)
+        if config.trusted_issuers:  # signed grants from the region's control plane
+            tokens = signed_grant_tokens(tokens, config, reactor)
         sessions = SessionRegistry(config.max_vnc_sessions)
         self.ctx = ProxyContext(
             config=config,
@@ -80,7 +83,8 @@ class ConsoleProxyService(MultiService):
                          allowed_origins=config.allowed_origins)
         self._console_factory = make_factory(self.ctx, secure)
         console_site = make_site(
-            ConsoleRoot(WebSocketResource(self._console_factory), web), config,
+            ConsoleRoot(WebSocketResource(self._console_factory), web,
+                        prefix=config.listener_path_prefix), config,
             reactor=reactor)
         self._listen("console", config.console_listen, console_site)
         self._listen("xvpvnc", config.xvpvnc_listen, XvpVncFactory(self.ctx))
