@@ -1,13 +1,16 @@
 """
-A region on one machine, for tests/e2e/test_region_e2e.py: three nodes, each in its own network
-namespace with its own address, its own QEMU guest (KVM when available, else TCG; VNC on the
-namespace's loopback, serial on a PTY) and its own consoleproxy (bench.service: the real
-service, whose FakeHypervisor describes that node's guest); HAProxy in front on a fourth
-address, with TLS, running etc/haproxy/region.cfg unchanged.
+A region on one machine, for tests/e2e/test_region_e2e.py: three nodes, each with its own
+address, its own QEMU guest (KVM when available, else TCG; VNC on the node's address, serial on
+a PTY) and its own consoleproxy process (bench.service: the real service, whose FakeHypervisor
+describes that node's guest); HAProxy in front on a fourth address, with TLS, running
+etc/haproxy/region.cfg unchanged (only its environment names addresses and ports).
 
-Addresses (B chosen free per test process): the front door 10.B.0.1 and two client addresses
-10.B.0.2-3 on a dummy interface; node N is 10.B.N.2 in namespace cp-rg-PID-N, reached through a
-veth whose host side is 10.B.N.1. Everything is removed by L{Region.close}, whatever happened.
+Addresses: 127.77.B.N for node N, 127.77.B.100 for the front door, 127.77.B.101-102 for two
+clients (B from the test's pid): the loopback network, so nothing is configured and nothing
+leaves the machine. (Network namespaces joined by veth pairs would give each node a network
+stack of its own, but the kernels this suite runs on include no veth: loopback addresses give
+each node its own address, which is what the front door, the PROXY protocol and the limits
+see.) Ports are free ports picked at start. Everything is stopped by L{Region.close}.
 """
 
 import contextlib
@@ -17,6 +20,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -26,19 +30,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 HAPROXY_CFG = REPO / "etc" / "haproxy" / "region.cfg"
 NODES = (1, 2, 3)
-CONSOLE_PORT, XVPVNC_PORT, API_PORT = 6080, 6081, 6090
 
 
-def _ip(*args, check=True):
-    return subprocess.run(["ip", *args], check=check, capture_output=True, text=True)
-
-
-def _free_block():
-    used = _ip("-4", "addr").stdout + _ip("-4", "route").stdout
-    for b in [100 + (os.getpid() + i) % 100 for i in range(100)]:
-        if f"10.{b}." not in used:
-            return b
-    raise RuntimeError("no free 10.B.0.0/16 block for the region test")
+def free_port(address):
+    with socket.socket() as s:
+        s.bind((address, 0))
+        return s.getsockname()[1]
 
 
 def self_signed_cert(path, address):
@@ -70,33 +67,29 @@ class Node:
     def __init__(self, region, n):
         self.n = n
         self.name = f"node{n}"
-        self.netns = f"cp-rg-{os.getpid()}-{n}"
-        self.address = f"10.{region.block}.{n}.2"
-        self.host_side = f"10.{region.block}.{n}.1"
+        self.address = f"127.77.{region.block}.{n}"
         self.workdir = region.workdir / self.name
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.api_url = f"http://{self.address}:{API_PORT}"
+        self.console_port, self.xvpvnc_port, self.api_port, self.vnc_port = (
+            free_port(self.address) for _ in range(4))
+        self.api_url = f"http://{self.address}:{self.api_port}"
         self.qemu = self.service = None
         self.info = None
 
-    def exec_prefix(self):
-        return ["ip", "netns", "exec", self.netns]
-
     def start_guest(self, images):
-        """This node's guest, inside the namespace: VNC on its loopback, serial on a PTY."""
+        """This node's guest: VNC on the node's address, serial on a PTY."""
         accel = ["-accel", "kvm", "-cpu", "host"] if os.access("/dev/kvm", os.W_OK) else \
             ["-accel", "tcg"]
         stderr = self.workdir / "qemu.stderr"
         self.qemu = subprocess.Popen(
-            self.exec_prefix() + [
-                "qemu-system-x86_64", "-name", f"region-{self.name}", *accel, "-m", "128",
+            ["qemu-system-x86_64", "-name", f"region-{self.name}", *accel, "-m", "128",
                 "-machine", "pc", "-nodefaults", "-no-user-config", "-display", "none",
-                "-vga", "std", "-vnc", "127.0.0.1:0",
+                "-vga", "std", "-vnc", f"{self.address}:{self.vnc_port - 5900}",
                 "-chardev", "pty,id=ser0", "-serial", "chardev:ser0",
                 "-kernel", str(images / "vmlinuz"), "-initrd", str(images / "initrd.gz"),
                 "-append", f"console=tty0 console=ttyS0 panic=5 testbed.name={self.name}",
                 "-no-reboot"],
-            stdout=subprocess.DEVNULL, stderr=open(stderr, "wb"), stdin=subprocess.DEVNULL)
+            stdout=open(stderr, "wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             found = re.search(r"char device redirected to (/dev/pts/\d+) \(label ser0\)",
@@ -110,8 +103,8 @@ class Node:
 
     def start_service(self, pty, settings):
         """The real service (bench.service: FakeHypervisor describing this node's guest)."""
-        command = self.exec_prefix() + [
-            sys.executable, "-m", "bench.service", "--vnc", "127.0.0.1:5900",
+        command = [
+            sys.executable, "-m", "bench.service", "--vnc", f"{self.address}:{self.vnc_port}",
             "--workdir", str(self.workdir), "--serial-pty", pty]
         for key, value in settings.items():
             command += ["--set", f"{key}={value}"]
@@ -167,38 +160,25 @@ class Region:
 
     def __init__(self, workdir, images, settings=None):
         self.workdir = Path(workdir)
-        self.block = _free_block()
-        self.front = f"10.{self.block}.0.1"
-        self.clients = (f"10.{self.block}.0.2", f"10.{self.block}.0.3")
-        self.dummy = f"cprg{os.getpid() % 10**8}"
+        self.block = 1 + os.getpid() % 250
+        self.front = f"127.77.{self.block}.100"
+        self.clients = (f"127.77.{self.block}.101", f"127.77.{self.block}.102")
+        self.front_port = free_port(self.front)
         self.nodes = [Node(self, n) for n in NODES]
+        for node in self.nodes:
+            node.front_port = free_port(self.front)  # its xvpvnc port on the front door
         self.haproxy = None
         self._images = images
         self._settings = settings or {}
 
     @property
     def base(self):
-        return f"https://{self.front}"
+        return f"https://{self.front}:{self.front_port}"
 
     def node(self, n):
         return self.nodes[n - 1]
 
     def start(self):
-        _ip("link", "add", self.dummy, "type", "dummy")
-        for address in (self.front, *self.clients):
-            _ip("addr", "add", f"{address}/32", "dev", self.dummy)
-        _ip("link", "set", self.dummy, "up")
-        for node in self.nodes:
-            veth = f"{self.dummy}v{node.n}"
-            _ip("netns", "add", node.netns)
-            _ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns",
-                node.netns)
-            _ip("addr", "add", f"{node.host_side}/24", "dev", veth)
-            _ip("link", "set", veth, "up")
-            _ip("-n", node.netns, "addr", "add", f"{node.address}/24", "dev", "eth0")
-            _ip("-n", node.netns, "link", "set", "eth0", "up")
-            _ip("-n", node.netns, "link", "set", "lo", "up")
-            _ip("-n", node.netns, "route", "add", "default", "via", node.host_side)
         ptys = [node.start_guest(self._images) for node in self.nodes]
         for node, pty in zip(self.nodes, ptys):
             node.start_service(pty, self.node_settings(node))
@@ -210,24 +190,27 @@ class Region:
     def node_settings(self, node):
         a = node.address
         settings = {
-            "listen.api": f"tcp:{API_PORT}:interface={a}",
-            "listen.console": f"haproxy:tcp:{CONSOLE_PORT}:interface={a}",
-            "listen.xvpvnc": f"haproxy:tcp:{XVPVNC_PORT}:interface={a}",
+            "listen.api": f"tcp:{node.api_port}:interface={a}",
+            "listen.console": f"haproxy:tcp:{node.console_port}:interface={a}",
+            "listen.xvpvnc": f"haproxy:tcp:{node.xvpvnc_port}:interface={a}",
             "console.public_url": f"{self.base}/n/{node.name}",
             "console.prefix": "kept" if node.n == 3 else "stripped",
-            "xvpvnc.public_port": str(5900 + node.n),
+            "xvpvnc.public_port": str(node.front_port),
             "tokens.node_id": node.name,
         }
         settings.update(self._settings)
         return settings
 
     def haproxy_env(self):
-        env = dict(os.environ, CP_FRONT_ADDR=self.front, CP_FRONT_CERT=str(self.workdir / "front.pem"),
-                   CP_RUN_DIR=str(self.workdir))
+        env = dict(os.environ, CP_FRONT_ADDR=self.front, CP_FRONT_PORT=str(self.front_port),
+                   CP_FRONT_CERT=str(self.workdir / "front.pem"), CP_RUN_DIR=str(self.workdir))
         for node in self.nodes:
             env[f"CP_NODE{node.n}"] = node.address
+            env[f"CP_NODE{node.n}_CONSOLE_PORT"] = str(node.console_port)
+            env[f"CP_NODE{node.n}_XVPVNC_PORT"] = str(node.xvpvnc_port)
+            env[f"CP_NODE{node.n}_API_PORT"] = str(node.api_port)
+            env[f"CP_NODE{node.n}_FRONT_XVPVNC_PORT"] = str(node.front_port)
         return env
-
     def start_haproxy(self):
         log = open(self.workdir / "haproxy.log", "ab")
         self.haproxy = subprocess.Popen(["haproxy", "-db", "-f", str(HAPROXY_CFG)],
@@ -274,6 +257,3 @@ class Region:
             self.haproxy.wait(10)
         for node in self.nodes:
             node.close()
-        for node in self.nodes:
-            _ip("netns", "del", node.netns, check=False)
-        _ip("link", "del", self.dummy, check=False)

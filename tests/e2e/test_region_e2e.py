@@ -86,7 +86,7 @@ def viewer(region, url):
 
 def status_of(region, path, source=None):
     """The front door's answer to a WebSocket upgrade on C{path} from address C{source}."""
-    conn = http.client.HTTPSConnection(region.front, 443, context=ssl_context(region),
+    conn = http.client.HTTPSConnection(region.front, region.front_port, context=ssl_context(region),
                                        source_address=(source, 0) if source else None,
                                        timeout=20)
     try:
@@ -120,7 +120,8 @@ def test_ibm_href_opens_the_guest_through_the_front_door(region, n):
     """The IBM href names the front door and the node's prefix, and reaches that node's QEMU."""
     node = region.node(n)
     body = ibm_grant(node)
-    assert body["href"].startswith(f"wss://{region.front}/n/{node.name}/v1/instances/")
+    assert body["href"].startswith(f"wss://{region.front}:{region.front_port}/n/{node.name}"
+                                   "/v1/instances/")
     ws, init = viewer(region, body["href"])
     ws.close()
     assert init.name == f"QEMU (region-{node.name})"
@@ -133,7 +134,7 @@ def test_signed_grant_opens_its_node_only_and_once(region):
     grant = grant_for(node)
     for other in (1, 3):
         assert status_of(region, f"/n/node{other}/websockify?token={grant}") == 401
-    ws, init = viewer(region, f"wss://{region.front}/n/node2/websockify?token={grant}")
+    ws, init = viewer(region, f"wss://{region.front}:{region.front_port}/n/node2/websockify?token={grant}")
     ws.close()
     assert init.name == "QEMU (region-node2)"
     assert status_of(region, f"/n/node2/websockify?token={grant}") == 401
@@ -150,7 +151,7 @@ def test_per_address_limits_see_the_real_client(region):
     assert status_of(region, "/n/node1/websockify?token=wrong", source=bad) == 429
     token = ibm_grant(node)["access_token"]
     assert status_of(region, f"/n/node1/websockify?token={token}", source=bad) == 429
-    ws, init = viewer(region, f"wss://{region.front}/n/node1/websockify?token={token}")
+    ws, init = viewer(region, f"wss://{region.front}:{region.front_port}/n/node1/websockify?token={token}")
     ws.close()
     assert f"peer=tcp:{bad}:" in node.log() or bad in node.log()
 
@@ -160,11 +161,11 @@ def test_native_viewer_through_its_nodes_front_port(region, tmp_path):
     node 3's guest screen."""
     node = region.node(3)
     body = ibm_grant(node)
-    assert body["vnc_url"] == f"vnc://:{body['password']}@{region.front}:5903"
+    assert body["vnc_url"] == f"vnc://:{body['password']}@{region.front}:{node.front_port}"
     vncdo = Path(sys.executable).with_name("vncdo")
     vncdo = str(vncdo) if vncdo.exists() else shutil.which("vncdo")
     shot = tmp_path / "native.png"
-    run = subprocess.run([vncdo, "-s", f"{region.front}::5903", "-p", body["password"],
+    run = subprocess.run([vncdo, "-s", f"{region.front}::{node.front_port}", "-p", body["password"],
                           "capture", str(shot)], capture_output=True, timeout=60)
     assert run.returncode == 0, run.stderr
     data = shot.read_bytes()
