@@ -1,6 +1,6 @@
 """
 A region on one machine, for tests/e2e/test_region_e2e.py: three nodes, each with its own
-address, its own QEMU guest (KVM when available, else TCG; VNC on the node's address, serial on
+address, its own QEMU guest (TCG, like the testbed's; VNC on the node's address, serial on
 a PTY) and its own consoleproxy process (bench.service: the real service, whose FakeHypervisor
 describes that node's guest); HAProxy in front on a fourth address, with TLS, running
 etc/haproxy/region.cfg unchanged (only its environment names addresses and ports).
@@ -77,9 +77,9 @@ class Node:
         self.info = None
 
     def start_guest(self, images):
-        """This node's guest: VNC on the node's address, serial on a PTY."""
-        accel = ["-accel", "kvm", "-cpu", "host"] if os.access("/dev/kvm", os.W_OK) else \
-            ["-accel", "tcg"]
+        """This node's guest (the testbed's kernel and initramfs, as tests/e2e/testbed.py boots
+        them under libvirt): VNC on the node's address, serial on a PTY."""
+        accel = ["-accel", "tcg,tb-size=32"]  # as the testbed's guests (domain type qemu)
         stderr = self.workdir / "qemu.stderr"
         self.qemu = subprocess.Popen(
             ["qemu-system-x86_64", "-name", f"region-{self.name}", *accel, "-m", "128",
@@ -128,6 +128,16 @@ class Node:
                         return
             time.sleep(0.1)
         raise RuntimeError(f"{self.name} did not answer /healthz")
+
+    def wait_for_serial(self, text, timeout=120):
+        """Until the guest's serial output (as the node captured it) shows C{text}."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for path in (self.workdir / "state" / "serial").glob("*.log"):
+                if text in path.read_bytes():
+                    return
+            time.sleep(0.2)
+        raise RuntimeError(f"{self.name}'s guest did not print {text!r} within {timeout}s")
 
     def log(self):
         path = self.workdir / "service.log"
@@ -182,6 +192,8 @@ class Region:
         ptys = [node.start_guest(self._images) for node in self.nodes]
         for node, pty in zip(self.nodes, ptys):
             node.start_service(pty, self.node_settings(node))
+        for node in self.nodes:
+            node.wait_for_serial(b"/]# ")
         self.cert_pem = self_signed_cert(self.workdir / "front.pem", self.front)
         (self.workdir / "ca.pem").write_bytes(self.cert_pem)
         self.start_haproxy()
