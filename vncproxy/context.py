@@ -4,7 +4,9 @@ The collaborators every request handler and session needs, built once by the com
 """
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
+from vncproxy.admission import Admission
 from vncproxy.config import Config
 from vncproxy.sessions import SessionRegistry
 from vncproxy.tokens import TokenStore
@@ -31,3 +33,10 @@ class ProxyContext:
     metrics: object = None
     limiter: object = None  # FailureLimiter for token redemption failures, per source address
     vnc_tls: VncTls = field(default_factory=VncTls)
+
+    @cached_property
+    def admission(self):
+        """
+        The one L{vncproxy.admission.Admission} every listener admits grants through.
+        """
+        return Admission(self)
