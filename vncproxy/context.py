@@ -10,6 +10,7 @@ from vncproxy.admission import Admission
 from vncproxy.config import Config
 from vncproxy.sessions import SessionRegistry
 from vncproxy.tokens import TokenStore
+from vncproxy.urls import Urls
 from vncproxy.vnctls import VncTls
 
 
@@ -40,3 +41,10 @@ class ProxyContext:
         The one L{vncproxy.admission.Admission} every listener admits grants through.
         """
         return Admission(self)
+
+    @cached_property
+    def urls(self):
+        """
+        The L{vncproxy.urls.Urls} we hand out (built once: the host name is looked up once).
+        """
+        return Urls(self.config)
