@@ -21,6 +21,7 @@ class ProxyContext:
     @ivar hypervisor: an L{vncproxy.interfaces.IHypervisor}.
     @ivar serial: the L{vncproxy.serial.manager.SerialManager} (serial capture, hubs, logs), or
         C{None} where serial consoles are not wired up.
+    @ivar grants: the L{vncproxy.grants.GrantVerifier} when the node accepts signed grants.
     @ivar vnc_tls: the L{vncproxy.vnctls.VncTls} settings toward VNC servers (default: none,
         so a VNC server requiring TLS is refused).
     """
@@ -33,6 +34,7 @@ class ProxyContext:
     serial: object = None
     metrics: object = None
     limiter: object = None  # FailureLimiter for token redemption failures, per source address
+    grants: object = None  # GrantVerifier of signed grants ([tokens] trusted_issuers), or None
     vnc_tls: VncTls = field(default_factory=VncTls)
 
     @cached_property

@@ -24,11 +24,11 @@ now}), living no longer than C{token_ttl}, and never seen before: nonces are rem
 their grant has expired. Whatever is wrong, the refusal is the same L{TokenRejected} as for a bad
 token of our own (the reason, logged and audited, says which; it never contains the grant).
 
-L{SignedGrantTokens} wraps the node's L{TokenStore}: strings with the C{cpg1.} prefix are
-verified here, everything else (and every other method) is the store's. A redeemed grant is an
-ordinary L{Grant}, so every session rule applies to it exactly as to our own tokens; its
-reconnect grace is the store's too (the store remembers released grants by the digest of the
-string that opened them).
+Admission (L{vncproxy.admission}) redeems a C{cpg1.} string presented where a token goes as a
+L{SignedGrantCredential} (see L{credential}); a redeemed grant is an ordinary L{Grant}, so every
+session rule applies to it exactly as to our own tokens, and a refusal is a bad token's; its
+reconnect grace is the token store's too (the store remembers released grants by the digest of
+the string that opened them).
 """
 
 import base64
@@ -36,10 +36,12 @@ import binascii
 import hashlib
 import json
 import re
+from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from vncproxy.admission import TokenCredential
 from vncproxy.tokens import CONSOLE_TYPES, Grant, TokenRejected, _digest
 
 PREFIX = "cpg1."
@@ -228,44 +230,59 @@ class GrantVerifier:
             del self._nonces[n]
 
 
-class SignedGrantTokens:
+class GrantRedeemer(GrantVerifier):
     """
-    The node's token store, also redeeming signed grants (see the module docstring).
-
-    @param store: the L{vncproxy.tokens.TokenStore}.
-    @param verifier: a L{GrantVerifier}.
+    A L{GrantVerifier} that also lets a grant reconnect within the token store's grace.
     """
 
-    def __init__(self, store, verifier):
-        self._store = store
-        self.verifier = verifier
-
-    def consume(self, secret, now=None):
-        if not is_signed_grant(secret):
-            return self._store.consume(secret, now)
-        if self.verifier.seen(secret, now):
-            # Its nonce was redeemed: only a reconnect within the store's grace may reopen it.
+    def redeem(self, secret, tokens, now=None):
+        """
+        @param tokens: the node's L{vncproxy.tokens.TokenStore}: a grant whose session dropped
+            is remembered there (by the digest of the grant string) for the reconnect grace,
+            like our own tokens; it also counts redeemed grants with our own.
+        @return: the L{Grant}.
+        @raise TokenRejected: see L{GrantVerifier.verify}.
+        """
+        if self.seen(secret, now):
             try:
-                return self._store.consume(secret, now)
+                return tokens.consume(secret, now)
             except TokenRejected:
                 raise TokenRejected("signed grant already used") from None
-        grant = self.verifier.verify(secret, now)
-        consumed = self._store.consumed  # the same counter as our own tokens' (metrics)
-        consumed[grant.console_type] = consumed.get(grant.console_type, 0) + 1
+        grant = self.verify(secret, now)
+        tokens.consumed[grant.console_type] = tokens.consumed.get(grant.console_type, 0) + 1
         return grant
 
-    def __len__(self):
-        return len(self._store)
 
-    def __getattr__(self, name):
-        return getattr(self._store, name)
-
-
-def signed_grant_tokens(store, config, clock):
+@dataclass(frozen=True)
+class SignedGrantCredential(TokenCredential):
     """
-    C{store} wrapped to also redeem the grants of C{config.trusted_issuers}.
+    A signed grant presented where a token goes (L{vncproxy.admission}): redeemed by the
+    verifier instead of the token store; every other rule is the token's.
     """
+
+    kind = "signed grant"
+
+    def consume(self, ctx):
+        return ctx.grants.redeem(self.secret, ctx.tokens)
+
+
+def credential(ctx, secret, instance=None):
+    """
+    The credential for a token presented on a listener: a signed grant when this node accepts
+    them and C{secret} is one, else a token (a "cpg1." string on a node that accepts no signed
+    grants is just a token it does not know).
+    """
+    if ctx.grants is not None and is_signed_grant(secret):
+        return SignedGrantCredential(secret, instance)
+    return TokenCredential(secret, instance)
+
+
+def verifier_for(config, clock):
+    """
+    The node's L{GrantRedeemer}, or C{None} without C{[tokens] trusted_issuers}.
+    """
+    if not config.trusted_issuers:
+        return None
     issuers = [parse_public_key(k) for k in config.trusted_issuers]
-    verifier = GrantVerifier(clock, issuers, config.node_id, config.token_ttl,
-                             config.grant_clock_skew)
-    return SignedGrantTokens(store, verifier)
+    return GrantRedeemer(clock, issuers, config.node_id, config.token_ttl,
+                         config.grant_clock_skew)

@@ -12,7 +12,7 @@ from twisted.logger import Logger
 
 from vncproxy.closecodes import CloseCode
 from vncproxy.context import ProxyContext
-from vncproxy.grants import signed_grant_tokens
+from vncproxy.grants import verifier_for
 from vncproxy.hypervisor import LifecycleKind
 from vncproxy.metrics import Metrics
 from vncproxy.ratelimit import FailureLimiter
@@ -54,14 +54,13 @@ class ConsoleProxyService(MultiService):
     def __init__(self, config, reactor, hypervisor, api_keys):
         super().__init__()
         tokens = TokenStore(reactor, config.token_ttl, config.reconnect_grace)
-        if config.trusted_issuers:  # signed grants from the region's control plane
-            tokens = signed_grant_tokens(tokens, config, reactor)
         sessions = SessionRegistry(config.max_vnc_sessions)
         self.ctx = ProxyContext(
             config=config,
             reactor=reactor,
             hypervisor=hypervisor,
             tokens=tokens,
+            grants=verifier_for(config, reactor),  # signed grants of a region's control plane
             sessions=sessions,
             metrics=Metrics(tokens, sessions),
             limiter=FailureLimiter(reactor, config.ratelimit_window,

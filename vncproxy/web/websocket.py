@@ -26,8 +26,9 @@ from twisted.internet import task
 from twisted.logger import Logger
 from twisted.web import http
 
-from vncproxy.admission import CONSOLE, Refusal, TokenCredential
+from vncproxy.admission import CONSOLE, Refusal
 from vncproxy.closecodes import REASONS, CloseCode
+from vncproxy.grants import credential
 from vncproxy.serial.session import SerialSession
 from vncproxy.vnc import VncSession
 from vncproxy.zerocopy import websocket_header
@@ -181,7 +182,7 @@ class ConsoleServerProtocol(WebSocketServerProtocol):
             return self._refuse(request, Refusal(CloseCode.ORIGIN_REFUSED, 403,
                                                  f"origin {origin!r}"))
         outcome = ctx.admission.admit(
-            source, TokenCredential(_token_from(request), path_instance), CONSOLE,
+            source, credential(ctx, _token_from(request), path_instance), CONSOLE,
             lambda grant: self._open_session(grant, request.peer))
         if isinstance(outcome, Refusal):
             return self._refuse(request, outcome)
