@@ -87,8 +87,9 @@ class Node:
                 "-vga", "std", "-vnc", f"{self.address}:{self.vnc_port - 5900}",
                 "-chardev", "pty,id=ser0", "-serial", "chardev:ser0",
                 "-kernel", str(images / "vmlinuz"), "-initrd", str(images / "initrd.gz"),
-                "-append", f"console=tty0 console=ttyS0 panic=5 testbed.name={self.name}",
-                "-no-reboot"],
+                # A guest that resets reboots in place (libvirt's on_reboot=restart, as the
+                # testbed's): QEMU must outlive the node, or its PTY's name could be reused.
+                "-append", f"console=tty0 console=ttyS0 panic=5 testbed.name={self.name}"],
             stdout=open(stderr, "wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
