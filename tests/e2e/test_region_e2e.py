@@ -6,11 +6,13 @@ door only; the test's "control plane" asks the nodes' token APIs on their own ad
 management side) or mints signed grants itself.
 
 Covered: the IBM flow (href opened through the front door, prefix stripped and kept), noVNC in
-Chromium from a Nova URL, the serial page on a real guest's console, a native viewer
+Chromium from a Nova URL, the serial page on a real guest's console, Nova's serial URL, a native viewer
 (vncdotool) through its node's front port, a signed grant opening a console on its node only
 and once, per-address limits seeing the real client through the PROXY protocol, and a node
 killed mid-session: its viewer's connection ends, the other nodes' sessions go on and new ones
-open, HAProxy takes the dead node out.
+open, HAProxy takes the dead node out; a node drained as docs/region.md says closes its viewer
+with 4008 through the front door. About 45 s (the three guests boot in parallel, ~15 s), a few
+MB of traffic, all on loopback addresses.
 """
 
 import base64
@@ -216,6 +218,27 @@ def test_serial_page_on_a_real_guest(region, page):
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "region-serial-node3.png"))
     assert_clean(log, page)
+
+
+def test_nova_serial_url_through_the_front_door(region):
+    """Nova's serial console URL for node 1 (prefix stripped by HAProxy) reaches the guest's
+    shell: a command typed in runs there and its output comes back."""
+    node = region.node(1)
+    status, body = api.call(
+        f"{node.api_url}/v2.1/servers/{node.serial_instance}/remote-consoles", "POST",
+        {"remote_console": {"protocol": "serial", "type": "serial"}}, key=node.key)
+    assert status == 200, body
+    url = body["remote_console"]["url"]
+    assert url.startswith(f"wss://{region.front}:{region.front_port}/n/node1/?token=")
+    ws = front_ws(region, url)
+    try:
+        ws.send_binary(b"echo nova-$((6*7))\r")
+        seen, deadline = b"", time.monotonic() + 20
+        while b"nova-42\r\n" not in seen:
+            assert time.monotonic() < deadline, seen[-400:]
+            seen += ws.recv_data()[1]
+    finally:
+        ws.close()
 
 
 def test_a_killed_node_ends_only_its_own_sessions(region):
