@@ -54,6 +54,9 @@ def makeService(options, reactor=None, hypervisor=None):
     from vncproxy.service import ConsoleProxyService
 
     eventloop.enable(reactor)  # a cheaper dispatch per socket event (see vncproxy.eventloop)
+    from vncproxy import auditjournal
+
+    auditjournal.install()  # under systemd: audit events as journal entries with fields
 
     config = options["config_obj"]
     try:
