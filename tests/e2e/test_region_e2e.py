@@ -53,7 +53,7 @@ def region(testbed, tmp_path_factory):
         "tokens.reconnect_grace": "0",
         "sessions.max_vnc_sessions": "4",
         "ratelimit.slow_after": "10",
-        "ratelimit.refuse_after": "3",
+        "ratelimit.refuse_after": "5",
     })
     try:
         yield r.start()
@@ -140,18 +140,27 @@ def test_signed_grant_opens_its_node_only_and_once(region):
     assert status_of(region, "/n/node2/websockify?token=bad") == 401
 
 
+def test_the_front_door_routes_only_node_prefixes(region):
+    """Unknown nodes, paths outside /n/NODE/ and the names of HAProxy's other sections are 404
+    at the front door; a node's prefix reaches it."""
+    for path in ("/websockify?token=x", "/n/node9/websockify?token=x", "/n/xvpvnc_node1/x",
+                 "/n/unknown_node/x", "/n/node1"):
+        assert status_of(region, path) == 404, path
+    assert status_of(region, "/n/node1/websockify?token=x") == 401
+
+
 def test_per_address_limits_see_the_real_client(region):
-    """Three bad tokens from one client address: that address is refused (429) by the node,
-    while another client behind the same HAProxy still gets its console."""
+    """Five bad tokens (refuse_after) from one client address: that address is refused (429) by
+    the node, while another client behind the same HAProxy still gets its console."""
     node = region.node(1)
     bad, good = region.clients
-    for _ in range(3):
+    for _ in range(5):
         assert status_of(region, "/n/node1/websockify?token=wrong", source=bad) == 401
     assert status_of(region, "/n/node1/websockify?token=wrong", source=bad) == 429
     token = ibm_grant(node)["access_token"]
     assert status_of(region, f"/n/node1/websockify?token={token}", source=bad) == 429
-    ws, init = viewer(region, f"wss://{region.front}:{region.front_port}/n/node1/websockify?token={token}")
-    ws.close()
+    # the same token, from the other client: the upgrade goes through (it was not spent)
+    assert status_of(region, f"/n/node1/websockify?token={token}", source=good) == 101
     # the node's audit names the real client, never HAProxy's address
     assert f"refused - console from tcp4:{bad}:" in node.log()
 
@@ -267,7 +276,7 @@ def test_a_killed_node_ends_only_its_own_sessions(region):
     ws3.close()
     assert init.name == "QEMU (region-node2)"
     deadline = time.monotonic() + 10
-    while region.server_states().get(("node1", "node1")) != "DOWN":
+    while region.server_states().get(("console_node1", "node1")) != "DOWN":
         assert time.monotonic() < deadline, region.server_states()
         time.sleep(0.2)
     assert status_of(region, "/n/node1/websockify?token=x") == 503
@@ -278,8 +287,8 @@ def test_a_drained_node_says_so_and_the_front_door_stops_routing_to_it(region):
     SIGTERM): its viewer gets close code 4008 through the front door, HAProxy takes it out,
     node 2 keeps serving."""
     ws, _ = viewer(region, ibm_grant(region.node(3))["href"])
-    assert region.admin("set server node3/node3 state drain").strip() == ""
-    assert region.server_states()[("node3", "node3")] == "DRAIN"
+    assert region.admin("set server console_node3/node3 state drain").strip() == ""
+    assert region.server_states()[("console_node3", "node3")] == "DRAIN"
     region.node(3).kill(signal.SIGTERM)
     ws.settimeout(10)
     code = None
@@ -289,7 +298,7 @@ def test_a_drained_node_says_so_and_the_front_door_stops_routing_to_it(region):
             code = int.from_bytes(frame.data[:2], "big")
     assert code == 4008
     deadline = time.monotonic() + 10
-    while region.server_states().get(("node3", "node3")) not in ("DOWN", "DRAIN (DOWN)"):
+    while region.server_states().get(("console_node3", "node3")) != "DOWN":
         assert time.monotonic() < deadline, region.server_states()
         time.sleep(0.2)
     assert status_of(region, "/n/node3/websockify?token=x") == 503
