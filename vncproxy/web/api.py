@@ -8,13 +8,17 @@ Three families of routes, each in the shape its clients already speak (INTERFACE
     POST /v2.1/{project_id}/servers/{server_id}/remote-consoles
     POST /v2.1/servers/{server_id}/action                        OpenStack legacy actions
     POST /v2.1/{project_id}/servers/{server_id}/action             (os-getVNCConsole, ...)
+    GET  / , /v2.1 , /v2.1/                                       Nova's version documents
+    GET  /v2.1[/{project_id}]/servers[/detail][?name=N]           the servers, from libvirt
+    GET  /v2.1[/{project_id}]/servers/{server_id}
     GET|DELETE /v1/instances/{instance}/console_log[?tail=N]     serial console log (raw bytes)
     GET|DELETE /1.0/instances/{name}/console                     the same, LXD shape
     GET  /healthz  GET /metrics  GET /openapi.json               no key needed
 
 The route table is the single list of what exists; C{openapi.json} describes the same routes
 and a test holds the two together. Every handler raises L{ApiError} for a refusal; one renderer
-turns it into C{{"error": {"code", "message"}}}. Tokens appear only in response bodies.
+answers it in the format of the path's API family (L{family_of}). Tokens appear only in
+response bodies.
 """
 
 import json
@@ -29,21 +33,27 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from vncproxy.audit import audit
+from vncproxy.closecodes import CloseCode
 from vncproxy.hypervisor import HypervisorError, NoSuchInstance
 from vncproxy.serial.hub import HubBusy, HubFull
 from vncproxy.serial.manager import SerialUnavailable, capturable
 from vncproxy.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from vncproxy.sessions import LimitReached
 from vncproxy.web.auth import presented_key
+from vncproxy.web import nova
 from vncproxy.web.errors import ApiError, read_json_object, render_error, render_json
+from vncproxy.web.nova import MAX_MICROVERSION, MIN_MICROVERSION
 
 MAX_BODY = 64 * 1024
 _TAIL = re.compile(r"[0-9]{1,15}")
+_HOST = re.compile(r"[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?")
 OPENAPI_PATH = os.path.join(os.path.dirname(__file__), "openapi.json")
 
 # Nova: remote-consoles exists from 2.6; we answer as the newest microversion we know.
 MIN_REMOTE_CONSOLES = (2, 6)
-MAX_MICROVERSION = (2, 100)
+
+# Path prefix -> the API family whose error format the path's clients read (errors.py).
+FAMILIES = (("/v2.1", "nova"), ("/v1/", "ibm"), ("/1.0/", "lxd"))
 
 # OpenStack protocol -> the console types Nova defines for it. Types of protocols we do not
 # serve are known so that they get 501 (not 400), as Nova's drivers answer.
@@ -73,6 +83,19 @@ def _compile(template):
     return re.compile(re.sub(r"\\\{[a-z_]+\\\}", "([^/]+)", re.escape(template)))
 
 
+def family_of(path):
+    """
+    The API family of a request path (known route or not), for its error format; Nova's
+    version document at C{/} too.
+    """
+    if path == "/":
+        return "nova"
+    for prefix, family in FAMILIES:
+        if path.startswith(prefix):
+            return family
+    return "consoleproxy"
+
+
 def parse_microversion(request):
     """
     The compute microversion a request asks for, as a tuple, or C{None} when it names none.
@@ -97,8 +120,9 @@ def parse_microversion(request):
     if not match:
         raise ApiError(400, f"invalid microversion {value[:20]!r}")
     version = (int(match.group(1)), int(match.group(2)))
-    if version < (2, 1) or version > MAX_MICROVERSION:
-        raise ApiError(406, f"microversion {value} is not supported (2.1 to "
+    if version < MIN_MICROVERSION or version > MAX_MICROVERSION:
+        raise ApiError(406, f"microversion {value} is not supported "
+                            f"({MIN_MICROVERSION[0]}.{MIN_MICROVERSION[1]} to "
                             f"{MAX_MICROVERSION[0]}.{MAX_MICROVERSION[1]})")
     return version
 
@@ -127,6 +151,15 @@ class ApiResource(Resource):
             ("POST", "/v2.1/servers/{server_id}/action", self._server_action, True),
             ("POST", "/v2.1/{project_id}/servers/{server_id}/action",
              self._server_action_project, True),
+            ("GET", "/", self._versions, False),
+            ("GET", "/v2.1", self._version, False),
+            ("GET", "/v2.1/", self._version, False),
+            ("GET", "/v2.1/servers", self._servers, True),
+            ("GET", "/v2.1/servers/detail", self._servers_detail, True),
+            ("GET", "/v2.1/servers/{server_id}", self._server, True),
+            ("GET", "/v2.1/{project_id}/servers", self._servers, True),
+            ("GET", "/v2.1/{project_id}/servers/detail", self._servers_detail, True),
+            ("GET", "/v2.1/{project_id}/servers/{server_id}", self._server_project, True),
             ("GET", "/v1/instances/{instance}/console_log", self._get_log, True),
             ("DELETE", "/v1/instances/{instance}/console_log", self._clear_log, True),
             ("GET", "/1.0/instances/{name}/console", self._get_log, True),
@@ -147,11 +180,13 @@ class ApiResource(Resource):
             code, body = result
             return render_json(request, code, body)
 
+        family = family_of(request.path.decode("utf-8", "replace"))
+
         def fail(failure):
             if failure.check(ApiError):
-                return render_error(request, failure.value)
+                return render_error(request, failure.value, family)
             self._log.failure("API request failed", failure)
-            return render_error(request, ApiError(500, "internal error"))
+            return render_error(request, ApiError(500, "internal error"), family)
 
         def write(data):
             if not finished:  # the client may have gone away meanwhile
@@ -192,20 +227,24 @@ class ApiResource(Resource):
     # -- minting -------------------------------------------------------------------------------
 
     @defer.inlineCallbacks
-    def _lookup(self, instance):
+    def _lookup(self, instance, missing="instance {} not found"):
         """
-        Describe C{instance}: 404 when there is no such domain, 503 when libvirt cannot say.
+        Describe C{instance}: 404 (C{missing}'s message) when there is no such domain, 503 when
+        libvirt cannot say.
         """
         try:
             info = yield self._ctx.hypervisor.describe(instance)
         except NoSuchInstance:
-            raise ApiError(404, f"instance {instance} not found") from None
+            raise ApiError(404, missing.format(instance)) from None
         except HypervisorError as e:
-            # An expected fault (libvirtd down or restarting): one line, no traceback.
-            self._log.warn("hypervisor lookup of {instance} failed: {error}", instance=instance,
-                           error=str(e))
-            raise ApiError(503, "hypervisor unavailable") from None
+            self._hypervisor_down(e, instance)
         return info
+
+    def _hypervisor_down(self, error, instance="(all)"):
+        # An expected fault (libvirtd down or restarting): one line, no traceback.
+        self._log.warn("hypervisor lookup of {instance} failed: {error}", instance=instance,
+                       error=str(error))
+        raise ApiError(503, "hypervisor unavailable") from None
 
     @defer.inlineCallbacks
     def _mint(self, instance, console_type, force, caller, read_only=False):
@@ -226,7 +265,7 @@ class ApiResource(Resource):
         try:
             self._ctx.sessions.check(info.uuid, console_type)
         except LimitReached as e:
-            raise ApiError(409, str(e)) from None
+            raise ApiError(409, str(e), CloseCode.LIMIT_REACHED) from None
         secret, grant = self._ctx.tokens.mint(
             info.uuid, console_type, force=force, caller=caller, instance_name=info.name,
             read_only=read_only)
@@ -278,16 +317,17 @@ class ApiResource(Resource):
             raise ApiError(409, f"instance {info.name} has no serial console")
         if not self._ctx.serial.capturable(info):
             raise ApiError(409, f"serial console of instance {info.name} is not served here "
-                                "([serial] domains)")
+                                "([serial] domains)", CloseCode.CONSOLE_UNAVAILABLE)
         try:
             self._ctx.serial.check_attach(info.uuid, interactive=not read_only, force=force)
         except SerialUnavailable as e:
-            raise ApiError(409, f"{e} for instance {info.name}") from None
+            raise ApiError(409, f"{e} for instance {info.name}",
+                           CloseCode.CONSOLE_UNAVAILABLE) from None
         except HubBusy:
             raise ApiError(409, "serial console in use (force: true takes it over, "
-                                "read_only: true watches)") from None
+                                "read_only: true watches)", CloseCode.LIMIT_REACHED) from None
         except HubFull as e:
-            raise ApiError(409, str(e)) from None
+            raise ApiError(409, str(e), CloseCode.LIMIT_REACHED) from None
 
     # -- serial console logs -------------------------------------------------------------------
 
@@ -393,6 +433,58 @@ class ApiResource(Resource):
         secret, _ = yield self._mint(server_id, protocol, False, caller)
         return 200, {"console": {"type": console_type,
                                  "url": self._console_url(console_type, secret)}}
+
+    # -- OpenStack: discovery and servers -----------------------------------------------------
+
+    @staticmethod
+    def _base(request):
+        """
+        The API's root URL as this caller reached it (Nova builds its links the same way): the
+        Host header when it is a plain host[:port], else the listener's own address.
+        """
+        scheme = "https" if request.isSecure() else "http"
+        host = (request.getHeader(b"host") or b"").decode("latin-1")
+        if not _HOST.fullmatch(host):
+            address = request.getHost()
+            host = f"[{address.host}]" if ":" in address.host else address.host
+            host = f"{host}:{address.port}"
+        return f"{scheme}://{host}"
+
+    def _versions(self, request, caller):
+        return 200, nova.versions_document(self._base(request))
+
+    def _version(self, request, caller):
+        return 200, nova.version_document(self._base(request))
+
+    @defer.inlineCallbacks
+    def _servers(self, request, caller, project_id=None, detail=False):
+        self._microversion_headers(request, parse_microversion(request))
+        name = nova.name_filter(request.args)
+        try:
+            infos = yield self._ctx.hypervisor.list_all()
+        except HypervisorError as e:
+            self._hypervisor_down(e)
+        base = self._base(request)
+        return 200, {"servers": [
+            nova.server_view(info, base, project_id, detail)
+            for info in sorted(infos, key=lambda i: (i.name, i.uuid))
+            if name is None or info.name == name]}
+
+    def _servers_detail(self, request, caller, project_id=None):
+        return self._servers(request, caller, project_id, detail=True)
+
+    def _server_project(self, request, caller, project_id, server_id):
+        return self._server(request, caller, server_id, project_id)
+
+    @defer.inlineCallbacks
+    def _server(self, request, caller, server_id, project_id=None):
+        self._microversion_headers(request, parse_microversion(request))
+        missing = "Instance {} could not be found."
+        if not nova.is_server_id(server_id):  # Nova looks servers up by UUID only
+            raise ApiError(404, missing.format(server_id))
+        info = yield self._lookup(server_id, missing)
+        return 200, {"server": nova.server_view(info, self._base(request), project_id,
+                                                detail=True)}
 
     @staticmethod
     def _microversion_headers(request, version):
