@@ -39,38 +39,17 @@ from vncproxy.serial.hub import HubBusy, HubFull
 from vncproxy.serial.manager import SerialUnavailable, capturable
 from vncproxy.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from vncproxy.sessions import LimitReached
-from vncproxy.web.auth import presented_key
 from vncproxy.web import nova
+from vncproxy.web.auth import presented_key
 from vncproxy.web.errors import ApiError, read_json_object, render_error, render_json
-from vncproxy.web.nova import MAX_MICROVERSION, MIN_MICROVERSION
+from vncproxy.web.nova import base_url, negotiate_microversion
 
 MAX_BODY = 64 * 1024
 _TAIL = re.compile(r"[0-9]{1,15}")
-_HOST = re.compile(r"[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?")
 OPENAPI_PATH = os.path.join(os.path.dirname(__file__), "openapi.json")
-
-# Nova: remote-consoles exists from 2.6; we answer as the newest microversion we know.
-MIN_REMOTE_CONSOLES = (2, 6)
 
 # Path prefix -> the API family whose error format the path's clients read (errors.py).
 FAMILIES = (("/v2.1", "nova"), ("/v1/", "ibm"), ("/1.0/", "lxd"))
-
-# OpenStack protocol -> the console types Nova defines for it. Types of protocols we do not
-# serve are known so that they get 501 (not 400), as Nova's drivers answer.
-NOVA_TYPES = {
-    "vnc": ("novnc", "xvpvnc"),
-    "serial": ("serial",),
-    "spice": ("spice-html5",),
-    "rdp": ("rdp-html5",),
-    "mks": ("webmks",),
-}
-LEGACY_ACTIONS = {
-    "os-getVNCConsole": "vnc",
-    "os-getSerialConsole": "serial",
-    "os-getSPICEConsole": "spice",
-    "os-getRDPConsole": "rdp",
-}
-
 
 def _iso(timestamp):
     return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -94,37 +73,6 @@ def family_of(path):
         if path.startswith(prefix):
             return family
     return "consoleproxy"
-
-
-def parse_microversion(request):
-    """
-    The compute microversion a request asks for, as a tuple, or C{None} when it names none.
-
-    @raise ApiError: 400 for a malformed version, 406 for one newer than we implement.
-    """
-    value = None
-    header = request.getHeader(b"openstack-api-version")
-    if header:
-        service, _, version = header.decode("latin-1").strip().partition(" ")
-        if service.lower() == "compute":
-            value = version.strip()
-    if value is None:
-        legacy = request.getHeader(b"x-openstack-nova-api-version")
-        if legacy:
-            value = legacy.decode("latin-1").strip()
-    if value is None:
-        return None
-    if value.lower() == "latest":
-        return MAX_MICROVERSION
-    match = re.fullmatch(r"(\d+)\.(\d+)", value)
-    if not match:
-        raise ApiError(400, f"invalid microversion {value[:20]!r}")
-    version = (int(match.group(1)), int(match.group(2)))
-    if version < MIN_MICROVERSION or version > MAX_MICROVERSION:
-        raise ApiError(406, f"microversion {value} is not supported "
-                            f"({MIN_MICROVERSION[0]}.{MIN_MICROVERSION[1]} to "
-                            f"{MAX_MICROVERSION[0]}.{MAX_MICROVERSION[1]})")
-    return version
 
 
 class ApiResource(Resource):
@@ -384,30 +332,20 @@ class ApiResource(Resource):
             return f"{config.xvpvnc_base_url}/console?token={secret}"
         return f"{config.websocket_base_url}/?token={secret}"
 
-    def _check_pair(self, protocol, console_type):
-        if not isinstance(protocol, str) or protocol not in NOVA_TYPES:
-            raise ApiError(400, f"invalid protocol {str(protocol)[:20]!r}")
-        if console_type not in NOVA_TYPES[protocol]:
-            raise ApiError(400, f"console type {str(console_type)[:20]!r} is not valid for "
-                                f"protocol {protocol!r}")
-        if protocol not in ("vnc", "serial"):
-            raise ApiError(501, f"{protocol} consoles are not implemented")
-
     def _remote_console_project(self, request, caller, project_id, server_id):
         return self._remote_console(request, caller, server_id)
 
     @defer.inlineCallbacks
     def _remote_console(self, request, caller, server_id):
-        version = parse_microversion(request)
-        self._microversion_headers(request, version)
-        if version is not None and version < MIN_REMOTE_CONSOLES:
+        version = negotiate_microversion(request)
+        if version is not None and version < nova.MIN_REMOTE_CONSOLES:
             raise ApiError(404, "remote-consoles needs microversion 2.6 or later")
         body = read_json_object(request, MAX_BODY)
         console = body.get("remote_console")
         if not isinstance(console, dict):
             raise ApiError(400, "body must have a remote_console object")
         protocol, console_type = console.get("protocol"), console.get("type")
-        self._check_pair(protocol, console_type)
+        nova.check_pair(protocol, console_type)
         secret, _ = yield self._mint(server_id, protocol, False, caller)
         return 200, {"remote_console": {
             "protocol": protocol, "type": console_type,
@@ -418,53 +356,39 @@ class ApiResource(Resource):
 
     @defer.inlineCallbacks
     def _server_action(self, request, caller, server_id):
-        self._microversion_headers(request, parse_microversion(request))
+        negotiate_microversion(request)
         body = read_json_object(request, MAX_BODY)
-        actions = [name for name in body if name in LEGACY_ACTIONS]
+        actions = [name for name in body if name in nova.LEGACY_ACTIONS]
         if len(actions) != 1 or len(body) != 1:
             raise ApiError(400, "body must hold exactly one of "
-                                + ", ".join(sorted(LEGACY_ACTIONS)))
+                                + ", ".join(sorted(nova.LEGACY_ACTIONS)))
         action = actions[0]
         arguments = body[action]
         if not isinstance(arguments, dict):
             raise ApiError(400, f"{action} must be an object")
-        protocol, console_type = LEGACY_ACTIONS[action], arguments.get("type")
-        self._check_pair(protocol, console_type)
+        protocol, console_type = nova.LEGACY_ACTIONS[action], arguments.get("type")
+        nova.check_pair(protocol, console_type)
         secret, _ = yield self._mint(server_id, protocol, False, caller)
         return 200, {"console": {"type": console_type,
                                  "url": self._console_url(console_type, secret)}}
 
     # -- OpenStack: discovery and servers -----------------------------------------------------
 
-    @staticmethod
-    def _base(request):
-        """
-        The API's root URL as this caller reached it (Nova builds its links the same way): the
-        Host header when it is a plain host[:port], else the listener's own address.
-        """
-        scheme = "https" if request.isSecure() else "http"
-        host = (request.getHeader(b"host") or b"").decode("latin-1")
-        if not _HOST.fullmatch(host):
-            address = request.getHost()
-            host = f"[{address.host}]" if ":" in address.host else address.host
-            host = f"{host}:{address.port}"
-        return f"{scheme}://{host}"
-
     def _versions(self, request, caller):
-        return 200, nova.versions_document(self._base(request))
+        return 200, nova.versions_document(base_url(request))
 
     def _version(self, request, caller):
-        return 200, nova.version_document(self._base(request))
+        return 200, nova.version_document(base_url(request))
 
     @defer.inlineCallbacks
     def _servers(self, request, caller, project_id=None, detail=False):
-        self._microversion_headers(request, parse_microversion(request))
+        negotiate_microversion(request)
         name = nova.name_filter(request.args)
         try:
             infos = yield self._ctx.hypervisor.list_all()
         except HypervisorError as e:
             self._hypervisor_down(e)
-        base = self._base(request)
+        base = base_url(request)
         return 200, {"servers": [
             nova.server_view(info, base, project_id, detail)
             for info in sorted(infos, key=lambda i: (i.name, i.uuid))
@@ -478,20 +402,13 @@ class ApiResource(Resource):
 
     @defer.inlineCallbacks
     def _server(self, request, caller, server_id, project_id=None):
-        self._microversion_headers(request, parse_microversion(request))
+        negotiate_microversion(request)
         missing = "Instance {} could not be found."
         if not nova.is_server_id(server_id):  # Nova looks servers up by UUID only
             raise ApiError(404, missing.format(server_id))
         info = yield self._lookup(server_id, missing)
-        return 200, {"server": nova.server_view(info, self._base(request), project_id,
+        return 200, {"server": nova.server_view(info, base_url(request), project_id,
                                                 detail=True)}
-
-    @staticmethod
-    def _microversion_headers(request, version):
-        major, minor = version or MAX_MICROVERSION
-        request.setHeader(b"openstack-api-version", f"compute {major}.{minor}".encode())
-        request.setHeader(b"x-openstack-nova-api-version", f"{major}.{minor}".encode())
-        request.setHeader(b"vary", b"OpenStack-API-Version, X-OpenStack-Nova-API-Version")
 
     # -- operations ----------------------------------------------------------------------------
 

@@ -1,14 +1,17 @@
 """
-Nova's read-only documents, built from what libvirt says: the version documents that
-keystoneauth's discovery reads before any call, and the server views that the clients read to
-turn a name or ID into a server (python-openstackclient, novaclient, openstacksdk).
+Nova's wire details: the console protocol/type pairs, microversions, and the read-only
+documents built from what libvirt says (the version documents that keystoneauth's discovery
+reads before any call, and the server views that the clients read to turn a name or ID into a
+server: python-openstackclient, novaclient, openstacksdk).
 
-Plain functions of plain data (no Twisted, no I/O): the API resource calls them.
+Plain functions (no I/O): the API resource calls them; those that take a request only read its
+headers or set response headers.
 """
 
 import re
 
 from vncproxy.hypervisor import DomainState
+from vncproxy.web.errors import ApiError
 
 # The microversions we implement (remote-consoles needs 2.6; newer ones change nothing in the
 # routes we serve). The version documents and the microversion parser use these two.
@@ -16,7 +19,27 @@ MIN_MICROVERSION = (2, 1)
 MAX_MICROVERSION = (2, 100)
 UPDATED = "2013-07-23T11:33:21Z"  # Nova's v2.1 document carries this fixed date
 MEDIA_TYPE = "application/vnd.openstack.compute+json;version=2.1"
+_HOST = re.compile(r"[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?")
 UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+# Nova: remote-consoles exists from 2.6; we answer as the newest microversion we know.
+MIN_REMOTE_CONSOLES = (2, 6)
+
+# OpenStack protocol -> the console types Nova defines for it. Types of protocols we do not
+# serve are known so that they get 501 (not 400), as Nova's drivers answer.
+NOVA_TYPES = {
+    "vnc": ("novnc", "xvpvnc"),
+    "serial": ("serial",),
+    "spice": ("spice-html5",),
+    "rdp": ("rdp-html5",),
+    "mks": ("webmks",),
+}
+LEGACY_ACTIONS = {
+    "os-getVNCConsole": "vnc",
+    "os-getSerialConsole": "serial",
+    "os-getSPICEConsole": "spice",
+    "os-getRDPConsole": "rdp",
+}
 
 # libvirt's state -> Nova's (status, vm_state, power_state), as Nova's libvirt driver maps them.
 _STATES = {
@@ -29,6 +52,79 @@ _STATES = {
     DomainState.PMSUSPENDED: ("SUSPENDED", "suspended", 7),
     DomainState.NOSTATE: ("UNKNOWN", "error", 0),
 }
+
+
+def check_pair(protocol, console_type):
+    """
+    400 for a protocol/type pair Nova does not define, 501 for one we do not serve.
+    """
+    if not isinstance(protocol, str) or protocol not in NOVA_TYPES:
+        raise ApiError(400, f"invalid protocol {str(protocol)[:20]!r}")
+    if console_type not in NOVA_TYPES[protocol]:
+        raise ApiError(400, f"console type {str(console_type)[:20]!r} is not valid for "
+                            f"protocol {protocol!r}")
+    if protocol not in ("vnc", "serial"):
+        raise ApiError(501, f"{protocol} consoles are not implemented")
+
+
+def parse_microversion(request):
+    """
+    The compute microversion a request asks for, as a tuple, or C{None} when it names none.
+
+    @raise ApiError: 400 for a malformed version, 406 for one newer than we implement.
+    """
+    value = None
+    header = request.getHeader(b"openstack-api-version")
+    if header:
+        service, _, version = header.decode("latin-1").strip().partition(" ")
+        if service.lower() == "compute":
+            value = version.strip()
+    if value is None:
+        legacy = request.getHeader(b"x-openstack-nova-api-version")
+        if legacy:
+            value = legacy.decode("latin-1").strip()
+    if value is None:
+        return None
+    if value.lower() == "latest":
+        return MAX_MICROVERSION
+    match = re.fullmatch(r"(\d+)\.(\d+)", value)
+    if not match:
+        raise ApiError(400, f"invalid microversion {value[:20]!r}")
+    version = (int(match.group(1)), int(match.group(2)))
+    if version < MIN_MICROVERSION or version > MAX_MICROVERSION:
+        raise ApiError(406, f"microversion {value} is not supported "
+                            f"({MIN_MICROVERSION[0]}.{MIN_MICROVERSION[1]} to "
+                            f"{MAX_MICROVERSION[0]}.{MAX_MICROVERSION[1]})")
+    return version
+
+
+def negotiate_microversion(request):
+    """
+    Read the microversion the request asks for (L{parse_microversion}) and answer with the
+    one we serve it at, in both of Nova's headers.
+
+    @return: the version asked for, or C{None}.
+    """
+    version = parse_microversion(request)
+    major, minor = version or MAX_MICROVERSION
+    request.setHeader(b"openstack-api-version", f"compute {major}.{minor}".encode())
+    request.setHeader(b"x-openstack-nova-api-version", f"{major}.{minor}".encode())
+    request.setHeader(b"vary", b"OpenStack-API-Version, X-OpenStack-Nova-API-Version")
+    return version
+
+
+def base_url(request):
+    """
+    The API's root URL as this caller reached it (Nova builds its links the same way): the
+    Host header when it is a plain host[:port], else the listener's own address.
+    """
+    scheme = "https" if request.isSecure() else "http"
+    host = (request.getHeader(b"host") or b"").decode("latin-1")
+    if not _HOST.fullmatch(host):
+        address = request.getHost()
+        host = f"[{address.host}]" if ":" in address.host else address.host
+        host = f"{host}:{address.port}"
+    return f"{scheme}://{host}"
 
 
 def _version_text(version):
