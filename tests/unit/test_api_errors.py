@@ -10,7 +10,7 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from vncproxy.closecodes import CloseCode
 from vncproxy.web import errors
-from vncproxy.web.api import family_of
+from vncproxy.web.errors import family_of
 from vncproxy.web.errors import ApiError, error_message, register_family, render_error
 
 

@@ -41,15 +41,13 @@ from vncproxy.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from vncproxy.sessions import LimitReached
 from vncproxy.web import nova
 from vncproxy.web.auth import presented_key
-from vncproxy.web.errors import ApiError, read_json_object, render_error, render_json
+from vncproxy.web.errors import (ApiError, family_of, read_json_object, render_error,
+                                 render_json)
 from vncproxy.web.nova import base_url, negotiate_microversion
 
 MAX_BODY = 64 * 1024
 _TAIL = re.compile(r"[0-9]{1,15}")
 OPENAPI_PATH = os.path.join(os.path.dirname(__file__), "openapi.json")
-
-# Path prefix -> the API family whose error format the path's clients read (errors.py).
-FAMILIES = (("/v2.1", "nova"), ("/v1/", "ibm"), ("/1.0/", "lxd"))
 
 def _iso(timestamp):
     return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -60,19 +58,6 @@ def _compile(template):
     C{/v1/instances/{instance}/x} -> a regex with one group per path parameter.
     """
     return re.compile(re.sub(r"\\\{[a-z_]+\\\}", "([^/]+)", re.escape(template)))
-
-
-def family_of(path):
-    """
-    The API family of a request path (known route or not), for its error format; Nova's
-    version document at C{/} too.
-    """
-    if path == "/":
-        return "nova"
-    for prefix, family in FAMILIES:
-        if path.startswith(prefix):
-            return family
-    return "consoleproxy"
 
 
 class ApiResource(Resource):

@@ -90,6 +90,22 @@ def _ibm(error, trace):
 OURS = "consoleproxy"
 _FAMILIES = {OURS: _ours, "nova": _nova, "ibm": _ibm}
 
+# Path prefix -> the API family whose error format the path's clients read.
+PREFIXES = (("/v2.1", "nova"), ("/v1/", "ibm"), ("/1.0/", "lxd"))
+
+
+def family_of(path):
+    """
+    The API family of a request path (a known route or not); Nova's version document at C{/}
+    makes C{/} Nova's too.
+    """
+    if path == "/":
+        return "nova"
+    for prefix, family in PREFIXES:
+        if path.startswith(prefix):
+            return family
+    return OURS
+
 
 def register_family(name, body):
     """
@@ -114,10 +130,18 @@ def render_error(request, error, family=OURS):
 
     Every error gets a trace id, in the IBM body and in the C{X-Request-Id} header.
     """
-    trace = str(uuid.uuid4())
+    trace, body = error_document(error, family)
     request.setHeader(b"x-request-id", trace.encode("ascii"))
-    body = _FAMILIES.get(family, _ours)(error, trace)
     return render_json(request, error.code, body)
+
+
+def error_document(error, family=OURS):
+    """
+    A fresh trace id and C{error}'s body in C{family}'s format (for answers written without a
+    request object, such as a refused oversized body).
+    """
+    trace = str(uuid.uuid4())
+    return trace, _FAMILIES.get(family, _ours)(error, trace)
 
 
 def error_message(body):

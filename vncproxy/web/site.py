@@ -14,6 +14,7 @@ from twisted.web.server import Request, Site
 
 from vncproxy.ratelimit import PendingPerAddress
 from vncproxy.web.clients import ASSET_POLICY
+from vncproxy.web.errors import ApiError, error_document, family_of
 from vncproxy.web.websocket import _INSTANCE_PATH
 
 _WEBSOCKET_PATHS = (b"/", b"/websockify")
@@ -169,11 +170,14 @@ class BoundedHTTPChannel(HTTPChannel):
             return
         self._body_refused = True
         limit = self.factory.max_body
-        body = json.dumps({"error": {"code": 413, "message": f"request body larger than "
-                                                              f"{limit} bytes"}}).encode()
+        path = getattr(self, "_path", b"").split(b"?", 1)[0].decode("utf-8", "replace")
+        trace, document = error_document(
+            ApiError(413, f"request body larger than {limit} bytes"), family_of(path))
+        body = json.dumps(document).encode()
         self.transport.write(b"HTTP/1.1 413 Request Entity Too Large\r\n"
                              b"Content-Type: application/json\r\nCache-Control: no-store\r\n"
-                             b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body)
+                             b"X-Request-Id: %s\r\n" % trace.encode("ascii")
+                             + b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body)
                              + body)
         self.transport.loseConnection()
 
