@@ -160,6 +160,23 @@ def test_openstack_console_url_show_novnc(clients, service, home, vnc_guest, by)
     assert init.name == f"QEMU ({vnc_guest.name})" and init.width > 0
 
 
+def test_openstack_with_clouds_yaml_and_a_project_endpoint(clients, service, tmp_path, vnc_guest):
+    """
+    A clouds.yaml entry with `auth_type: admin_token` and a catalog-style endpoint that names
+    a project (`/v2.1/{project_id}`): discovery strips the project, calls go under it.
+    """
+    config = tmp_path / ".config" / "openstack"
+    config.mkdir(parents=True)
+    (config / "clouds.yaml").write_text(json.dumps({"clouds": {"consoleproxy": {
+        "auth_type": "admin_token",
+        "auth": {"endpoint": f"{service.api_url}/v2.1/6f70656e737461636b",
+                 "token": service.key}}}}))  # JSON is YAML
+    console = json.loads(ok(run([clients / "openstack", "--os-cloud", "consoleproxy", "console",
+                                 "url", "show", "--novnc", vnc_guest.name, "-f", "json"],
+                                client_env(tmp_path))))
+    assert server_init_via_novnc(service, console["url"]).name == f"QEMU ({vnc_guest.name})"
+
+
 def test_openstack_console_url_show_xvpvnc(clients, service, home, vnc_guest):
     """`--xvpvnc`: the URL's CONNECT reaches the guest's screen."""
     console = json.loads(ok(openstack(clients, service, home, "console", "url", "show",
@@ -190,9 +207,10 @@ def test_openstack_errors_read_as_messages(clients, service, home):
 
 # -- the nova CLI -----------------------------------------------------------------------------
 
-def test_nova_get_vnc_console(clients, service, home, vnc_guest):
+def test_nova_get_vnc_and_serial_console(clients, service, home, vnc_guest):
     """
-    `nova get-vnc-console SERVER novnc`. The nova CLI refuses to start without a project and
+    `nova get-vnc-console SERVER novnc` reaches the screen, `nova get-serial-console SERVER`
+    (through websocat) the shell. The nova CLI refuses to start without a project and
     an auth URL whatever the auth type (its own check; admin_token uses neither), so they come
     from its ordinary environment variables.
     """
@@ -202,6 +220,11 @@ def test_nova_get_vnc_console(clients, service, home, vnc_guest):
     url = next(word for line in out.splitlines() for word in line.split("|")
                if "vnc_auto.html" in word).strip()
     assert server_init_via_novnc(service, url).name == f"QEMU ({vnc_guest.name})"
+    out = ok(run([clients / "nova", *admin_token(service), "get-serial-console", vnc_guest.uuid],
+                 env))
+    url = next(word for line in out.splitlines() for word in line.split("|")
+               if "token=" in word).strip()
+    websocat_shell(clients, home, url)
     missing = run([clients / "nova", *admin_token(service), "get-vnc-console", "nosuch",
                    "novnc"], env)
     assert "No server with a name or ID of 'nosuch' exists." in missing.stderr
