@@ -4,10 +4,13 @@ The collaborators every request handler and session needs, built once by the com
 """
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
+from vncproxy.admission import Admission
 from vncproxy.config import Config
 from vncproxy.sessions import SessionRegistry
 from vncproxy.tokens import TokenStore
+from vncproxy.urls import Urls
 from vncproxy.vnctls import VncTls
 
 
@@ -31,3 +34,17 @@ class ProxyContext:
     metrics: object = None
     limiter: object = None  # FailureLimiter for token redemption failures, per source address
     vnc_tls: VncTls = field(default_factory=VncTls)
+
+    @cached_property
+    def admission(self):
+        """
+        The one L{vncproxy.admission.Admission} every listener admits grants through.
+        """
+        return Admission(self)
+
+    @cached_property
+    def urls(self):
+        """
+        The L{vncproxy.urls.Urls} we hand out (built once: the host name is looked up once).
+        """
+        return Urls(self.config)
