@@ -1,0 +1,72 @@
+"""
+The WebSocket fast paths, as a mixin for the console's Autobahn server protocol. Each is on
+only when its switch (L{vncproxy.relay.FastPaths}, on the factory) is, which it is only after
+its names passed L{vncproxy.relay._assumptions}.
+
+C{websocket_send}: Autobahn's C{dataReceived} and C{sendData} each log a debug line whose
+arguments (C{hltype}, C{hlval}: qualified names, string styling) are built before the logger
+can discard them, on every read and every write (about 25 us per keystroke round trip). The
+relay's writes skip those lines; anything unusual (Autobahn's send queue, sync or chopped
+sends, octet logging, a connection not open) still goes through Autobahn's C{sendData}. Copied
+from the fast branch of C{WebSocketProtocol.sendData} (Autobahn 22.7 to 26.11; the test of
+framework assumptions holds the digest of the code this mirrors).
+
+C{websocket_receive}: while the connection is open and Autobahn is between messages, the
+viewer's bytes go to a L{BinaryFrameReader} first; each binary frame's payload goes to
+C{onMessageFrameData} as Autobahn's streaming receive would deliver it, without Autobahn's
+per-frame work (a masker object made through cffi, about 25 calls). The first frame the reader
+does not take, and everything after it, goes to Autobahn, which keeps the connection until it
+is between messages again.
+"""
+
+from autobahn.websocket.protocol import WebSocketProtocol
+
+from vncproxy.relay.wsframes import BinaryFrameReader
+
+_OPEN = WebSocketProtocol.STATE_OPEN
+
+
+def _frame_limit(protocol):
+    limits = [n for n in (protocol.maxFramePayloadSize, protocol.maxMessagePayloadSize) if n]
+    return min(limits) if limits else 0
+
+
+class FastWebSocketMixin:
+    """
+    Mix in before Autobahn's C{WebSocketServerProtocol}; the factory carries C{fast_paths}.
+    """
+
+    _frames = None
+
+    def onOpen(self):
+        # (Autobahn's onOpen is an empty hook; the console's protocol calls this one first.)
+        if self.factory.fast_paths.websocket_receive and self._perMessageCompress is None:
+            self._frames = BinaryFrameReader(_frame_limit(self))
+
+    def _autobahn_between_messages(self):
+        return self.current_frame is None and not self.inside_message and not self.data
+
+    def dataReceived(self, data):
+        frames = self._frames
+        if frames is not None and self.state == _OPEN and (
+                frames.inside_frame or self._autobahn_between_messages()):
+            payloads, data = frames.receive(data)
+            for payload in payloads:
+                self.onMessageFrameData(payload)
+            if data is None:
+                return
+        if self.factory.fast_paths.websocket_send:
+            self._dataReceived(data)
+        else:
+            super().dataReceived(data)
+
+    def sendData(self, data, sync=False, chopsize=None):
+        if (not self.factory.fast_paths.websocket_send or sync or chopsize or self.send_queue
+                or self.logOctets or self.state != _OPEN):
+            super().sendData(data, sync, chopsize)
+            return
+        self.transport.write(data)
+        self.trafficStats.outgoingOctetsWireLevel += len(data)
+
+
+__all__ = ["FastWebSocketMixin"]
