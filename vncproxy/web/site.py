@@ -149,7 +149,7 @@ class BoundedHTTPChannel(HTTPChannel):
             if len(parts) == 3 and parts[2] not in (b"HTTP/1.0", b"HTTP/1.1"):
                 # Twisted 22.4 (Debian 12) would answer in whatever version was asked
                 # ("HTTP/2.0 200 OK"); newer Twisted says 400, and so do we on every version.
-                self._respondToBadRequestAndDisconnect()
+                self._refuse(400, b"Bad Request", "unsupported HTTP version")
                 return None
         return super().lineReceived(line)
 
@@ -168,11 +168,16 @@ class BoundedHTTPChannel(HTTPChannel):
         if self._body_refused:
             return
         self._body_refused = True
-        limit = self.factory.max_body
-        body = json.dumps({"error": {"code": 413, "message": f"request body larger than "
-                                                              f"{limit} bytes"}}).encode()
-        self.transport.write(b"HTTP/1.1 413 Request Entity Too Large\r\n"
-                             b"Content-Type: application/json\r\nCache-Control: no-store\r\n"
+        self._refuse(413, b"Request Entity Too Large",
+                     f"request body larger than {self.factory.max_body} bytes")
+
+    def _refuse(self, code, phrase, message):
+        """
+        Answer C{code} with a JSON error at once and close, reading nothing more.
+        """
+        body = json.dumps({"error": {"code": code, "message": message}}).encode()
+        self.transport.write(b"HTTP/1.1 %d %s\r\n" % (code, phrase)
+                             + b"Content-Type: application/json\r\nCache-Control: no-store\r\n"
                              b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body)
                              + body)
         self.transport.loseConnection()
