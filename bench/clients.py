@@ -160,6 +160,13 @@ class SyncConn:
             elif opcode == wsframe.OP_CLOSE:
                 raise Closed("close frame %s %s" % wsframe.close_code(payload))
 
+    @property
+    def websocket(self):
+        """
+        Whether this connection carries WebSocket frames (after the upgrade).
+        """
+        return self._decoder is not None
+
     def send(self, data):
         if self._decoder is not None:
             data = wsframe.encode(data)

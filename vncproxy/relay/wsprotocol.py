@@ -12,9 +12,9 @@ from the fast branch of C{WebSocketProtocol.sendData} (Autobahn 22.7 to 26.11; t
 framework assumptions holds the digest of the code this mirrors).
 
 C{websocket_receive}: while the connection is open and Autobahn is between messages, the
-viewer's bytes go to a L{BinaryFrameReader} first; each binary frame's payload goes to
-C{onMessageFrameData} as Autobahn's streaming receive would deliver it, without Autobahn's
-per-frame work (a masker object made through cffi, about 25 calls). The first frame the reader
+viewer's bytes go to a L{BinaryFrameReader} first; the payloads of the binary frames one read
+brought go to C{onMessageFrameData} joined (so to QEMU in one write, not one per frame),
+without Autobahn's per-frame work (a masker object made through cffi, about 25 calls). The first frame the reader
 does not take, and everything after it, goes to Autobahn, which keeps the connection until it
 is between messages again.
 """
@@ -51,8 +51,10 @@ class FastWebSocketMixin:
         if frames is not None and self.state == _OPEN and (
                 frames.inside_frame or self._autobahn_between_messages()):
             payloads, data = frames.receive(data)
-            for payload in payloads:
-                self.onMessageFrameData(payload)
+            if payloads:
+                # the console is a byte stream: what one read brought goes on in one write
+                self.onMessageFrameData(payloads[0] if len(payloads) == 1
+                                        else b"".join(payloads))
             if data is None:
                 return
         if self.factory.fast_paths.websocket_send:
