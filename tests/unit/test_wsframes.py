@@ -157,3 +157,20 @@ def test_autobahn_timers_run_on_the_services_reactor():
     assert not transport.disconnecting
     clock.advance(6)
     assert transport.disconnecting
+
+
+def test_autobahns_connection_debug_line_is_formatted_only_for_debug(monkeypatch):
+    """With the send fast path, Autobahn's per-connection pretty-print of its options runs only
+    while txaio logs at debug level."""
+    import txaio
+    from autobahn.websocket import protocol as module
+
+    from vncproxy.relay import wsprotocol
+
+    monkeypatch.setattr(module, "pformat", module.pformat)
+    wsprotocol.quiet_debug_lines()
+    options = [("maxFramePayloadSize", 100, "factory")]
+    monkeypatch.setattr(txaio, "get_global_log_level", lambda: "info")
+    assert module.pformat(options) == ""
+    monkeypatch.setattr(txaio, "get_global_log_level", lambda: "debug")
+    assert module.pformat(options) == "[('maxFramePayloadSize', 100, 'factory')]"

@@ -100,6 +100,20 @@ def enable_dispatch(reactor, config):
     return eventloop.enable(reactor)
 
 
+def tune_websocket(factory, reactor, fast):
+    """
+    Autobahn's C{factory}, as the console uses it: timers on C{reactor} (see
+    L{use_reactor_timers}), its C{fast} paths, and with C{websocket_send} its eager debug
+    formatting at each connection skipped (L{wsprotocol.quiet_debug_lines}).
+    """
+    from vncproxy.relay import wsprotocol
+
+    factory.fast_paths = fast
+    use_reactor_timers(factory, reactor)
+    if fast.websocket_send:
+        wsprotocol.quiet_debug_lines()
+
+
 def use_reactor_timers(factory, reactor):
     """
     Make Autobahn's C{factory} schedule its timers (opening and closing handshake, auto-ping)
@@ -140,5 +154,6 @@ def start(fast, qemu, viewer, spliced):
     return None
 
 
-__all__ = ["FastPaths", "decide", "enable_dispatch", "start", "use_reactor_timers",
+__all__ = ["FastPaths", "decide", "enable_dispatch", "start", "tune_websocket",
+           "use_reactor_timers",
            "VIEWER_SEND_LIMIT"]

@@ -49,6 +49,8 @@ NAMES = {
         "autobahn WebSocketServerProtocol().trafficStats.outgoingOctetsWireLevel (int)",
         "autobahn WebSocketServerProtocol().state, STATE_OPEN",
         "autobahn WebSocketServerProtocol.sendData(data, sync, chopsize)",
+        "autobahn.websocket.protocol.pformat (pprint.pformat, called eagerly for debug lines)",
+        "txaio.get_global_log_level()",
     ),
     "websocket_receive": (
         "autobahn WebSocketServerProtocol()._dataReceived(data)",
@@ -231,6 +233,19 @@ def websocket_send():
     _need(_need(protocol, "trafficStats"), "outgoingOctetsWireLevel", int, "trafficStats")
     if protocol.send_state != WebSocketServerProtocol.SEND_STATE_GROUND:
         raise _Missing("an open, idle protocol is not in SEND_STATE_GROUND")
+    import pprint
+
+    import txaio
+    from autobahn.websocket import protocol as module
+
+    if _need(module, "pformat", callable, "autobahn.websocket.protocol") is not pprint.pformat:
+        from vncproxy.relay.wsprotocol import _pformat_for_debug
+
+        if module.pformat is not _pformat_for_debug:
+            raise _Missing("autobahn.websocket.protocol.pformat is not pprint.pformat")
+    if txaio.get_global_log_level() not in ("none", "critical", "error", "warn", "info",
+                                            "debug", "trace"):
+        raise _Missing("txaio.get_global_log_level() is not a level name")
 
 
 @_checked

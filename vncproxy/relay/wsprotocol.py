@@ -11,6 +11,12 @@ sends, octet logging, a connection not open) still goes through Autobahn's C{sen
 from the fast branch of C{WebSocketProtocol.sendData} (Autobahn 22.7 to 26.11; the test of
 framework assumptions holds the digest of the code this mirrors).
 
+The same switch covers one set-up cost: Autobahn's C{_connectionMade} pretty-prints its 30
+options (C{pprint.pformat}) for a debug line on every connection, about a fifth of its CPU per
+upgrade; L{quiet_debug_lines} makes that module's C{pformat} format only while txaio's log
+level is debug (else it gives an empty string, which only such debug lines and the
+C{trackTimings} report would have shown).
+
 C{websocket_receive}: while the connection is open and Autobahn is between messages, the
 viewer's bytes go to a L{BinaryFrameReader} first; the payloads of the binary frames one read
 brought go to C{onMessageFrameData} joined (so to QEMU in one write, not one per frame),
@@ -19,11 +25,28 @@ does not take, and everything after it, goes to Autobahn, which keeps the connec
 is between messages again.
 """
 
+import pprint
+
+import txaio
+from autobahn.websocket import protocol as _autobahn_protocol
 from autobahn.websocket.protocol import WebSocketProtocol
 
 from vncproxy.relay.wsframes import BinaryFrameReader
 
 _OPEN = WebSocketProtocol.STATE_OPEN
+
+
+def _pformat_for_debug(value, *args, **kw):
+    if txaio.get_global_log_level() in ("debug", "trace"):
+        return pprint.pformat(value, *args, **kw)
+    return ""
+
+
+def quiet_debug_lines():
+    """
+    Make Autobahn's protocol module pretty-print only for debug logging (see above).
+    """
+    _autobahn_protocol.pformat = _pformat_for_debug
 
 
 def _frame_limit(protocol):
@@ -71,4 +94,4 @@ class FastWebSocketMixin:
         self.trafficStats.outgoingOctetsWireLevel += len(data)
 
 
-__all__ = ["FastWebSocketMixin"]
+__all__ = ["FastWebSocketMixin", "quiet_debug_lines"]

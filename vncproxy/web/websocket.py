@@ -339,10 +339,9 @@ def make_factory(ctx, secure=False):
     # Autobahn derives isSecure from the URL; the host part is unused (externalPort unset).
     factory = WebSocketServerFactory("wss://localhost" if secure else None, server="consoleproxy",
                                      reactor=ctx.reactor)
-    relay.use_reactor_timers(factory, ctx.reactor)
+    relay.tune_websocket(factory, ctx.reactor, ctx.fast_paths)
     factory.protocol = ConsoleServerProtocol
     factory.ctx = ctx
-    factory.fast_paths = ctx.fast_paths
     factory.connections = set()  # open WebSocket connections (the service waits for them on stop)
     factory.setProtocolOptions(
         maxFramePayloadSize=MAX_MESSAGE,
