@@ -303,6 +303,65 @@ def idle_memory(bench):
     return [row, total]
 
 
+# -- 4b. scale: many idle WebSocket sessions, and a storm of connections ----------------------
+
+def scale(bench):
+    """
+    One fresh service (fake hypervisor, C{scale_domains} domains, sessions spread over them):
+    a storm of C{storm_sessions} WebSocket connections opened at once (all must reach their
+    ServerInit; the time to the last one), closed; then C{scale_sessions} idle WebSocket
+    sessions opened 64 at a time and held: the service's RSS growth and descriptors per
+    session.
+    """
+    n, storm_n = bench.scale_sessions, bench.storm_sessions
+    per = Row(f"RSS per idle WS session at {n:,} sessions", "KiB", "lower",
+              target=("<= 32 KiB", lambda r: _at_most(r, "websocket", 32)))
+    total = Row(f"service RSS with {n:,} idle WS sessions", "MiB", "lower")
+    fds = Row(f"service descriptors per idle WS session at {n:,}", "fd", "lower")
+    storm = Row(f"storm: {storm_n:,} WS connections at once, time to the last ServerInit",
+                "s", "lower", target=("all succeed", None))
+    failed = Row(f"storm: connections of {storm_n:,} that failed", "count", "lower",
+                 target=("0", lambda r: _at_most(r, "websocket", 0)))
+    service, target = bench.scale_service()
+    try:
+        pid = service.pid
+        tickets = target.prepare_many(storm_n + n)
+
+        async def run():
+            t0 = time.perf_counter()
+            conns, errors = await _open_many(target, tickets[:storm_n], parallel=storm_n)
+            storm.add("websocket", time.perf_counter() - t0)
+            failed.add("websocket", len(errors))
+            for conn in conns:
+                conn.close()
+            await asyncio.sleep(2.0)
+            rss0, fds0 = proc.rss(pid), proc.descriptors(pid)
+            conns, errors = await _open_many(target, tickets[storm_n:], parallel=64)
+            if errors:
+                raise RuntimeError(f"{len(errors)} of {n} sessions failed: {errors[0]!r}")
+            await asyncio.sleep(2.0)
+            rss1, fds1 = proc.rss(pid), proc.descriptors(pid)
+            for conn in conns:
+                conn.close()
+            await asyncio.sleep(1.0)
+            return rss0, rss1, fds0, fds1
+
+        rss0, rss1, fds0, fds1 = asyncio.run(run())
+        per.add("websocket", (rss1 - rss0) / n / 1024)
+        total.add("websocket", rss1 / 2**20)
+        fds.add("websocket", (fds1 - fds0) / n)
+    finally:
+        service.stop()
+    storm.note = ("one asyncio client opens them all at once, from one address (the "
+                  "service's per-address cap on unfinished requests is lifted for this measure)")
+    return [storm, failed, per, total, fds]
+
+
+def _at_most(row, name, limit):
+    value = row.median(name)
+    return None if value is None else value <= limit
+
+
 # -- 5. many active sessions --------------------------------------------------------------------
 
 def active_sessions(bench):
@@ -564,6 +623,7 @@ MEASURES = {
     "rtt": round_trip,
     "setup": setup_time,
     "memory": idle_memory,
+    "scale": scale,
     "active": active_sessions,
     "serial": serial_fanout,
 }

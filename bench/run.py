@@ -38,10 +38,12 @@ BENCH_VENV = REPO / ".bench-venv"
 PROFILES = {
     "full": dict(bulk_bytes=256 << 20, upload_bytes=128 << 20, repeats=5, rtt_count=2000, setup_count=100,
                  idle_sessions=1000, memory_repeats=2, websockify_idle_sessions=200,
-                 active_sessions=100, active_seconds=2.0, active_repeats=3),
+                 active_sessions=100, active_seconds=2.0, active_repeats=3,
+                 scale_sessions=10000, storm_sessions=1000, scale_domains=100),
     "quick": dict(bulk_bytes=64 << 20, upload_bytes=32 << 20, repeats=3, rtt_count=1000, setup_count=50,
                   idle_sessions=1000, memory_repeats=1, websockify_idle_sessions=100,
-                  active_sessions=100, active_seconds=1.5, active_repeats=2),
+                  active_sessions=100, active_seconds=1.5, active_repeats=2,
+                  scale_sessions=2000, storm_sessions=1000, scale_domains=100),
 }
 
 # Serial fan-out (measures.serial_fanout): source output per run, viewers, runs.
@@ -188,6 +190,20 @@ class Bench:
         if name == "bare":
             return self.bare.pid
         return None
+
+    def scale_service(self):
+        """
+        A fresh service with C{scale_domains} domains for the scale measure, and its WebSocket
+        target (the caller stops the service).
+        """
+        service = ServiceProcess(f"127.0.0.1:{self.backend_port}",
+                                 self.workdir / f"scale-{time.monotonic_ns()}",
+                                 # every connection comes from 127.0.0.1 here: lift the cap
+                                 # on one address's unfinished requests (32 by default)
+                                 settings=["http.max_pending_per_address=1000000",
+                                           *self.service_settings],
+                                 domains=self.scale_domains)
+        return service, ProxyWebSocketTarget(service.info)
 
     def memory_targets(self):
         out = []
