@@ -4,10 +4,13 @@ The collaborators every request handler and session needs, built once by the com
 """
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
+from vncproxy.admission import Admission
 from vncproxy.config import Config
 from vncproxy.sessions import SessionRegistry
 from vncproxy.tokens import TokenStore
+from vncproxy.urls import Urls
 from vncproxy.vnctls import VncTls
 
 
@@ -40,3 +43,17 @@ class ProxyContext:
             from vncproxy import relay
 
             self.fast_paths = relay.decide(self.config)
+
+    @cached_property
+    def admission(self):
+        """
+        The one L{vncproxy.admission.Admission} every listener admits grants through.
+        """
+        return Admission(self)
+
+    @cached_property
+    def urls(self):
+        """
+        The L{vncproxy.urls.Urls} we hand out (built once: the host name is looked up once).
+        """
+        return Urls(self.config)

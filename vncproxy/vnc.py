@@ -43,6 +43,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from vncproxy.admission import Refusal, Refused
 from vncproxy.audit import audit
 from vncproxy.closecodes import CloseCode, reason_for
 from vncproxy.hypervisor import HypervisorError, NoSuchInstance
@@ -56,7 +57,7 @@ from vncproxy.rfb import (
     UpstreamHandshake,
 )
 from vncproxy.rfb.wire import client_init
-from vncproxy.sessions import SessionTimer
+from vncproxy.sessions import LimitReached, SessionTimer
 from vncproxy import relay
 from vncproxy.vnctls import TlsUnavailable
 
@@ -194,6 +195,18 @@ class VncSession:
         self.bytes_spliced = 0  # the part of bytes_to_viewer that went by splice (zerocopy)
 
     # -- lifecycle -------------------------------------------------------------------------------
+
+    def register(self):
+        """
+        Count against the instance's VNC session limit (L{vncproxy.admission}, step 4).
+
+        @raise Refused: 409 when the instance is at its limit.
+        """
+        try:
+            self._ctx.sessions.admit(self._grant.instance_uuid, "vnc", self)
+        except LimitReached as e:
+            raise Refused(Refusal(CloseCode.LIMIT_REACHED, 409, str(e),
+                                  f"limit reached: {e}")) from None
 
     def start(self):
         self._started_at = self._reactor.seconds()

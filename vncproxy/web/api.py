@@ -21,7 +21,7 @@ import json
 import os
 import re
 from datetime import datetime, timezone
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import unquote
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -251,8 +251,7 @@ class ApiResource(Resource):
         if read_only and console_type != "serial":
             raise ApiError(400, "read_only applies to serial consoles only")
         secret, grant = yield self._mint(instance, console_type, force, caller, read_only)
-        href = (f"{self._ctx.config.websocket_base_url}/v1/instances/{grant.instance_uuid}"
-                f"/console?access_token={secret}")
+        href = self._ctx.urls.ibm_href(grant.instance_uuid, secret)
         body = {
             "access_token": secret,
             "console_type": console_type,
@@ -261,9 +260,9 @@ class ApiResource(Resource):
             "force": force,
             "href": href,
         }
-        if grant.vnc_password is not None:  # for native viewers on the xvpvnc port
+        if grant.vnc_password is not None:  # for native viewers ([listen] vnc, xvpvnc)
             body["password"] = grant.vnc_password
-            body["vnc_url"] = self._ctx.config.native_vnc_url(grant.vnc_password)
+            body["vnc_url"] = self._ctx.urls.vnc(grant.vnc_password)
         if read_only:
             body["read_only"] = True
         return 200, body
@@ -331,18 +330,12 @@ class ApiResource(Resource):
     # -- OpenStack -----------------------------------------------------------------------------
 
     def _console_url(self, console_type, secret):
-        config = self._ctx.config
+        urls = self._ctx.urls
         if console_type == "novnc":
-            # noVNC resolves path= against the host's root, not the page: behind a reverse
-            # proxy that publishes us under a prefix (public_url https://cloud/console/), the
-            # WebSocket path carries the prefix too.
-            base = config.console_base_url
-            prefix = urlsplit(base).path.strip("/")
-            path = f"{prefix}/websockify" if prefix else "websockify"
-            return f"{base}/vnc_auto.html?path=" + quote(f"{path}?token={secret}", safe="")
+            return urls.novnc(secret)
         if console_type == "xvpvnc":
-            return f"{config.xvpvnc_base_url}/console?token={secret}"
-        return f"{config.websocket_base_url}/?token={secret}"
+            return urls.xvpvnc(secret)
+        return urls.serial(secret)
 
     def _check_pair(self, protocol, console_type):
         if not isinstance(protocol, str) or protocol not in NOVA_TYPES:
