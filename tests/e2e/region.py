@@ -86,6 +86,7 @@ class Node:
                 "-machine", "pc", "-nodefaults", "-no-user-config", "-display", "none",
                 "-vga", "std", "-vnc", f"{self.address}:{self.vnc_port - 5900}",
                 "-chardev", "pty,id=ser0", "-serial", "chardev:ser0",
+                "-qmp", f"unix:{self.workdir / 'qmp.sock'},server=on,wait=off",
                 "-kernel", str(images / "vmlinuz"), "-initrd", str(images / "initrd.gz"),
                 # A guest that resets reboots in place (libvirt's on_reboot=restart, as the
                 # testbed's): QEMU must outlive the node, or its PTY's name could be reused.
@@ -129,6 +130,27 @@ class Node:
                         return
             time.sleep(0.1)
         raise RuntimeError(f"{self.name} did not answer /healthz")
+
+    def screendump(self, path):
+        """
+        The guest's screen as QEMU itself reports it (QMP screendump, a PPM file at C{path}):
+        the truth a viewer's picture is compared with.
+        """
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(10)
+            s.connect(str(self.workdir / "qmp.sock"))
+            reader = s.makefile("rb")
+            reader.readline()  # the greeting
+            for command in ({"execute": "qmp_capabilities"},
+                            {"execute": "screendump", "arguments": {"filename": str(path)}}):
+                s.sendall(json.dumps(command).encode() + b"\n")
+                while True:  # skip asynchronous events until the command's answer
+                    answer = json.loads(reader.readline())
+                    if "return" in answer or "error" in answer:
+                        break
+                if "error" in answer:
+                    raise RuntimeError(f"QMP {command['execute']}: {answer['error']}")
+        return path
 
     def wait_for_serial(self, text, timeout=120):
         """Until the guest's serial output (as the node captured it) shows C{text}."""
