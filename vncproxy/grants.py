@@ -35,6 +35,7 @@ import base64
 import binascii
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass
 
@@ -215,7 +216,8 @@ class GrantVerifier:
         if not isinstance(payload["nonce"], str) or not _NONCE.fullmatch(payload["nonce"]):
             raise TokenRejected("signed grant: bad nonce")
         iat, exp = payload["iat"], payload["exp"]
-        if not all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in (iat, exp)):
+        if not all(isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t)
+                   for t in (iat, exp)):
             raise TokenRejected("signed grant: iat and exp must be numbers")
         if exp - iat > self.max_ttl or exp <= iat:
             raise TokenRejected("signed grant: lifetime longer than token_ttl")

@@ -76,6 +76,8 @@ def test_a_valid_grant_opens_once():
     ({"force": "yes"}, "booleans"),
     ({"nonce": "short"}, "nonce"),
     ({"exp": "soon"}, "numbers"),
+    ({"exp": float("nan")}, "numbers"),
+    ({"iat": float("-inf")}, "numbers"),
 ])
 def test_refusals(changes, why):
     """Every wrong field is a TokenRejected naming the reason (never the grant)."""
