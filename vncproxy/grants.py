@@ -173,7 +173,8 @@ class GrantVerifier:
             _, payload = self._authentic(secret)
         except TokenRejected:
             return False
-        return payload.get("nonce") in self._nonces
+        nonce = payload.get("nonce") if isinstance(payload, dict) else None
+        return isinstance(nonce, str) and nonce in self._nonces
 
     def _authentic(self, secret):
         if not is_signed_grant(secret) or len(secret) > MAX_LENGTH:

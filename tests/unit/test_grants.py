@@ -175,3 +175,22 @@ def test_the_credential_for_a_presented_token():
     assert type(credential(region, "plain-token")) is TokenCredential
     assert type(credential(region, None)) is TokenCredential
     assert type(credential(alone, grant)) is TokenCredential
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=600), st.binary(max_size=300))
+def test_any_string_is_a_grant_or_a_token_rejected(text, payload_bytes):
+    """Whatever follows the prefix (text, or a signed payload that is not a grant's JSON),
+    redeeming it either works or raises TokenRejected: never another exception."""
+    _, store = tokens()
+    body = b64url_encode(payload_bytes)
+    signed = "cpg1." + body + "." + b64url_encode(ISSUER.sign(("cpg1." + body).encode()))
+    for candidate in ("cpg1." + text, signed):
+        try:
+            store.consume(candidate)
+        except TokenRejected:
+            pass
