@@ -51,6 +51,7 @@ def region(testbed, tmp_path_factory):
         assert shutil.which(tool), f"{tool} is installed by tools/testbed.sh deps"
     r = Region(tmp_path_factory.mktemp("region"), testbed.images_dir, settings={
         "tokens.trusted_issuers": ISSUER_B64,
+        "tokens.token_ttl": "180",
         "tokens.reconnect_grace": "0",
         "sessions.max_vnc_sessions": "4",
         "ratelimit.slow_after": "10",
@@ -304,6 +305,11 @@ def test_a_drained_node_says_so_and_the_front_door_stops_routing_to_it(region):
     ws, _ = viewer(region, ibm_grant(region.node(3))["href"])
     assert region.admin("set server console_node3/node3 state drain").strip() == ""
     assert region.server_states()[("console_node3", "node3")] == "DRAIN"
+    # drained: nothing new reaches node 3, its open session goes on until the node stops
+    assert status_of(region, "/n/node3/websockify?token=x") == 503
+    pipe = WebSocketPipe(ws)
+    pipe.send(b"\x03\x00\x00\x00\x00\x00\x00\x10\x00\x10")
+    assert pipe.recv()[:1] == b"\x00"
     region.node(3).kill(signal.SIGTERM)
     ws.settimeout(10)
     code = None
