@@ -104,6 +104,7 @@ SCHEMA = {
     ("listen", "api"): ("api_listen", _endpoint, "tcp:6090:interface=127.0.0.1"),
     ("listen", "console"): ("console_listen", _endpoint, "tcp:6080"),
     ("listen", "xvpvnc"): ("xvpvnc_listen", _endpoint, "tcp:6081"),
+    ("listen", "vnc"): ("vnc_listen", _endpoint, "tcp:6084"),
     ("console", "public_url"): ("public_url", _url, ""),
     ("console", "allowed_origins"): ("allowed_origins", _words, ""),
     ("api", "keys_file"): ("api_keys_file", str, ""),
@@ -129,6 +130,8 @@ SCHEMA = {
                                             "32"),
     ("xvpvnc", "max_failures_per_instance"): ("xvpvnc_max_failures_per_instance",
                                               _positive(int), "20"),
+    ("xvpvnc", "password_checks_per_second"): ("xvpvnc_password_checks_per_second",
+                                               _positive(float), "20"),
     ("http", "header_timeout"): ("http_header_timeout", _positive(float), "10"),
     ("http", "idle_timeout"): ("http_idle_timeout", _positive(float), "60"),
     ("http", "max_pending_per_address"): ("http_max_pending_per_address", _positive(int), "32"),
@@ -156,6 +159,7 @@ class Config:
     api_listen: str
     console_listen: str
     xvpvnc_listen: str
+    vnc_listen: str
     public_url: str
     allowed_origins: tuple
     api_keys_file: str
@@ -178,7 +182,8 @@ class Config:
     vnc_zero_copy: bool
     xvpvnc_native_wait: float
     xvpvnc_max_pending_per_address: int
-    xvpvnc_max_failures_per_instance: int
+    xvpvnc_max_failures_per_instance: int  # no longer used (kept so older files load)
+    xvpvnc_password_checks_per_second: float
     http_header_timeout: float
     http_idle_timeout: float
     http_max_pending_per_address: int

@@ -85,6 +85,7 @@ class ConsoleProxyService(MultiService):
             reactor=reactor)
         self._listen("console", config.console_listen, console_site)
         self._listen("xvpvnc", config.xvpvnc_listen, XvpVncFactory(self.ctx))
+        self._listen("vnc", config.vnc_listen, XvpVncFactory(self.ctx, greet_at_once=True))
 
     def _listen(self, name, description, factory):
         if is_tls(description):
@@ -98,9 +99,10 @@ class ConsoleProxyService(MultiService):
     def startService(self):
         self._unsubscribe = self.ctx.hypervisor.subscribe(self._lifecycle)
         super().startService()
-        self._log.info("consoleproxy started: api {api}, console {console}, xvpvnc {xvpvnc}",
-                       api=self.ctx.config.api_listen, console=self.ctx.config.console_listen,
-                       xvpvnc=self.ctx.config.xvpvnc_listen)
+        self._log.info("consoleproxy started: api {api}, console {console}, xvpvnc {xvpvnc}, "
+                       "vnc {vnc}", api=self.ctx.config.api_listen,
+                       console=self.ctx.config.console_listen,
+                       xvpvnc=self.ctx.config.xvpvnc_listen, vnc=self.ctx.config.vnc_listen)
 
     def _lifecycle(self, event):
         if event.kind in _STOPPING:

@@ -9,7 +9,7 @@ The URLs we hand out, built in one place from the configuration.
     novnc          http(s)://.../vnc_auto.html?path=[PREFIX/]websockify%3Ftoken%3DT
     serial         ws(s)://.../?token=T
     xvpvnc         http://HOST:XVPVNC_PORT/console?token=T     (Nova's xvp viewer URL)
-    vnc            vnc://:PASSWORD@HOST:XVPVNC_PORT            (native viewers)
+    vnc            vnc://:PASSWORD@HOST:VNC_PORT               (native viewers, [listen] vnc)
 
 HOST is C{public_url}'s host when set; otherwise the console listener's interface when it
 names one, else this machine's name, looked up once (L{this_host}) when the service starts and
@@ -70,7 +70,7 @@ class Urls:
         host = _host_for_url(urlsplit(base).hostname)
         self._prefix = urlsplit(base).path.strip("/")
         self.xvpvnc_base = self._on_public_host("http://", host, config.xvpvnc_listen)
-        self.vnc_base = self._on_public_host("", host, config.xvpvnc_listen)
+        self.vnc_base = self._on_public_host("", host, config.vnc_listen)
 
     @staticmethod
     def _on_public_host(scheme, host, listen):
