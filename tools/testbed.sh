@@ -48,7 +48,8 @@ IMAGES_VERSION=1                      # bump when the image recipe below changes
 APT_PKGS=(qemu-system-x86 libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
           libvirt-dev pkg-config gcc busybox-static openssl
           novnc chromium              # web clients: noVNC served as is; browser tests
-          gvncviewer tigervnc-viewer virt-viewer xvfb)  # native VNC viewers (e2e), headless X
+          gvncviewer tigervnc-viewer tigervnc-tools virt-viewer  # native VNC viewers (e2e)
+          xvfb xdotool)               # ... on a headless X server; xdotool types a password
 GUEST_MODULES=(button evdev pvpanic pvpanic-mmio)
 # The runtime dependencies of the .deb (debian/control) and the test tools, from Debian 12.
 DEBIAN_PY_PKGS=(python3-twisted python3-autobahn python3-openssl python3-service-identity

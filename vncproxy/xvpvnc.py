@@ -202,7 +202,9 @@ class XvpVncProtocol(Protocol):
         if _RFB.startswith(head) and len(head) < len(_RFB):
             return  # "R", "RF", "RFB": wait for the fourth byte
         if head == _RFB:
-            self._greet()  # a native viewer that spoke first
+            self._log.info("xvpvnc: {peer} sent RFB first: a native viewer, greeted now",
+                           peer=self._peer)
+            self._greet()
             return
         self.state = State.CONNECT
         self._parser = ConnectRequestParser()
@@ -223,6 +225,8 @@ class XvpVncProtocol(Protocol):
     def _silence_decides(self):
         self._native_timer = None
         if self.state is State.WAITING:
+            self._log.info("xvpvnc: {peer} silent for native_wait: a native viewer, greeted now",
+                           peer=self._peer)
             self._greet()
 
     # -- CONNECT mode ----------------------------------------------------------------------------
