@@ -20,7 +20,7 @@ from vncproxy.metrics import Metrics
 from vncproxy.ratelimit import FailureLimiter
 from vncproxy.sessions import SessionRegistry
 from vncproxy.tokens import TokenStore
-from vncproxy.vnc import VncSession
+from vncproxy.vnc import State, VncSession
 from tests.support.fakevnc import HEIGHT, WIDTH, FakeVncFactory, pattern
 
 GREETING = b"RFB 003.008\n"
@@ -117,9 +117,12 @@ def viewer_handshake(session, world):
 def test_a_token_viewer_reaches_the_vnc_server(world):
     session = world.session()
     assert world.viewer.paused and world.viewer.sent == b""
+    assert session.state is State.CONNECTING
     world.join_qemu()
     assert not world.viewer.paused
+    assert session.state is State.DOWNSTREAM
     viewer_handshake(session, world)
+    assert session.state is State.RELAYING
     init = world.viewer.take()
     assert struct.unpack("!HH", init[:4]) == (WIDTH, HEIGHT)
     assert init.endswith(b"fake vm")
@@ -159,9 +162,11 @@ def test_an_unreachable_vnc_server_times_out_with_a_reason(world):
     world.reactor.advance(TIMEOUT)
     assert world.viewer.take() == GREETING
     assert world.viewer.closed is None  # the viewer is given time to read why
+    assert session.state is State.REFUSING
     session.viewer_data(GREETING)
     assert b"timed out connecting to the VNC server" in world.viewer.take()
     assert world.viewer.closed[0] == CloseCode.CONSOLE_UNAVAILABLE
+    assert session.state is State.CLOSED
 
 
 def test_a_viewer_that_does_not_read_the_refusal_is_closed_after_as_long_again(world):
