@@ -334,6 +334,8 @@ def scale(bench):
             conns, errors = await _open_many(target, tickets[:storm_n], parallel=storm_n)
             storm.add("websocket", time.perf_counter() - t0)
             failed.add("websocket", len(errors))
+            if errors:
+                failed.note = f"first failure: {errors[0]!r}"
             for conn in conns:
                 conn.close()
             await asyncio.sleep(2.0)
