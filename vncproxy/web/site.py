@@ -14,6 +14,7 @@ from twisted.web.server import Request, Site
 
 from vncproxy.ratelimit import PendingPerAddress
 from vncproxy.web.clients import ASSET_POLICY
+from vncproxy.web.errors import ApiError, error_document, family_of
 from vncproxy.web.websocket import _INSTANCE_PATH
 
 _WEBSOCKET_PATHS = (b"/", b"/websockify")
@@ -173,12 +174,16 @@ class BoundedHTTPChannel(HTTPChannel):
 
     def _refuse(self, code, phrase, message):
         """
-        Answer C{code} with a JSON error at once and close, reading nothing more.
+        Answer C{code} at once with an error in the format of the path's API family, and
+        close, reading nothing more.
         """
-        body = json.dumps({"error": {"code": code, "message": message}}).encode()
+        path = getattr(self, "_path", b"").split(b"?", 1)[0].decode("utf-8", "replace")
+        trace, document = error_document(ApiError(code, message), family_of(path))
+        body = json.dumps(document).encode()
         self.transport.write(b"HTTP/1.1 %d %s\r\n" % (code, phrase)
                              + b"Content-Type: application/json\r\nCache-Control: no-store\r\n"
-                             b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body)
+                             b"X-Request-Id: %s\r\n" % trace.encode("ascii")
+                             + b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body)
                              + body)
         self.transport.loseConnection()
 
