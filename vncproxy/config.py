@@ -124,6 +124,10 @@ SCHEMA = {
     ("vnc", "tls_hostname"): ("vnc_tls_hostname", str, ""),
     ("vnc", "tls_anonymous"): ("vnc_tls_anonymous", _boolean, "false"),
     ("vnc", "zero_copy"): ("vnc_zero_copy", _boolean, "true"),
+    ("relay", "lean_dispatch"): ("relay_lean_dispatch", _boolean, "true"),
+    ("relay", "write_through"): ("relay_write_through", _boolean, "true"),
+    ("relay", "websocket_send"): ("relay_websocket_send", _boolean, "true"),
+    ("relay", "websocket_receive"): ("relay_websocket_receive", _boolean, "true"),
     ("xvpvnc", "native_wait"): ("xvpvnc_native_wait", _positive(float), "2"),
     ("xvpvnc", "max_pending_per_address"): ("xvpvnc_max_pending_per_address", _positive(int),
                                             "32"),
@@ -176,6 +180,10 @@ class Config:
     vnc_tls_hostname: str
     vnc_tls_anonymous: bool
     vnc_zero_copy: bool
+    relay_lean_dispatch: bool
+    relay_write_through: bool
+    relay_websocket_send: bool
+    relay_websocket_receive: bool
     xvpvnc_native_wait: float
     xvpvnc_max_pending_per_address: int
     xvpvnc_max_failures_per_instance: int

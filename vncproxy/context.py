@@ -23,6 +23,8 @@ class ProxyContext:
         C{None} where serial consoles are not wired up.
     @ivar vnc_tls: the L{vncproxy.vnctls.VncTls} settings toward VNC servers (default: none,
         so a VNC server requiring TLS is refused).
+    @ivar fast_paths: the L{vncproxy.relay.FastPaths} that are on (default: those the config
+        asks for that passed their checks).
     """
 
     config: Config
@@ -34,6 +36,13 @@ class ProxyContext:
     metrics: object = None
     limiter: object = None  # FailureLimiter for token redemption failures, per source address
     vnc_tls: VncTls = field(default_factory=VncTls)
+    fast_paths: object = None  # vncproxy.relay.FastPaths; None: decided from config
+
+    def __post_init__(self):
+        if self.fast_paths is None:
+            from vncproxy import relay
+
+            self.fast_paths = relay.decide(self.config)
 
     @cached_property
     def admission(self):

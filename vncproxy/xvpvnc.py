@@ -278,7 +278,7 @@ class TcpViewer:
             transport.write(data)
 
     def splice_ready(self):
-        return True  # raw TCP: any byte may go at any time (vncproxy.zerocopy)
+        return True  # raw TCP: any byte may go at any time (vncproxy.relay.zerocopy)
 
     def splice_header(self, n):
         return b""

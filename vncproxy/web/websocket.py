@@ -26,12 +26,14 @@ from twisted.internet import task
 from twisted.logger import Logger
 from twisted.web import http
 
+from vncproxy import relay
 from vncproxy.admission import CONSOLE, Refusal, TokenCredential
 from vncproxy.closecodes import REASONS, CloseCode
 from vncproxy.serial.session import SerialSession
 from vncproxy.web.errors import ApiError, error_document, family_of
 from vncproxy.vnc import VncSession
-from vncproxy.zerocopy import websocket_header
+from vncproxy.relay.wsframes import websocket_header
+from vncproxy.relay.wsprotocol import FastWebSocketMixin
 
 _INSTANCE_PATH = re.compile(r"/v1/instances/([^/]+)/console")
 MAX_MESSAGE = 1024 * 1024
@@ -118,7 +120,7 @@ def _token_from(request):
     return None
 
 
-class ConsoleServerProtocol(WebSocketServerProtocol):
+class ConsoleServerProtocol(FastWebSocketMixin, WebSocketServerProtocol):
     """
     One viewer's WebSocket. Autobahn owns C{self.log}; ours is C{_log}.
     """
@@ -223,6 +225,7 @@ class ConsoleServerProtocol(WebSocketServerProtocol):
         self.sendData(("\r\n".join(head) + "\r\n\r\n").encode("utf-8") + body)
 
     def onOpen(self):
+        super().onOpen()  # the receive fast path starts (vncproxy.relay.wsprotocol)
         if self._session is not None:
             self._session.start()
 
@@ -241,21 +244,7 @@ class ConsoleServerProtocol(WebSocketServerProtocol):
     def onMessageEnd(self):
         pass
 
-    # Autobahn's dataReceived and sendData each log a debug line whose arguments (hltype,
-    # hlval: qualified names, string styling) are built before the logger can discard them,
-    # on every read and every write. The relay's path skips those lines; anything unusual
-    # (Autobahn's send queue, sync or chopped sends, octet logging, a closing connection)
-    # still goes through Autobahn's sendData.
-    def dataReceived(self, data):
-        self._dataReceived(data)
-
-    def sendData(self, data, sync=False, chopsize=None):
-        if (sync or chopsize or self.send_queue or self.logOctets
-                or self.state != WebSocketServerProtocol.STATE_OPEN):
-            super().sendData(data, sync, chopsize)
-            return
-        self.transport.write(data)
-        self.trafficStats.outgoingOctetsWireLevel += len(data)
+    # dataReceived and sendData: the WebSocket fast paths (vncproxy.relay.wsprotocol).
 
     def onClose(self, wasClean, code, reason):
         if self._session is not None:
@@ -283,7 +272,7 @@ class _WebSocketViewer:
 
     def splice_ready(self):
         """
-        Whether a frame we write ourselves may go now (vncproxy.zerocopy): the WebSocket is
+        Whether a frame we write ourselves may go now (vncproxy.relay.zerocopy): the WebSocket is
         open and Autobahn is not in the middle of sending anything.
         """
         protocol = self._protocol
@@ -326,7 +315,9 @@ def make_factory(ctx, secure=False):
     The WebSocket factory of the console listener.
     """
     # Autobahn derives isSecure from the URL; the host part is unused (externalPort unset).
-    factory = WebSocketServerFactory("wss://localhost" if secure else None, server="consoleproxy")
+    factory = WebSocketServerFactory("wss://localhost" if secure else None, server="consoleproxy",
+                                     reactor=ctx.reactor)
+    relay.tune_websocket(factory, ctx.reactor, ctx.fast_paths)
     factory.protocol = ConsoleServerProtocol
     factory.ctx = ctx
     factory.connections = set()  # open WebSocket connections (the service waits for them on stop)
