@@ -1,0 +1,333 @@
+"""
+The LXD WebSockets: an operation's channels (C{/1.0/operations/ID/websocket?secret=S}) and
+the event stream (C{/1.0/events}).
+
+A console operation (L{ConsoleOperation}) is one interactive serial session
+(L{vncproxy.serial.session.SerialSession}) with two channels::
+
+    WAITING   --"0" connects------------> ATTACHED  the session joins the hub (force: the
+              (control may come first)              writer before is closed, TAKEN_OVER),
+                                                    scrollback then live output in binary
+                                                    frames; binary or text frames are typed
+    ATTACHED  --control closes----------> ENDED     the user detached (C{ctrl+a q}): "0" is
+              --"0" closes--------------> ENDED       closed too, the operation succeeds
+              --the session is closed---> ENDED     taken over, idle, too long, instance
+                                                    stopped, service stopping: "0" gets the
+                                                    close code, control is closed, the
+                                                    operation fails with the reason
+    WAITING   --ttl passes--------------> ENDED     nobody attached: the operation fails
+
+The control channel takes JSON commands (C{window-resize}: a serial line has no size, so it
+is acknowledged by silence; unknown commands are ignored, as LXD does); anything that is not a
+JSON object closes it (1007). Refusals before the upgrade are LXD error envelopes: 403 for a
+wrong, used or expired secret (counted against the address like a bad token), 409 when the
+console is no longer free.
+"""
+
+import json
+from enum import Enum
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny
+from twisted.internet import task
+from twisted.logger import Logger
+
+from vncproxy.audit import audit
+from vncproxy.lxd import envelope
+from vncproxy.lxd.operations import SecretRejected, event
+from vncproxy.serial.session import SerialRefused, SerialSession
+from vncproxy.tokens import Grant
+from vncproxy.web.websocket import CLOSE_HANDSHAKE_TIMEOUT, MAX_MESSAGE, _WebSocketViewer
+from vncproxy.web.websocket import _source_address
+
+NOT_AUTHORIZED = "not authorized"
+DETACHED = "Detaching from console"
+
+
+class _State(Enum):
+    WAITING = "waiting"
+    ATTACHED = "attached"
+    ENDED = "ended"
+
+
+class ConsoleOperation:
+    """
+    Runs one console operation (see the module docstring).
+
+    @param ctx: the L{vncproxy.context.ProxyContext}.
+    @param store: the L{vncproxy.lxd.operations.OperationStore}.
+    @param operation: the L{vncproxy.lxd.operations.Operation} it runs.
+    @param info: the instance's L{vncproxy.hypervisor.DomainInfo}.
+    @param force: whether attaching takes the console over from its writer.
+    """
+
+    _log = Logger()
+
+    def __init__(self, ctx, store, operation, info, force):
+        self._ctx = ctx
+        self._store = store
+        self.operation = operation
+        operation.handler = self
+        self.grant = Grant(id=operation.id.split("-")[0], instance_uuid=info.uuid,
+                           instance_name=info.name, console_type="serial", force=force,
+                           created_at=operation.created_at, expires_at=operation.expires_at,
+                           caller=operation.caller)
+        self.state = _State.WAITING
+        self._channels = {}  # "0" / "control" -> protocol
+        self._session = None
+        self._deadline = ctx.reactor.callLater(store.ttl, self._expired)
+
+    def attach(self, channel, protocol, peer):
+        """
+        A channel's secret was redeemed (before its upgrade).
+
+        @raise ConnectionDeny: 409 when the console cannot be attached now.
+        """
+        if self.state is _State.ENDED:
+            raise ConnectionDeny(409, "operation ended")
+        if channel == "control":
+            self._channels[channel] = protocol
+            return
+        session = SerialSession(self._ctx, self.grant, _LxdViewer(protocol, self), peer)
+        try:
+            session.admit()
+        except SerialRefused as e:
+            self._end(f"{e.message} for instance {self.grant.instance_name}")
+            raise ConnectionDeny(409, envelope_message(e.message)) from None
+        self._channels[channel] = protocol
+        protocol._session = session
+        self._session = session
+        self.state = _State.ATTACHED
+        self._cancel_deadline()
+
+    def opened(self, channel):
+        if channel == "0" and self._session is not None and self.state is _State.ATTACHED:
+            self._session.start()
+
+    def channel_closed(self, channel):
+        """
+        The client closed a channel (or its connection dropped): the user is done.
+        """
+        self._channels.pop(channel, None)
+        if self.state is _State.ENDED:
+            return
+        session, self._session = self._session, None
+        if session is not None:
+            session.viewer_lost()
+        self._end(None)
+
+    def session_closed(self, code, reason):
+        """
+        The session was closed from our side (its "0" channel got C{code}, C{reason}).
+        """
+        self._channels.pop("0", None)
+        self._session = None
+        self._end(reason)
+
+    def _expired(self):
+        self._deadline = None
+        if self.state is _State.WAITING:
+            self._end("timed out waiting for the console WebSocket")
+
+    def _cancel_deadline(self):
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def _end(self, error):
+        if self.state is _State.ENDED:
+            return
+        self.state = _State.ENDED
+        self._cancel_deadline()
+        for channel, protocol in list(self._channels.items()):
+            protocol._operation = None  # we are the ones closing: no echo
+            protocol._session = None
+            if protocol.state == WebSocketServerProtocol.STATE_OPEN:
+                protocol.sendClose(1000, DETACHED if error is None else error[:120])
+            elif protocol.transport is not None:
+                protocol.transport.loseConnection()
+        self._channels.clear()
+        self._store.finish(self.operation, error)
+        self._log.info("LXD console operation {operation} of {instance} ended: {how}",
+                       operation=self.operation.id, instance=self.grant.instance_uuid,
+                       how=error or "detached")
+
+
+def envelope_message(text):
+    return text[:200]
+
+
+class _LxdViewer(_WebSocketViewer):
+    """
+    The "0" channel as the session's viewer: a close from the session ends the operation.
+    """
+
+    def __init__(self, protocol, operation):
+        super().__init__(protocol)
+        self._console = operation
+
+    def close(self, code, reason):
+        self._protocol._operation = None
+        super().close(code, reason)
+        self._console.session_closed(code, reason)
+
+
+class LxdChannelProtocol(WebSocketServerProtocol):
+    """
+    One LXD WebSocket: an operation channel or the event stream.
+    """
+
+    _log = Logger()
+
+    def __init__(self):
+        super().__init__()
+        self._operation = None  # the ConsoleOperation this channel belongs to
+        self._channel = None
+        self._session = None  # the "0" channel's SerialSession (used by _WebSocketViewer)
+        self._unsubscribe = None
+        self._caller = None
+
+    def connectionMade(self):
+        super().connectionMade()
+        self.factory.connections.add(self)
+        if getattr(self.transport, "producer", None) is not None:
+            self.transport.unregisterProducer()  # Twisted web's channel, gone now
+
+    def connectionLost(self, reason):
+        self.factory.connections.discard(self)
+        super().connectionLost(reason)
+
+    _denied = None
+
+    def onConnect(self, request):
+        try:
+            return self._connect(request)
+        except ConnectionDeny as deny:
+            self._denied = deny.reason
+            raise
+
+    def _connect(self, request):
+        try:
+            if request.path == "/1.0/events":
+                return self._connect_events(request)
+            parts = request.path.split("/")
+            if len(parts) == 5 and parts[:3] == ["", "1.0", "operations"] \
+                    and parts[4] == "websocket":
+                return self._connect_channel(request, parts[3])
+            raise ConnectionDeny(404, "not found")
+        except ConnectionDeny:
+            raise
+        except Exception:
+            self._log.failure("refusing an LXD WebSocket after an unexpected error")
+            raise ConnectionDeny(500, "internal error") from None
+
+    def _connect_events(self, request):
+        if request.headers.get("origin") is not None:
+            raise ConnectionDeny(403, "browsers may not open the event stream")
+        self._caller = self.factory.credential.identify(self.transport, request.headers.get)
+        if self._caller is None:
+            raise ConnectionDeny(self.factory.credential.refusal, NOT_AUTHORIZED)
+        return None
+
+    def _connect_channel(self, request, op_id):
+        ctx = self.factory.ctx
+        source = _source_address(request.peer)
+        if ctx.limiter.blocked(source):
+            raise ConnectionDeny(429, "too many failed attempts")
+        secrets = request.params.get("secret") or [None]
+        try:
+            operation, channel = self.factory.operations.redeem(op_id, secrets[0])
+        except SecretRejected as e:
+            audit("refusal", peer=request.peer, reason=f"LXD operation secret: {e}")
+            delay = ctx.limiter.failed(source)
+            deny = ConnectionDeny(403, NOT_AUTHORIZED)
+            if delay <= 0:
+                raise deny from None
+
+            def later():
+                raise deny
+
+            self._denied = NOT_AUTHORIZED
+            return task.deferLater(ctx.reactor, delay, later)
+        operation.handler.attach(channel, self, request.peer)
+        self._operation, self._channel = operation.handler, channel
+        return None
+
+    def onOpen(self):
+        if self._caller is not None:
+            caller = self._caller
+
+            def send(operation):
+                if operation.caller == caller and self.state == self.STATE_OPEN:
+                    message = event(operation, self.factory.ctx.reactor.seconds())
+                    self.sendMessage(json.dumps(message).encode("utf-8"), isBinary=False)
+
+            self._unsubscribe = self.factory.operations.subscribe(send)
+        elif self._operation is not None:
+            self._operation.opened(self._channel)
+
+    def onMessage(self, payload, isBinary):
+        if self._channel == "0":
+            if self._session is not None:
+                self._session.viewer_data(payload)
+        elif self._channel == "control":
+            self._control(payload)
+        # the event stream takes nothing from the client
+
+    def _control(self, payload):
+        try:
+            message = json.loads(payload.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            message = None
+        if not isinstance(message, dict):
+            self.sendClose(1007, "control messages are JSON objects")
+            return
+        self._log.debug("LXD console control command {command}",
+                        command=str(message.get("command"))[:40])
+
+    def onClose(self, wasClean, code, reason):
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        operation, self._operation = self._operation, None
+        if operation is not None:
+            operation.channel_closed(self._channel)
+
+    def failHandshake(self, reason, code=400, responseHeaders=None):
+        # Autobahn's own reasons may quote the request line, which holds the secret: those
+        # are neither logged nor echoed.
+        if reason != self._denied:
+            reason = "malformed WebSocket handshake"
+        self.wasNotCleanReason = reason
+        self.sendHttpErrorResponse(code, reason, responseHeaders)
+        self.dropConnection(abort=False)
+
+    def sendHttpErrorResponse(self, code, reason, responseHeaders=None):
+        body = envelope.encode(envelope.error(code, reason))
+        head = [f"HTTP/1.1 {code} {'Forbidden' if code == 403 else 'Error'}",
+                "Content-Type: application/json", f"Content-Length: {len(body)}",
+                "Cache-Control: no-store", "Connection: close"]
+        head += [f"{name}: {value}" for name, value in responseHeaders or ()]
+        self.sendData(("\r\n".join(head) + "\r\n\r\n").encode("utf-8") + body)
+
+
+def make_factory(ctx, operations, credential):
+    """
+    The WebSocket factory of one LXD listener.
+    """
+    factory = WebSocketServerFactory(None, server="consoleproxy")
+    factory.protocol = LxdChannelProtocol
+    factory.ctx = ctx
+    factory.operations = operations
+    factory.credential = credential
+    factory.connections = set()
+    factory.setProtocolOptions(
+        maxFramePayloadSize=MAX_MESSAGE,
+        maxMessagePayloadSize=MAX_MESSAGE,
+        failByDrop=False,
+        openHandshakeTimeout=15,
+        closeHandshakeTimeout=CLOSE_HANDSHAKE_TIMEOUT,
+        autoPingInterval=30,
+        autoPingTimeout=30,
+    )
+    return factory
