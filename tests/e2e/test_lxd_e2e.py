@@ -187,3 +187,121 @@ def test_second_console_refused_then_force_takes_over(service, serial_guest, loc
         assert "fds" not in body["metadata"]["metadata"]
     finally:
         first.close()
+
+
+def test_tls_port_trusts_only_the_listed_client_certificates(service, serial_guest, workdir,
+                                                             tls_files, monkeypatch):
+    """`lxc remote add NAME https://...` with the user's own certificate: refused while the
+    operator has not listed it (LXD's untrusted answer), accepted once client.crt is in the
+    trust directory (no restart); then --show-log and an interactive console work over TLS.
+    Another user's certificate stays refused (403) and the console keeps working."""
+    trust = tls_files[2]
+    user = Lxc(workdir / "tls-home")
+    status, out = user.run("remote", "add", "cptls", service.lxd_url, "--accept-certificate")
+    assert status != 0, out  # untrusted: lxc wants a trust password we do not take
+    client_crt = os.path.join(user.conf, "client.crt")
+    assert os.path.exists(client_crt), out  # lxc made its certificate on the way
+    shutil.copy(client_crt, trust / "alice.crt")
+    status, out = user.run("remote", "add", "cptls", service.lxd_url, "--accept-certificate")
+    assert status == 0, out
+    status, out = user.run("console", f"cptls:{serial_guest.name}", "--show-log")
+    assert status == 0 and READY.decode() in out, out
+
+    stranger = Lxc(workdir / "stranger-home")
+    status, out = stranger.run("remote", "add", "cptls", service.lxd_url,
+                               "--accept-certificate")
+    assert status != 0, out
+    key = os.path.join(stranger.conf, "client.key")
+    response = requests.get(f"{service.lxd_url}/1.0/instances/{serial_guest.name}",
+                            cert=(os.path.join(stranger.conf, "client.crt"), key),
+                            verify=False, timeout=10)
+    assert response.status_code == 403
+    assert response.json() == {"type": "error", "status": "", "status_code": 0,
+                               "operation": "", "error_code": 403, "error": "not authorized",
+                               "metadata": None}
+    untrusted = requests.get(f"{service.lxd_url}/1.0",
+                             cert=(os.path.join(stranger.conf, "client.crt"), key),
+                             verify=False, timeout=10).json()
+    assert untrusted["metadata"]["auth"] == "untrusted"
+
+    console = user.console(f"cptls:{serial_guest.name}")
+    try:
+        interact(console, serial_guest, "lxd-tls")
+        console.detach()
+        assert console.wait() == 0, console.received[-300:]
+    finally:
+        console.close()
+
+    import pylxd
+
+    # requests lets these override the verify= below (a fresh Debian machine sets neither)
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    client = pylxd.Client(endpoint=service.lxd_url,
+                          cert=(client_crt, os.path.join(user.conf, "client.key")),
+                          verify=os.path.join(user.conf, "servercerts", "cptls.crt"))
+    assert client.trusted and client.instances.get(serial_guest.name).status == "Running"
+
+
+def test_wrong_secret_is_refused_and_the_right_one_still_works(service, serial_guest):
+    """A console operation's WebSocket with a wrong secret gets 403 (LXD's error envelope); the
+    right secrets still attach; a secret works once only."""
+    status, body = api.call(f"{service.api_url}/1.0/instances/{serial_guest.name}/console",
+                            "POST", {"type": "console", "width": 80, "height": 24},
+                            key=service.key)
+    assert status == 202, body
+    operation = body["metadata"]
+    assert body["operation"] == f"/1.0/operations/{operation['id']}"
+    fds = operation["metadata"]["fds"]
+    assert len(fds["0"]) >= 32 and len(fds["control"]) >= 32 and fds["0"] != fds["control"]
+    base = service.api_url.replace("http", "ws") + f"/1.0/operations/{operation['id']}"
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+        websocket.create_connection(f"{base}/websocket?secret={'0' * 64}", timeout=10,
+                                    suppress_origin=True)
+    assert refused.value.status_code == 403
+    assert json.loads(refused.value.resp_body)["error"] == "not authorized"
+    control, data = _attach(service.api_url.replace("http", "ws"), operation)
+    with pytest.raises(websocket.WebSocketBadStatusException) as again:
+        websocket.create_connection(f"{base}/websocket?secret={fds['0']}", timeout=10,
+                                    suppress_origin=True)
+    assert again.value.status_code == 403
+    data.send_binary(b"echo right-$((2*3))\r")
+    _read_until(data, b"right-6\r\n")
+    control.close()
+    data.settimeout(10)
+    opcode = None
+    while opcode != websocket.ABNF.OPCODE_CLOSE:  # detaching closes the console channel
+        opcode, payload = data.recv_data()
+    assert int.from_bytes(payload[:2], "big") == 1000
+    assert session_is_free(service, serial_guest)
+    assert secret_never_logged(service, fds)
+
+
+def secret_never_logged(service, fds):
+    log = service.log()
+    return fds["0"] not in log and fds["control"] not in log
+
+
+def test_socket_permissions_are_the_credential(service, serial_guest, local, workdir):
+    """An unprivileged user who may not open the socket (mode 0660, root's) is refused by the
+    kernel; root's lxc keeps working."""
+    nobody = pwd.getpwnam("nobody")
+    user = Lxc(workdir / "nobody-home", uid=nobody.pw_uid, gid=nobody.pw_gid)
+    status, out = user.run("remote", "add", "cp", f"unix://{service.lxd_socket}")
+    if status == 0:  # lxc 5.0.2 does not connect on remote add for unix remotes
+        status, out = user.run("console", f"cp:{serial_guest.name}", "--show-log")
+    assert status != 0 and "permission denied" in out, out
+    assert oct(os.stat(service.lxd_socket).st_mode & 0o777) == "0o660"
+    status, out = local.run("console", f"cp:{serial_guest.name}", "--show-log")
+    assert status == 0 and READY.decode() in out, out
+
+
+def test_vga_is_refused_naming_the_vnc_console(service, serial_guest, local):
+    """`lxc console --type vga` (SPICE) gets LXD's 400 with a message naming our VNC console."""
+    console = local.console(f"cp:{serial_guest.name}", "--type", "vga")
+    try:
+        assert console.wait() != 0
+    finally:
+        console.close()
+    assert b"Error: SPICE (type vga) is not offered" in console.received, console.received
+    assert b"console_type" in console.received and b"vnc" in console.received
