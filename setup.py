@@ -6,6 +6,7 @@ setup(
     version="0.1.0",
     description="Hypervisor-side console proxy for virtual machines (VNC over WebSocket, serial)",
     packages=["vncproxy", "vncproxy.rfb", "vncproxy.web", "vncproxy.hypervisor", "vncproxy.serial",
+              "vncproxy.lxd",
               "twisted.plugins"],
     # The web clients: our pages, and what tools/webclients.sh installed from npm (xterm.js, and
     # noVNC's library as the fallback for hosts without the system package novnc): run it first.

@@ -165,9 +165,16 @@ class UnixSocketService(StreamServerEndpointService):
     def _apply_ownership(self, port):
         uid = pwd.getpwnam(self._owner).pw_uid if self._owner else -1
         gid = grp.getgrnam(self._group).gr_gid if self._group else -1
-        if uid != -1 or gid != -1:
-            os.chown(self.path, uid, gid)
-        os.chmod(self.path, self._mode)
+        try:
+            if uid != -1 or gid != -1:
+                os.chown(self.path, uid, gid)
+            os.chmod(self.path, self._mode)
+        except OSError as e:
+            # Fail closed: the socket stays the service's own, at the mode it was made with.
+            _log.error("LXD API socket {path}: cannot give it to {owner}:{group} ({error}); "
+                       "it stays the service's user's and group's", path=self.path,
+                       owner=self._owner or "-", group=self._group or "-", error=e.strerror)
+            return port
         _log.info("LXD API socket {path} (owner {owner}, group {group}, mode {mode:o})",
                   path=self.path, owner=self._owner or "service user",
                   group=self._group or "service group", mode=self._mode)
