@@ -8,12 +8,14 @@ The tests run in order on one guest: show-log -> interactive + detach -> busy + 
 TLS certificates -> secrets -> socket permissions -> vga.
 """
 
+import grp
 import json
 import os
 import pwd
 import shutil
+import tempfile
 import time
-from urllib.parse import urlsplit
+from pathlib import Path
 
 import pytest
 import requests
@@ -29,9 +31,17 @@ READY = b"CONSOLEPROXY-TESTBED-READY"
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("consoleproxy-lxd")
-    path.chmod(0o755)  # the unprivileged user of the permission test must reach the socket
-    return path
+    return tmp_path_factory.mktemp("consoleproxy-lxd")
+
+
+@pytest.fixture(scope="module")
+def public_dir():
+    """A directory every user may enter (pytest's own is root's only): the socket and the
+    unprivileged users' homes live here, so that only the socket's own permissions decide."""
+    path = tempfile.mkdtemp(prefix="cp-lxd-e2e-")
+    os.chmod(path, 0o755)
+    yield Path(path)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -44,16 +54,17 @@ def tls_files(workdir):
 
 
 @pytest.fixture(scope="module")
-def service(workdir, serial_guest, tls_files):
+def service(workdir, public_dir, serial_guest, tls_files):
     assert os.path.exists(LXC), "lxc (Debian's lxd-client) is not installed: tools/testbed.sh deps"
     cert, key, trust = tls_files
     tls_port = free_port()
     proc = ServiceProcess(
         workdir, serial__domains=serial_guest.name, serial__scrollback=4096,
-        lxd__listen=f"unix:{workdir}/lxd.sock", lxd__socket_mode="0660",
+        lxd__listen=f"unix:{public_dir}/lxd.sock", lxd__socket_mode="0660",
+        lxd__socket_group="nogroup",
         lxd__listen_tls=f"ssl:{tls_port}:interface=127.0.0.1:privateKey={key}:certKey={cert}",
         lxd__trusted_certificates=trust)
-    proc.lxd_socket = workdir / "lxd.sock"
+    proc.lxd_socket = public_dir / "lxd.sock"
     proc.lxd_url = f"https://127.0.0.1:{tls_port}"
     proc.start()
     serial_guest.start(wait=True)
@@ -282,16 +293,24 @@ def secret_never_logged(service, fds):
     return fds["0"] not in log and fds["control"] not in log
 
 
-def test_socket_permissions_are_the_credential(service, serial_guest, local, workdir):
-    """An unprivileged user who may not open the socket (mode 0660, root's) is refused by the
-    kernel; root's lxc keeps working."""
-    nobody = pwd.getpwnam("nobody")
-    user = Lxc(workdir / "nobody-home", uid=nobody.pw_uid, gid=nobody.pw_gid)
-    status, out = user.run("remote", "add", "cp", f"unix://{service.lxd_socket}")
-    if status == 0:  # lxc 5.0.2 does not connect on remote add for unix remotes
-        status, out = user.run("console", f"cp:{serial_guest.name}", "--show-log")
+def test_socket_permissions_are_the_credential(service, serial_guest, local, public_dir):
+    """The socket is root:nogroup 0660: a user of group nogroup gets in, a user outside it
+    is refused by the kernel, and root's lxc keeps working."""
+    st = os.stat(service.lxd_socket)
+    assert (oct(st.st_mode & 0o777), st.st_gid) == ("0o660", grp.getgrnam("nogroup").gr_gid)
+
+    def as_user(name, group):
+        user = Lxc(public_dir / f"{name}-home", uid=pwd.getpwnam(name).pw_uid,
+                   gid=grp.getgrnam(group).gr_gid)
+        status, out = user.run("remote", "add", "cp", f"unix://{service.lxd_socket}")
+        if status == 0:  # lxc 5.0.2 adds unix remotes without connecting
+            status, out = user.run("console", f"cp:{serial_guest.name}", "--show-log")
+        return status, out
+
+    status, out = as_user("nobody", "nogroup")
+    assert status == 0 and READY.decode() in out, out
+    status, out = as_user("daemon", "daemon")
     assert status != 0 and "permission denied" in out, out
-    assert oct(os.stat(service.lxd_socket).st_mode & 0o777) == "0o660"
     status, out = local.run("console", f"cp:{serial_guest.name}", "--show-log")
     assert status == 0 and READY.decode() in out, out
 
