@@ -93,7 +93,7 @@ class ConsoleOperation:
             session.admit()
         except SerialRefused as e:
             self._end(f"{e.message} for instance {self.grant.instance_name}")
-            raise ConnectionDeny(409, envelope_message(e.message)) from None
+            raise ConnectionDeny(409, e.message) from None
         self._channels[channel] = protocol
         protocol._session = session
         self._session = session
@@ -143,7 +143,7 @@ class ConsoleOperation:
             protocol._operation = None  # we are the ones closing: no echo
             protocol._session = None
             if protocol.state == WebSocketServerProtocol.STATE_OPEN:
-                protocol.sendClose(1000, DETACHED if error is None else error[:120])
+                protocol.sendClose(1000, DETACHED if error is None else _close_reason(error))
             elif protocol.transport is not None:
                 protocol.transport.loseConnection()
         self._channels.clear()
@@ -153,8 +153,11 @@ class ConsoleOperation:
                        how=error or "detached")
 
 
-def envelope_message(text):
-    return text[:200]
+def _close_reason(text):
+    """
+    C{text} cut to fit a close frame (123 bytes of UTF-8).
+    """
+    return text.encode("utf-8")[:123].decode("utf-8", "ignore")
 
 
 class _LxdViewer(_WebSocketViewer):
