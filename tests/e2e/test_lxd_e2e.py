@@ -188,7 +188,8 @@ def test_second_console_refused_then_force_takes_over(service, serial_guest, loc
         operation = response.json()["metadata"]
         control, data = _attach(service.api_url.replace("http", "ws"), operation)
         assert first.wait() != 0
-        assert b"taken over" in first.received, first.received[-300:]
+        assert b"Error: taken over: another session took the console over" in first.received, \
+            first.received[-300:]
         data.send_binary(b"echo forced-$((1+1))\r")
         _read_until(data, b"forced-2\r\n")
         control.close()

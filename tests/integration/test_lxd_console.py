@@ -126,19 +126,25 @@ def test_power_off_closes_the_lxd_console(proxy, serial_guest):
     assert proxy.service.ctx.sessions.sessions() == []
 
 
+@pytest.mark.parametrize("setting, code, words", [
+    ({"idle_timeout": 0.5}, CloseCode.IDLE_TIMEOUT, "idle"),
+    ({"max_session": 0.5}, CloseCode.SESSION_TOO_LONG, "too long"),
+])
 @pytest_twisted.inlineCallbacks
-def test_idle_lxd_console_is_closed(make_proxy, add_serial_guest):
-    """The idle timer closes an LXD console like any other session (4005)."""
-    proxy = make_proxy(idle_timeout=0.5)
+def test_session_timers_close_the_lxd_console(make_proxy, add_serial_guest, setting, code, words):
+    """The idle and maximum-length timers close an LXD console like any other session."""
+    proxy = make_proxy(**setting)
     add_serial_guest(proxy)
 
     def scenario():
         operation = lxd_console(proxy)
         control, data = open_channels(proxy, operation)
+        if "max_session" in setting:
+            data.type(b"echo busy\r")  # traffic: only the maximum length can end it
         return data.wait_closed(), operation_state(proxy, operation)
     closed, state = yield in_thread(scenario)
-    assert closed[0] == CloseCode.IDLE_TIMEOUT
-    assert state[0] == "Failure" and "idle" in state[1]
+    assert closed[0] == code
+    assert state[0] == "Failure" and words in state[1]
 
 
 @pytest_twisted.inlineCallbacks

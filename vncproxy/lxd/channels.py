@@ -241,6 +241,7 @@ class LxdChannelProtocol(WebSocketServerProtocol):
         try:
             operation, channel = self.factory.operations.redeem(op_id, secrets[0])
         except SecretRejected as e:
+            ctx.metrics.refused("token_invalid")  # a secret is a token: counted alike
             audit("refusal", peer=request.peer, reason=f"LXD operation secret: {e}")
             delay = ctx.limiter.failed(source)
             deny = ConnectionDeny(403, NOT_AUTHORIZED)
