@@ -115,6 +115,13 @@ def test_show_log_over_the_unix_socket(service, serial_guest, local):
     assert status == 0, out
     assert "Console log:" in out and "Linux version" in out and READY.decode() in out
 
+    import pylxd
+
+    client = pylxd.Client(endpoint=str(service.lxd_socket))  # pylxd on the socket, no key
+    assert client.trusted and client.instances.get(serial_guest.name).status == "Running"
+    log = client.api.instances[serial_guest.name].console.get()
+    assert log.status_code == 200 and READY in log.content
+
 
 def test_interactive_console_types_and_detaches(service, serial_guest, local):
     """`lxc console cp:VM` on a terminal: the prompt, a command typed and its answer; ctrl+a q
