@@ -118,10 +118,11 @@ class LxdResource(Resource):
         return NOT_DONE_YET
 
     def _caller(self, request):
-        return self._credential.identify(
-            request.channel.transport,
-            lambda name: (request.getHeader(name.encode("latin-1")) or b"").decode("latin-1")
-            or None)
+        def header(name):
+            value = request.getHeader(name.encode("latin-1"))
+            return value.decode("latin-1") if value else None
+
+        return self._credential.identify(request.channel.transport, header)
 
     def _dispatch(self, request):
         try:
