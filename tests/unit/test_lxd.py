@@ -320,3 +320,22 @@ def test_lxd_settings_are_checked(tmp_path):
                         (f"listen_tls = {tls}", "trusted_certificates")]:
         with pytest.raises(config.ConfigError, match=where):
             config.from_string(f"[lxd]\n{text}\n")
+
+
+def test_socket_gets_its_group_and_mode(tmp_path):
+    """Once listening, the socket is given the configured group and mode (the owner stays the
+    service's when none is set)."""
+    import grp
+
+    from vncproxy.lxd.trust import UnixSocketService
+
+    path = tmp_path / "lxd.sock"
+    path.write_bytes(b"")
+    service = UnixSocketService(MemoryReactorClock(), f"unix:{path}", object(), owner="",
+                                group="nogroup", mode=0o640)
+    assert service.path == str(path)
+    port = object()
+    assert service._apply_ownership(port) is port
+    st = os.stat(path)
+    assert (st.st_mode & 0o777, st.st_gid, st.st_uid) == (
+        0o640, grp.getgrnam("nogroup").gr_gid, os.getuid())
