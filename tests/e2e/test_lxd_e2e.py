@@ -13,6 +13,7 @@ import json
 import os
 import pwd
 import shutil
+import ssl
 import tempfile
 import time
 from pathlib import Path
@@ -182,7 +183,8 @@ def test_second_console_refused_then_force_takes_over(service, serial_guest, loc
             assert second.wait() != 0
         finally:
             second.close()
-        assert b"Error: There is already an active console session" in second.received, \
+        assert b"Error: This console is already connected. Force is required to take it over" \
+            in second.received, \
             second.received
 
         client = _pylxd_with_key(service)
@@ -260,6 +262,28 @@ def test_tls_port_trusts_only_the_listed_client_certificates(service, serial_gue
                           cert=(client_crt, os.path.join(user.conf, "client.key")),
                           verify=os.path.join(user.conf, "servercerts", "cptls.crt"))
     assert client.trusted and client.instances.get(serial_guest.name).status == "Running"
+
+    # Alice's console operation: the stranger's certificate cannot use its secrets, Alice can.
+    response = client.api.instances[serial_guest.name].console.post(json={"type": "console"})
+    assert response.status_code == 202, response.text
+    operation = response.json()["metadata"]
+    url = (f"{service.lxd_url.replace('https', 'wss')}/1.0/operations/{operation['id']}"
+           f"/websocket?secret={operation['metadata']['fds']['0']}")
+
+    def connect(home):
+        conf = os.path.join(home, "lxc")
+        return websocket.create_connection(url, timeout=10, suppress_origin=True, sslopt={
+            "certfile": os.path.join(conf, "client.crt"),
+            "keyfile": os.path.join(conf, "client.key"), "cert_reqs": ssl.CERT_NONE})
+
+    with pytest.raises(websocket.WebSocketBadStatusException) as mismatch:
+        connect(stranger.home)
+    assert mismatch.value.status_code == 403
+    assert json.loads(mismatch.value.resp_body)["error"] == "Requestor mismatch"
+    data = connect(user.home)
+    data.send_binary(b"echo alice-$((3*3))\r")
+    _read_until(data, b"alice-9\r\n")
+    data.close()
 
 
 def test_wrong_secret_is_refused_and_the_right_one_still_works(service, serial_guest):

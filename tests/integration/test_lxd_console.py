@@ -95,7 +95,7 @@ def test_lxd_console_is_the_interactive_session_and_viewers_stay(proxy, serial_g
         yield in_thread(scenario)
     assert created["status"] == "Running" and created["metadata"] == {}
     assert busy[0] == 409 and busy[1]["type"] == "error"
-    assert "already an active console session" in busy[1]["error"]
+    assert busy[1]["error"].startswith("This console is already connected. Force is required")
     assert first_closed == (CloseCode.TAKEN_OVER, "taken over: another session took the console over")
     assert first_state[0] == "Failure" and "taken over" in first_state[1]
     assert second_closed == (1000, "Detaching from console")

@@ -341,3 +341,21 @@ def test_socket_gets_its_group_and_mode(tmp_path):
     st = os.stat(path)
     assert (st.st_mode & 0o777, st.st_gid, st.st_uid) == (
         0o640, grp.getgrnam(group).gr_gid, os.getuid())
+
+
+def test_only_the_creator_may_use_the_secrets():
+    """Someone else is refused without spending the secret; strictly (socket, certificate)
+    nobody but the creator gets in, otherwise a connection naming nobody needs the secret
+    only."""
+    from vncproxy.lxd.operations import RequestorMismatch
+
+    clock, store, _ = make_store()
+    operation, secrets = store.create("ser1", "cert-alice")
+    with pytest.raises(RequestorMismatch):
+        store.redeem(operation.id, secrets["0"], "cert-mallory", strict=True)
+    with pytest.raises(RequestorMismatch):
+        store.redeem(operation.id, secrets["0"], None, strict=True)
+    with pytest.raises(RequestorMismatch):
+        store.redeem(operation.id, secrets["0"], "key-other")
+    assert store.redeem(operation.id, secrets["0"], "cert-alice", strict=True)[1] == "0"
+    assert store.redeem(operation.id, secrets["control"], None)[1] == "control"

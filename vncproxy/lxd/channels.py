@@ -34,7 +34,7 @@ from twisted.logger import Logger
 
 from vncproxy.audit import audit
 from vncproxy.lxd import envelope
-from vncproxy.lxd.operations import SecretRejected, event
+from vncproxy.lxd.operations import RequestorMismatch, SecretRejected, event
 from vncproxy.serial.session import SerialRefused, SerialSession
 from vncproxy.tokens import Grant
 from vncproxy.web.websocket import CLOSE_HANDSHAKE_TIMEOUT, MAX_MESSAGE, _WebSocketViewer
@@ -42,6 +42,8 @@ from vncproxy.web.websocket import _source_address
 
 NOT_AUTHORIZED = "not authorized"
 DETACHED = "Detaching from console"
+#: Largest control message (LXD reads at most this much of one).
+MAX_CONTROL = 32 * 1024
 
 
 class _State(Enum):
@@ -238,20 +240,24 @@ class LxdChannelProtocol(WebSocketServerProtocol):
         if ctx.limiter.blocked(source):
             raise ConnectionDeny(429, "too many failed attempts")
         secrets = request.params.get("secret") or [None]
+        credential = self.factory.credential
         try:
-            operation, channel = self.factory.operations.redeem(op_id, secrets[0])
+            operation, channel = self.factory.operations.redeem(
+                op_id, secrets[0], credential.identify(self.transport, request.headers.get),
+                strict=credential.ambient)
         except SecretRejected as e:
             ctx.metrics.refused("token_invalid")  # a secret is a token: counted alike
             audit("refusal", peer=request.peer, reason=f"LXD operation secret: {e}")
             delay = ctx.limiter.failed(source)
-            deny = ConnectionDeny(403, NOT_AUTHORIZED)
+            reason = str(e) if isinstance(e, RequestorMismatch) else NOT_AUTHORIZED
+            deny = ConnectionDeny(403, reason)
             if delay <= 0:
                 raise deny from None
 
             def later():
                 raise deny
 
-            self._denied = NOT_AUTHORIZED
+            self._denied = reason
             return task.deferLater(ctx.reactor, delay, later)
         operation.handler.attach(channel, self, request.peer)
         self._operation, self._channel = operation.handler, channel
@@ -279,6 +285,9 @@ class LxdChannelProtocol(WebSocketServerProtocol):
         # the event stream takes nothing from the client
 
     def _control(self, payload):
+        if len(payload) > MAX_CONTROL:
+            self.sendClose(1009, "control messages are at most 32 KiB")
+            return
         try:
             message = json.loads(payload.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):

@@ -49,6 +49,12 @@ class SecretRejected(Exception):
     """
 
 
+class RequestorMismatch(SecretRejected):
+    """
+    The connection's caller is not the operation's creator.
+    """
+
+
 def _digest(secret):
     return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).digest()
 
@@ -145,11 +151,18 @@ class OperationStore:
         self._sweep(self._clock.seconds())
         return self._operations.get(op_id)
 
-    def redeem(self, op_id, secret):
+    def redeem(self, op_id, secret, requestor=None, strict=False):
         """
         Spend one of an operation's secrets.
 
+        @param requestor: who connects (a credential label), or C{None} when the connection
+            names nobody.
+        @param strict: the connection always names its caller (a UNIX socket's peer, a TLS
+            client certificate): only the operation's creator may use its secrets. Otherwise a
+            caller who names someone else is refused, one who names nobody needs the secret
+            only (LXD's rule; pylxd opens WebSockets without its key).
         @return: C{(operation, channel)}.
+        @raise RequestorMismatch: someone else connects; the secret is not spent.
         @raise SecretRejected: unknown operation, finished operation, wrong, used or expired
             secret.
         """
@@ -158,6 +171,8 @@ class OperationStore:
         operation = self._operations.get(op_id)
         if operation is None or operation.finished:
             raise SecretRejected("no such running operation")
+        if (strict or requestor is not None) and requestor != operation.caller:
+            raise RequestorMismatch("Requestor mismatch")
         if not isinstance(secret, str) or not secret:
             raise SecretRejected("secret missing")
         if now >= operation.expires_at:

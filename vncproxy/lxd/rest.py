@@ -44,8 +44,9 @@ def vga_refusal(instance):
 
 
 def busy_refusal(instance):
-    return (f"There is already an active console session for instance {instance} "
-            f'(send "force": true to take it over)')
+    # LXD's own words (lxc prints them), then ours: which instance, and how.
+    return (f"This console is already connected. Force is required to take it over "
+            f'(instance {instance}: send "force": true)')
 
 
 def _compile(template):

@@ -10,6 +10,10 @@ a caller label safe to log, or C{None}):
             connection, so adding or removing a file needs no restart)
     api:    L{KeyCredential}: our API key (C{Authorization: Bearer} or C{X-Auth-Token})
 
+An operation's secrets work only for the caller who created it where every connection names
+its caller (C{ambient}: the socket, the certificate); on the token API a WebSocket may come
+without the key, but not with another one.
+
 The TLS listener asks every client for a certificate and accepts any at the handshake (LXD
 does the same): an unknown one must still reach C{GET /1.0} to learn it is C{untrusted}.
 """
@@ -70,6 +74,7 @@ class TrustedCertificates:
 
 class CertificateCredential:
     refusal = 403
+    ambient = True  # every connection names its caller (its certificate)
 
     def __init__(self, trusted):
         self._trusted = trusted
@@ -87,6 +92,7 @@ class CertificateCredential:
 
 class SocketCredential:
     refusal = 403
+    ambient = True  # every connection names its caller (its peer's uid)
 
     def identify(self, transport, header):
         try:
@@ -100,6 +106,7 @@ class SocketCredential:
 
 class KeyCredential:
     refusal = 401
+    ambient = False  # a WebSocket may come without the key (pylxd's do)
 
     def __init__(self, keys):
         self._keys = keys
