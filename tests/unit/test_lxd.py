@@ -192,7 +192,7 @@ def test_nobody_attaching_fails_the_operation_after_ttl():
     the channel is closed."""
     reactor, hub, store, console, _ = make_console(ttl=5)
     control = FakeChannel()
-    console.attach("control", control, "peer")
+    console.open("control", control, "peer").register()
     reactor.advance(5)
     assert console.operation.status is Status.FAILURE
     assert console.operation.error == "timed out waiting for the console WebSocket"
@@ -205,8 +205,8 @@ def test_console_channel_is_the_writer_with_scrollback_then_detach_succeeds():
     reactor, hub, store, console, sessions = make_console()
     hub.source_data(b"earlier output\r\n")
     control, data = FakeChannel(), FakeChannel()
-    console.attach("control", control, "peer")
-    console.attach("0", data, "peer")
+    console.open("control", control, "peer").register()
+    console.open("0", data, "peer").register()
     console.opened("0")
     assert hub.writer is not None and data.sent == [b"earlier output\r\n"]
     assert sessions.count(UUID, "serial") == 1
@@ -221,8 +221,8 @@ def test_takeover_closes_the_console_channel_with_4004_and_fails_the_operation()
     operation fails with the reason."""
     reactor, hub, store, console, _ = make_console()
     control, data = FakeChannel(), FakeChannel()
-    console.attach("control", control, "peer")
-    console.attach("0", data, "peer")
+    console.open("control", control, "peer").register()
+    console.open("0", data, "peer").register()
     console.opened("0")
 
     class Sink:
@@ -244,7 +244,7 @@ def test_idle_timer_closes_the_console():
     """No traffic for idle_timeout: 4005, the operation fails."""
     reactor, hub, store, console, _ = make_console(idle=5)
     data = FakeChannel()
-    console.attach("0", data, "peer")
+    console.open("0", data, "peer").register()
     console.opened("0")
     reactor.advance(5)
     assert data.closed[0] == CloseCode.IDLE_TIMEOUT

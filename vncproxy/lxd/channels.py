@@ -32,10 +32,11 @@ from autobahn.websocket.types import ConnectionDeny
 from twisted.internet import task
 from twisted.logger import Logger
 
-from vncproxy.audit import audit
+from vncproxy.admission import Listener, Refusal, Refused
+from vncproxy.closecodes import CloseCode
 from vncproxy.lxd import envelope
 from vncproxy.lxd.operations import RequestorMismatch, SecretRejected, event
-from vncproxy.serial.session import SerialRefused, SerialSession
+from vncproxy.serial.session import SerialSession
 from vncproxy.tokens import Grant
 from vncproxy.web.websocket import CLOSE_HANDSHAKE_TIMEOUT, MAX_MESSAGE, _WebSocketViewer
 from vncproxy.web.websocket import _source_address
@@ -79,28 +80,26 @@ class ConsoleOperation:
         self._session = None
         self._deadline = ctx.reactor.callLater(store.ttl, self._expired)
 
-    def attach(self, channel, protocol, peer):
+    def open(self, channel, protocol, peer):
         """
-        A channel's secret was redeemed (before its upgrade).
-
-        @raise ConnectionDeny: 409 when the console cannot be attached now.
+        The session of a channel whose secret was redeemed (L{vncproxy.admission}, step 4):
+        C{register()} attaches it, or raises L{Refused} (409: the operation ended, the console
+        is no longer free).
         """
-        if self.state is _State.ENDED:
-            raise ConnectionDeny(409, "operation ended")
         if channel == "control":
-            self._channels[channel] = protocol
-            return
-        session = SerialSession(self._ctx, self.grant, _LxdViewer(protocol, self), peer)
-        try:
-            session.admit()
-        except SerialRefused as e:
-            self._end(f"{e.message} for instance {self.grant.instance_name}")
-            raise ConnectionDeny(409, e.message) from None
+            return _ControlChannel(self, protocol)
+        return _ConsoleChannel(self, protocol, SerialSession(
+            self._ctx, self.grant, _LxdViewer(protocol, self), peer))
+
+    def _attached(self, channel, protocol, session=None):
+        if self.state is _State.ENDED:
+            raise Refused(Refusal(CloseCode.CONSOLE_CLOSED, 409, "the operation has ended"))
         self._channels[channel] = protocol
-        protocol._session = session
-        self._session = session
-        self.state = _State.ATTACHED
-        self._cancel_deadline()
+        if session is not None:
+            protocol._session = session
+            self._session = session
+            self.state = _State.ATTACHED
+            self._cancel_deadline()
 
     def opened(self, channel):
         if channel == "0" and self._session is not None and self.state is _State.ATTACHED:
@@ -160,6 +159,71 @@ def _close_reason(text):
     C{text} cut to fit a close frame (123 bytes of UTF-8).
     """
     return text.encode("utf-8")[:123].decode("utf-8", "ignore")
+
+
+class _ControlChannel:
+    def __init__(self, console, protocol):
+        self._console, self._protocol = console, protocol
+
+    def register(self):
+        self._console._attached("control", self._protocol)
+
+
+class _ConsoleChannel:
+    """
+    The "0" channel's admission: the serial session joins the hub (or refuses, which ends
+    the operation: its console is no longer free).
+    """
+
+    def __init__(self, console, protocol, session):
+        self._console, self._protocol, self.session = console, protocol, session
+
+    def register(self):
+        console = self._console
+        if console.state is _State.ENDED:
+            raise Refused(Refusal(CloseCode.CONSOLE_CLOSED, 409, "the operation has ended"))
+        try:
+            self.session.register()
+        except Refused as e:
+            console._end(f"{e.refusal.detail} for instance {console.grant.instance_name}")
+            raise
+        console._attached("0", self._protocol, self.session)
+
+
+class OperationSecret:
+    """
+    The credential of an operation's WebSocket (L{vncproxy.admission}): its secret, and who
+    presents it. Redeeming it names the channel and the operation.
+    """
+
+    kind = "LXD operation secret"
+
+    def __init__(self, store, op_id, secret, requestor, strict):
+        self._store = store
+        self._op_id = op_id
+        self._secret = secret
+        self._requestor = requestor
+        self._strict = strict
+        self.channel = None
+        self.console = None
+
+    def __repr__(self):
+        return f"<OperationSecret {self._op_id}>"  # never the secret
+
+    def redeem(self, admission, peer):
+        try:
+            operation, self.channel = self._store.redeem(self._op_id, self._secret,
+                                                         self._requestor, self._strict)
+        except SecretRejected as e:
+            message = str(e) if isinstance(e, RequestorMismatch) else NOT_AUTHORIZED
+            raise Refused(Refusal(CloseCode.TOKEN_INVALID, 403, f"{self.kind}: {e}", message,
+                                  delay=admission.ctx.limiter.failed(peer))) from None
+        self.console = operation.handler
+        return self.console.grant
+
+
+#: What the LXD WebSocket admits into: an operation's channels, serial consoles.
+LXD = Listener("lxd", ("serial",))
 
 
 class _LxdViewer(_WebSocketViewer):
@@ -236,31 +300,26 @@ class LxdChannelProtocol(WebSocketServerProtocol):
 
     def _connect_channel(self, request, op_id):
         ctx = self.factory.ctx
-        source = _source_address(request.peer)
-        if ctx.limiter.blocked(source):
-            raise ConnectionDeny(429, "too many failed attempts")
-        secrets = request.params.get("secret") or [None]
         credential = self.factory.credential
-        try:
-            operation, channel = self.factory.operations.redeem(
-                op_id, secrets[0], credential.identify(self.transport, request.headers.get),
-                strict=credential.ambient)
-        except SecretRejected as e:
-            ctx.metrics.refused("token_invalid")  # a secret is a token: counted alike
-            audit("refusal", peer=request.peer, reason=f"LXD operation secret: {e}")
-            delay = ctx.limiter.failed(source)
-            reason = str(e) if isinstance(e, RequestorMismatch) else NOT_AUTHORIZED
-            deny = ConnectionDeny(403, reason)
-            if delay <= 0:
-                raise deny from None
+        secret = OperationSecret(
+            self.factory.operations, op_id, (request.params.get("secret") or [None])[0],
+            credential.identify(self.transport, request.headers.get), credential.ambient)
+        outcome = ctx.admission.admit(
+            _source_address(request.peer), secret, LXD,
+            lambda grant: secret.console.open(secret.channel, self, request.peer))
+        if isinstance(outcome, Refusal):
+            ctx.admission.record(request.peer, outcome, console_type="serial")
+            reason = outcome.message or outcome.detail or outcome.reason
+            self._denied = reason
+            deny = ConnectionDeny(outcome.status, reason)
+            if outcome.delay <= 0:
+                raise deny
 
             def later():
                 raise deny
 
-            self._denied = reason
-            return task.deferLater(ctx.reactor, delay, later)
-        operation.handler.attach(channel, self, request.peer)
-        self._operation, self._channel = operation.handler, channel
+            return task.deferLater(ctx.reactor, outcome.delay, later)
+        self._operation, self._channel = secret.console, secret.channel
         return None
 
     def onOpen(self):

@@ -7,29 +7,23 @@ LXD's response envelopes and documents (LXD REST API, C{shared/api/response.go})
              "operation": "/1.0/operations/ID", ..., "metadata": <operation>}  HTTP 202
     error   {"type": "error", "error": "<message>", "error_code": N, ...}     HTTP N
 
-Clients (the Go client behind C{lxc}, pylxd) show the C{error} string as the failure.
+Clients (the Go client behind C{lxc}, pylxd) show the C{error} string as the failure. Errors are
+L{vncproxy.web.errors.ApiError}s like everywhere else; this module registers LXD's envelope as
+the error format of the C{lxd} family.
 """
 
 import json
 from datetime import datetime, timezone
 
+from vncproxy.web.errors import register_family
+
+#: The API family of the LXD routes in L{vncproxy.web.errors}.
+FAMILY = "lxd"
 API_VERSION = "1.0"
 #: The API extensions clients check for: C{instances} (else C{lxc} falls back to
 #: C{/1.0/containers}), C{console} (the console endpoints), C{console_vga_type} (so that
 #: C{lxc console --type vga} reaches us and gets our explanation).
 API_EXTENSIONS = ["instances", "console", "console_vga_type"]
-
-
-class LxdError(Exception):
-    """
-    A refusal, rendered in LXD's error envelope. The message is shown to the caller: it must
-    never hold a secret.
-    """
-
-    def __init__(self, code, message):
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 def timestamp(seconds):
@@ -51,8 +45,23 @@ def async_(operation_document):
 
 
 def error(code, message):
+    """
+    LXD's error envelope (C{lxc} prints C{Error: MESSAGE}).
+    """
     return {"type": "error", "status": "", "status_code": 0, "operation": "",
             "error_code": code, "error": message, "metadata": None}
+
+
+def _error_document(refusal, trace):
+    body = error(refusal.code, refusal.message)
+    if refusal.close_code is not None:  # every family carries it (vncproxy.web.errors)
+        body["close_code"] = int(refusal.close_code)
+    return body
+
+
+# LXD's routes answer errors in LXD's envelope, wherever they are raised (our handlers, the
+# site's early refusals of oversized or malformed requests).
+register_family(FAMILY, _error_document)
 
 
 def encode(body):
@@ -67,10 +76,6 @@ def render(request, code, body):
     request.setHeader(b"content-type", b"application/json")
     request.setHeader(b"cache-control", b"no-store")
     return encode(body)
-
-
-def render_error(request, refusal):
-    return render(request, refusal.code, error(refusal.code, refusal.message))
 
 
 def server_document(trusted, auth_methods=("tls",)):

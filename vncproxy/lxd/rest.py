@@ -27,9 +27,8 @@ from twisted.web.server import NOT_DONE_YET
 from vncproxy.audit import audit
 from vncproxy.lxd import envelope
 from vncproxy.lxd.channels import ConsoleOperation
-from vncproxy.lxd.envelope import LxdError
 from vncproxy.web.api import MAX_BODY, check_serial_attach, describe_instance
-from vncproxy.web.errors import ApiError, read_json_object
+from vncproxy.web.errors import ApiError, read_json_object, render_error
 
 NOT_AUTHORIZED = "not authorized"
 #: The paths that take a WebSocket (both GET).
@@ -103,10 +102,10 @@ class LxdResource(Resource):
             return envelope.render(request, code, body)
 
         def fail(failure):
-            if failure.check(LxdError, ApiError):
-                return envelope.render_error(request, failure.value)
+            if failure.check(ApiError):
+                return render_error(request, failure.value, envelope.FAMILY)
             self._log.failure("LXD API request failed", failure)
-            return envelope.render_error(request, LxdError(500, "internal error"))
+            return render_error(request, ApiError(500, "internal error"), envelope.FAMILY)
 
         def write(data):
             if not finished:
@@ -123,13 +122,14 @@ class LxdResource(Resource):
             value = request.getHeader(name.encode("latin-1"))
             return value.decode("latin-1") if value else None
 
-        return self._credential.identify(request.channel.transport, header)
+        channel = getattr(request, "channel", None)  # none on a test's DummyRequest
+        return self._credential.identify(getattr(channel, "transport", None), header)
 
     def _dispatch(self, request):
         try:
             path = request.path.decode("utf-8")
         except UnicodeDecodeError:
-            raise LxdError(400, "path is not UTF-8") from None
+            raise ApiError(400, "path is not UTF-8") from None
         method = request.method.decode("latin-1")
         allowed = []
         for route_method, pattern, handler, needs_credential in self._compiled:
@@ -143,12 +143,12 @@ class LxdResource(Resource):
             if needs_credential and caller is None:
                 if self._credential.refusal == 401:
                     request.setHeader(b"www-authenticate", b'Bearer realm="consoleproxy"')
-                raise LxdError(self._credential.refusal, NOT_AUTHORIZED)
+                raise ApiError(self._credential.refusal, NOT_AUTHORIZED)
             return handler(request, caller, *(unquote(g) for g in match.groups()))
         if allowed:
             request.setHeader(b"allow", ", ".join(allowed).encode("ascii"))
-            raise LxdError(405, "method not allowed")
-        raise LxdError(404, "not found")
+            raise ApiError(405, "method not allowed")
+        raise ApiError(404, "not found")
 
     # -- handlers ------------------------------------------------------------------------------
 
@@ -162,7 +162,7 @@ class LxdResource(Resource):
 
     def _serial_log(self, info):
         if self._ctx.serial is None:
-            raise LxdError(501, "serial consoles are not enabled")
+            raise ApiError(501, "serial consoles are not enabled")
         return self._ctx.serial.log(info.uuid)
 
     @defer.inlineCallbacks
@@ -189,20 +189,20 @@ class LxdResource(Resource):
         console_type = body.get("type") or "console"
         force = body.get("force", False)
         if console_type not in ("console", "vga"):
-            raise LxdError(400, f"Unknown console type {str(console_type)[:20]!r}")
+            raise ApiError(400, f"Unknown console type {str(console_type)[:20]!r}")
         if not isinstance(force, bool):
-            raise LxdError(400, "force must be true or false")
+            raise ApiError(400, "force must be true or false")
         for key in ("width", "height"):
             if not isinstance(body.get(key, 0), int):
-                raise LxdError(400, f"{key} must be a number")
+                raise ApiError(400, f"{key} must be a number")
         info = yield describe_instance(self._ctx, name)
         if console_type == "vga":
-            raise LxdError(400, vga_refusal(info.name))
+            raise ApiError(400, vga_refusal(info.name))
         if not info.active:
-            raise LxdError(400, "Instance is not running")
+            raise ApiError(400, "Instance is not running")
         hub = self._ctx.serial.hub(info.uuid) if self._ctx.serial is not None else None
         if hub is not None and hub.writer is not None and not force:
-            raise LxdError(409, busy_refusal(info.name))
+            raise ApiError(409, busy_refusal(info.name))
         check_serial_attach(self._ctx, info, force, read_only=False)
         operation, secrets = self._operations.create(info.name, caller)
         ConsoleOperation(self._ctx, self._operations, operation, info, force)
@@ -214,8 +214,8 @@ class LxdResource(Resource):
     def _operation(self, request, caller, op_id):
         operation = self._operations.get(op_id)
         if operation is None or operation.caller != caller:
-            raise LxdError(404, "Operation not found")
+            raise ApiError(404, "Operation not found")
         return 200, envelope.sync(operation.document())
 
     def _needs_upgrade(self, request, caller, *args):
-        raise LxdError(400, "this path takes a WebSocket connection")
+        raise ApiError(400, "this path takes a WebSocket connection")
