@@ -73,6 +73,8 @@ def test_websocket_refusals_are_envelopes_without_secrets():
     secret = b"5ec12e7" * 9
     status, head, body = request(UPGRADE % (b"/1.0/operations/x/websocket?secret=" + secret, b""))
     assert status == 403 and body["error"] == "not authorized"
+    assert body["close_code"] == 4001  # counted and reported as an invalid token
+    assert b"x-request-id:" in head.lower()
     assert secret not in head and secret not in json.dumps(body).encode()
     status, _, body = request(UPGRADE % (b"/1.0/events", b"Origin: https://evil.example\r\n"
                                          b"X-Auth-Token: " + KEY.encode() + b"\r\n"))

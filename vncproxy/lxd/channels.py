@@ -31,6 +31,7 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet import task
 from twisted.logger import Logger
+from twisted.web import http
 
 from vncproxy.admission import Listener, Refusal, Refused
 from vncproxy.closecodes import CloseCode
@@ -38,6 +39,7 @@ from vncproxy.lxd import envelope
 from vncproxy.lxd.operations import RequestorMismatch, SecretRejected, event
 from vncproxy.serial.session import SerialSession
 from vncproxy.tokens import Grant
+from vncproxy.web.errors import ApiError, error_document
 from vncproxy.web.websocket import CLOSE_HANDSHAKE_TIMEOUT, MAX_MESSAGE, _WebSocketViewer
 from vncproxy.web.websocket import _source_address
 
@@ -266,7 +268,8 @@ class LxdChannelProtocol(WebSocketServerProtocol):
         self.factory.connections.discard(self)
         super().connectionLost(reason)
 
-    _denied = None
+    _denied = None  # the reason of our own refusal (any other is Autobahn's)
+    _denied_close_code = None
 
     def onConnect(self, request):
         try:
@@ -310,7 +313,7 @@ class LxdChannelProtocol(WebSocketServerProtocol):
         if isinstance(outcome, Refusal):
             ctx.admission.record(request.peer, outcome, console_type="serial")
             reason = outcome.message or outcome.detail or outcome.reason
-            self._denied = reason
+            self._denied, self._denied_close_code = reason, outcome.close_code
             deny = ConnectionDeny(outcome.status, reason)
             if outcome.delay <= 0:
                 raise deny
@@ -375,10 +378,13 @@ class LxdChannelProtocol(WebSocketServerProtocol):
         self.dropConnection(abort=False)
 
     def sendHttpErrorResponse(self, code, reason, responseHeaders=None):
-        body = envelope.encode(envelope.error(code, reason))
-        head = [f"HTTP/1.1 {code} {'Forbidden' if code == 403 else 'Error'}",
-                "Content-Type: application/json", f"Content-Length: {len(body)}",
-                "Cache-Control: no-store", "Connection: close"]
+        trace, document = error_document(ApiError(code, reason, self._denied_close_code),
+                                         envelope.FAMILY)
+        body = envelope.encode(document)
+        phrase = http.RESPONSES.get(code, b"Error").decode("ascii")
+        head = [f"HTTP/1.1 {code} {phrase}", "Content-Type: application/json",
+                f"Content-Length: {len(body)}", "Cache-Control: no-store",
+                f"X-Request-Id: {trace}", "Connection: close"]
         head += [f"{name}: {value}" for name, value in responseHeaders or ()]
         self.sendData(("\r\n".join(head) + "\r\n\r\n").encode("utf-8") + body)
 
