@@ -25,7 +25,6 @@ import websocket
 from tests.e2e.service import ServiceProcess, free_port
 from tests.support import api, pki
 from tests.support.lxc import LXC, Lxc
-from vncproxy.closecodes import CloseCode
 
 READY = b"CONSOLEPROXY-TESTBED-READY"
 
