@@ -19,9 +19,13 @@ A console operation (L{ConsoleOperation}) is one interactive serial session
 
 The control channel takes JSON commands (C{window-resize}: a serial line has no size, so it
 is acknowledged by silence; unknown commands are ignored, as LXD does); anything that is not a
-JSON object closes it (1007). Refusals before the upgrade are LXD error envelopes: 403 for a
-wrong, used or expired secret (counted against the address like a bad token), 409 when the
-console is no longer free.
+JSON object closes it (1007); one over 32 KiB too (1009).
+
+A channel's secret is a credential of the one admission path (L{vncproxy.admission}:
+L{OperationSecret}, the L{LXD} listener): the address's failure limit, then the secret (403,
+counted against the address like a bad token; 403 "Requestor mismatch" when someone else
+presents it, see L{vncproxy.lxd.operations.OperationStore.redeem}), then the channel's
+registration (the console's: 409 when it is no longer free). Refusals are LXD error envelopes.
 """
 
 import json
