@@ -18,7 +18,7 @@ from vncproxy.closecodes import CloseCode
 from vncproxy.context import ProxyContext
 from vncproxy.hypervisor import DomainInfo, DomainState
 from vncproxy.lxd import envelope
-from vncproxy.lxd.channels import ConsoleOperation
+from vncproxy.lxd.console import ConsoleOperation
 from vncproxy.lxd.operations import OperationStore, SecretRejected, Status, event
 from vncproxy.lxd.trust import (CertificateCredential, SocketCredential, TrustedCertificates,
                                 fingerprint)

@@ -26,7 +26,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from vncproxy.audit import audit
 from vncproxy.lxd import envelope
-from vncproxy.lxd.channels import ConsoleOperation
+from vncproxy.lxd.console import ConsoleOperation
 from vncproxy.web.api import MAX_BODY, check_serial_attach, describe_instance
 from vncproxy.web.errors import ApiError, read_json_object, render_error
 
