@@ -13,6 +13,12 @@ from twisted.logger import Logger
 from vncproxy.closecodes import CloseCode
 from vncproxy.context import ProxyContext
 from vncproxy.hypervisor import LifecycleKind
+from vncproxy.lxd.channels import make_factory as make_lxd_factory
+from vncproxy.lxd.operations import OperationStore
+from vncproxy.lxd.rest import LxdResource
+from vncproxy.lxd.trust import (CertificateCredential, KeyCredential, SocketCredential,
+                                TrustedCertificates, UnixSocketService, check_owner_group,
+                                tls_listener)
 from vncproxy.metrics import Metrics
 from vncproxy.ratelimit import FailureLimiter
 from vncproxy.serial.manager import SerialManager
@@ -73,8 +79,13 @@ class ConsoleProxyService(MultiService):
         self.ctx.serial = SerialManager(config, reactor, hypervisor, metrics=self.ctx.metrics)
         self.ctx.serial.setServiceParent(self)
 
-        api_site = make_site(ApiResource(self.ctx, KeyChecker(api_keys)), config, reactor=reactor)
+        keys = KeyChecker(api_keys)
+        self._lxd_factories = []
+        self.lxd_operations = OperationStore(reactor, config.token_ttl)
+        api_site = make_site(ApiResource(self.ctx, keys, lxd=self._lxd(KeyCredential(keys))),
+                             config, reactor=reactor)
         self._listen("api", config.api_listen, api_site)
+        self._listen_lxd(config)
 
         secure = config.console_listen.startswith("ssl:")
         web = WebClients(config.novnc_dir, config.xterm_dir,
@@ -86,6 +97,32 @@ class ConsoleProxyService(MultiService):
         self._listen("console", config.console_listen, console_site)
         self._listen("xvpvnc", config.xvpvnc_listen, XvpVncFactory(self.ctx))
         self._listen("vnc", config.vnc_listen, XvpVncFactory(self.ctx, greet_at_once=True))
+
+    def _lxd(self, credential):
+        """
+        The LXD API resource for one listener, whose callers are known by C{credential}.
+        """
+        factory = make_lxd_factory(self.ctx, self.lxd_operations, credential)
+        self._lxd_factories.append(factory)
+        return LxdResource(self.ctx, self.lxd_operations, credential, WebSocketResource(factory))
+
+    def _listen_lxd(self, config):
+        if config.lxd_listen:
+            check_owner_group(config.lxd_socket_owner, config.lxd_socket_group)
+            site = make_site(self._lxd(SocketCredential()), config, reactor=self._reactor)
+            service = UnixSocketService(self._reactor, config.lxd_listen, site,
+                                        config.lxd_socket_owner, config.lxd_socket_group,
+                                        config.lxd_socket_mode)
+            service.setName("lxd")
+            service.setServiceParent(self)
+        if config.lxd_listen_tls:
+            trusted = TrustedCertificates(config.lxd_trusted_certificates)
+            site = make_site(self._lxd(CertificateCredential(trusted)), config,
+                             reactor=self._reactor)
+            service = StreamServerEndpointService(
+                tls_listener(self._reactor, config.lxd_listen_tls), site)
+            service.setName("lxd_tls")
+            service.setServiceParent(self)
 
     def _listen(self, name, description, factory):
         if is_tls(description):
@@ -127,7 +164,9 @@ class ConsoleProxyService(MultiService):
         return d
 
     def _connections_closed(self, deadline):
-        connections = self._console_factory.connections
+        connections = set(self._console_factory.connections)
+        for factory in self._lxd_factories:
+            connections |= factory.connections
         if not connections:
             return defer.succeed(None)
         if self._reactor.seconds() >= deadline:
