@@ -18,9 +18,14 @@ _TEMPLATES = {
 }
 
 
-def audit(event, **fields):
+def audit(event, detail=None, **fields):
     """
-    Emit one audit event; C{event} is one of grant, connect, refusal, close.
+    Emit one audit event; C{event} is one of grant, connect, refusal, close. A C{detail} is
+    added to the C{reason} after a colon, unless it already says the reason ("token invalid,
+    used or expired" is not written "token invalid: token invalid, used or expired").
     """
     fields.setdefault("console_type", "-")
+    if detail:
+        reason = fields.get("reason", "")
+        fields["reason"] = detail if detail.startswith(reason) else f"{reason}: {detail}"
     _log.info(_TEMPLATES[event], audit=event, **fields)

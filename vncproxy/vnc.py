@@ -37,10 +37,9 @@ from twisted.internet.endpoints import (
     TCP4ClientEndpoint,
     TCP6ClientEndpoint,
     UNIXClientEndpoint,
-    connectProtocol,
 )
 from twisted.internet.interfaces import IPushProducer
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -87,6 +86,21 @@ def _tcp_endpoint(reactor, host, port, timeout):
         return HostnameEndpoint(reactor, host, port, timeout=timeout)
     endpoint = TCP6ClientEndpoint if family == 6 else TCP4ClientEndpoint
     return endpoint(reactor, host, port, timeout=timeout)
+
+
+class _OneQemuConnection(Factory):
+    """
+    The factory of one connection to QEMU, quiet: Twisted's factories log their start and stop,
+    which would be two lines per session.
+    """
+
+    noisy = False
+
+    def __init__(self, protocol):
+        self._protocol = protocol
+
+    def buildProtocol(self, addr):
+        return self._protocol
 
 
 class _Gone:
@@ -230,7 +244,7 @@ class VncSession:
         self._vnc_host = vnc.host
         self._upstream = UpstreamHandshake(password=password, tls=self._ctx.vnc_tls.mode)
         self._connect_started = self._reactor.seconds()
-        self._connecting = connectProtocol(endpoint, _QemuProtocol(self))
+        self._connecting = endpoint.connect(_OneQemuConnection(_QemuProtocol(self)))
         return self._connecting
 
     def _connect_failed(self, failure):

@@ -138,7 +138,7 @@ class XvpVncProtocol(Protocol):
         """
         reason = REASONS[code]
         self.factory.ctx.metrics.refused(reason.replace(" ", "_"))
-        audit("refusal", console_type="vnc", peer=self._peer, reason=f"{reason}: {detail}")
+        audit("refusal", console_type="vnc", peer=self._peer, reason=reason, detail=detail)
 
     def _later(self, delay, action, *args):
         """

@@ -62,6 +62,15 @@ LEGACY_ACTIONS = {
 }
 
 
+def _peer(request):
+    """The client's address as the audit writes WebSocket peers (C{tcp4:HOST:PORT})."""
+    address = request.getClientAddress()
+    host = getattr(address, "host", None)
+    if host is None:
+        return str(address)
+    return f"{'tcp6' if ':' in host else 'tcp4'}:{host}:{address.port}"
+
+
 def _iso(timestamp):
     return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -179,8 +188,14 @@ class ApiResource(Resource):
                 continue
             caller = None
             if needs_key:
-                caller = self._keys.identify(presented_key(request))
+                presented = presented_key(request)
+                caller = self._keys.identify(presented)
                 if caller is None:
+                    # audited like every other refusal; never the presented key itself
+                    audit("refusal", console_type="api", peer=_peer(request),
+                          reason="missing or invalid API key",
+                          detail=f"{method} {path}: " + ("no key" if presented is None
+                                                         else "unknown key"))
                     request.setHeader(b"www-authenticate", b'Bearer realm="consoleproxy"')
                     raise ApiError(401, "missing or invalid API key")
             return handler(request, caller, *(unquote(g) for g in match.groups()))

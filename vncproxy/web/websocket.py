@@ -160,7 +160,7 @@ class ConsoleServerProtocol(WebSocketServerProtocol):
         reason = REASONS[close_code]
         ctx = self.factory.ctx
         ctx.metrics.refused(reason.replace(" ", "_"))
-        audit("refusal", peer=request.peer, reason=f"{reason}: {detail}" if detail else reason)
+        audit("refusal", peer=request.peer, reason=reason, detail=detail)
         deny = ConnectionDeny(status, reason)
         if delay <= 0:
             raise deny
