@@ -11,11 +11,12 @@ The schema below is the single source of truth; C{etc/consoleproxy.conf} documen
 
 import configparser
 import os
-import socket
 from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
 from twisted.internet.endpoints import serverFromString
+
+from vncproxy import hostname
 
 
 class ConfigError(ValueError):
@@ -289,7 +290,7 @@ def _derive_url(description, plain_scheme):
     port = _endpoint_port(description)
     interface = kwargs.get("interface", "")
     if interface in ("", "0.0.0.0", "::"):
-        host = socket.getfqdn()
+        host = hostname.public_host()
     else:
         host = interface
     default_port = 443 if scheme == "https" else 80
