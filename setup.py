@@ -3,7 +3,7 @@ from setuptools import setup
 # Floors are Debian 12's own packages (the .deb depends on them).
 setup(
     name="consoleproxy",
-    version="0.1.0",
+    version="0.1.1",
     description="Hypervisor-side console proxy for virtual machines (VNC over WebSocket, serial)",
     packages=["vncproxy", "vncproxy.rfb", "vncproxy.web", "vncproxy.hypervisor", "vncproxy.serial",
               "twisted.plugins"],
