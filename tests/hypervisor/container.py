@@ -60,14 +60,20 @@ class Container:
                                    f"see {self.log_path}")
             children = Path(f"/proc/{self._nspawn.pid}/task/{self._nspawn.pid}/children")
             pids = children.read_text().split() if children.exists() else []
-            if pids:
+            # the child becomes the container's systemd once it has exec'd (before that it is
+            # nspawn's own child, still in the host's namespaces)
+            if pids and _comm(pids[0]) == "systemd":
                 self.leader = int(pids[0])
                 break
             if time.monotonic() > deadline:
                 raise RuntimeError("no container leader")
             time.sleep(0.05)
-        state = self.run("systemctl", "is-system-running", "--wait", timeout=timeout).stdout
-        return state.strip()
+        # Right after exec, systemd's bus is not up yet: systemctl answers "offline" or nothing.
+        while True:
+            state = self.run("systemctl", "is-system-running", "--wait", timeout=timeout).stdout
+            if state.strip() not in ("", "offline", "unknown") or time.monotonic() > deadline:
+                return state.strip()
+            time.sleep(0.1)
 
     def command(self, *argv, namespaces="-a"):
         """The host command that runs C{argv} inside the booted container (all its
@@ -101,6 +107,13 @@ class Container:
     def remove(self):
         self.poweroff()
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _comm(pid):
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return None
 
 
 def _remove_host_leftovers():

@@ -29,10 +29,15 @@ def test_install_with_apt_starts_the_unit_and_a_token_opens_the_screen(hyperviso
                          ("install size, --no-install-recommends", ["--no-install-recommends"])):
         r = c.run_offline("apt-get", "install", "--assume-no", *extra, deb)
         hv.figures[label] = _apt_size(r.stdout)
+    r = c.run_offline("apt-get", "install", "--assume-no", "--no-install-recommends", deb, "novnc")
+    hv.figures["install size, --no-install-recommends, with novnc (0.1.0's Depends)"] = \
+        _apt_size(r.stdout)
     # The archive is reached here (the booted container has no network but its loopback).
-    r = c.run_offline("apt-get", "install", "-y", "-q", "--download-only",
-                      "--no-install-recommends", deb)
-    assert r.returncode == 0, r.stdout + r.stderr
+    # and the previous version's, for the upgrade below (0.1.0 depended on novnc).
+    for package in (deb, f"/var/tmp/{hv.previous_deb.name}"):
+        r = c.run_offline("apt-get", "install", "-y", "-q", "--download-only",
+                          "--no-install-recommends", package)
+        assert r.returncode == 0, r.stdout + r.stderr
     hv.figures["apt-get update + download (s)"] = round(time.monotonic() - t, 1)
 
     t = time.monotonic()
@@ -49,7 +54,7 @@ def test_install_with_apt_starts_the_unit_and_a_token_opens_the_screen(hyperviso
     hv.wait_guest_ready()
     init = hv.probe("vnc")
     hv.figures["apt-get install to the first ServerInit (s)"] = round(time.monotonic() - t, 1)
-    assert init["width"] > 0 and init["height"] > 0 and init["name"] == GUEST
+    assert init["width"] > 0 and init["height"] > 0 and init["name"] == f"QEMU ({GUEST})"
     assert hv.sh("systemctl is-enabled consoleproxy").stdout.strip() == "enabled"
     security = hv.sh("systemd-analyze security --no-pager consoleproxy.service",
                      check=False).stdout
@@ -127,7 +132,7 @@ def test_a_reboot_brings_the_service_back(hypervisor):
     hv.figures["reboot to a healthy service (s)"] = round(time.monotonic() - t, 1)
     hv.sh(f"virsh -q -c qemu:///system start {GUEST}")
     hv.wait_guest_ready()
-    assert hv.probe("vnc")["name"] == GUEST
+    assert hv.probe("vnc")["name"] == f"QEMU ({GUEST})"
 
 
 def test_upgrade_from_the_previous_package_keeps_conffile_keys_and_logs(hypervisor):
@@ -157,7 +162,7 @@ def test_upgrade_from_the_previous_package_keeps_conffile_keys_and_logs(hypervis
     assert b"hvupgrade-42" in log.read_bytes()
     assert hv.journal().startswith(journal_before)
     assert not (hv.c.root / "var/log/consoleproxy").exists()  # the new version's log is the journal
-    assert hv.probe("vnc")["name"] == GUEST
+    assert hv.probe("vnc")["name"] == f"QEMU ({GUEST})"
 
 
 def test_purge_leaves_nothing_but_the_user(hypervisor):
