@@ -18,14 +18,20 @@ _TEMPLATES = {
 }
 
 
-def audit(event, detail=None, **fields):
+def refusal_reason(reason, detail):
     """
-    Emit one audit event; C{event} is one of grant, connect, refusal, close. A C{detail} is
-    added to the C{reason} after a colon, unless it already says the reason ("token invalid,
-    used or expired" is not written "token invalid: token invalid, used or expired").
+    A refusal's reason with its detail after a colon, unless the detail already says the reason
+    ("token invalid, used or expired" is not written "token invalid: token invalid, used or
+    expired").
+    """
+    if not detail:
+        return reason
+    return detail if detail.startswith(reason) else f"{reason}: {detail}"
+
+
+def audit(event, **fields):
+    """
+    Emit one audit event; C{event} is one of grant, connect, refusal, close.
     """
     fields.setdefault("console_type", "-")
-    if detail:
-        reason = fields.get("reason", "")
-        fields["reason"] = detail if detail.startswith(reason) else f"{reason}: {detail}"
     _log.info(_TEMPLATES[event], audit=event, **fields)

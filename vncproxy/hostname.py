@@ -10,7 +10,6 @@ sends nothing); otherwise the name after all. L{why_unreachable} says when the r
 looks unreachable from elsewhere, for a warning at start.
 """
 
-import functools
 import ipaddress
 import socket
 
@@ -48,25 +47,19 @@ def _is_loopback(address):
     return ip.is_loopback or ip.is_unspecified
 
 
-def choose(fqdn, addresses=_addresses, outbound=_outbound_address):
+def choose(fqdn, addresses=None, outbound=None):
     """
     The host to name: C{fqdn} when it has a domain and resolves beyond loopback, else the
-    outbound address, else C{fqdn}.
+    outbound address, else C{fqdn}. (L{vncproxy.urls.this_host} asks once per process.)
     """
+    addresses = addresses or _addresses
+    outbound = outbound or _outbound_address
     if "." in fqdn and any(not _is_loopback(a) for a in addresses(fqdn)):
         return fqdn
     return outbound() or fqdn
 
 
-@functools.cache
-def public_host():
-    """
-    L{choose} for this machine, worked out once per process.
-    """
-    return choose(socket.getfqdn())
-
-
-def why_unreachable(host, addresses=_addresses):
+def why_unreachable(host, addresses=None):
     """
     Why other machines may not reach C{host}, or C{None} when nothing suggests so.
     """
@@ -78,7 +71,7 @@ def why_unreachable(host, addresses=_addresses):
         return "a loopback address" if ip.is_loopback or ip.is_unspecified else None
     if "." not in host:
         return "a short host name that other machines may not resolve"
-    found = addresses(host)
+    found = (addresses or _addresses)(host)
     if not found:
         return "a name that does not resolve"
     if all(_is_loopback(a) for a in found):

@@ -70,6 +70,7 @@ class ConsoleProxyService(MultiService):
         )
         self._reactor = reactor
         self._unsubscribe = None
+        self.ctx.urls  # built now: this host's name is looked up once, at start, if at all
         hypervisor.setServiceParent(self)
         # After the hypervisor: started after it, stopped before it (its consoles close first).
         self.ctx.serial = SerialManager(config, reactor, hypervisor, metrics=self.ctx.metrics)
@@ -104,7 +105,7 @@ class ConsoleProxyService(MultiService):
                        api=self.ctx.config.api_listen, console=self.ctx.config.console_listen,
                        xvpvnc=self.ctx.config.xvpvnc_listen)
         config = self.ctx.config
-        host = urlsplit(config.console_base_url).hostname
+        host = urlsplit(self.ctx.urls.console_base).hostname
         why = None if config.public_url else hostname.why_unreachable(host)
         if why:
             self._log.warn("[console] public_url is unset and the console URLs name {host}, {why}:"

@@ -77,7 +77,7 @@ def test_the_journal_classifies_lines_and_finds_the_provoked_warning(hypervisor)
     # a VNC session was held, and its connection to QEMU logged no Starting/Stopping factory
     # line (only the listeners' factories start, once; none has stopped yet)
     starting = [line for line in lines if "Starting factory" in line]
-    assert not [line for line in starting if "OneShot" in line or "QemuConnection" in line
+    assert not [line for line in starting if "OneShot" in line or "QemuFactory" in line
                 or "_WrappingFactory" in line], starting
     assert not [line for line in lines if "Stopping factory" in line]
 

@@ -36,12 +36,12 @@ def test_the_connection_to_qemu_logs_no_factory_start_and_stop():
     from twisted.internet.protocol import Factory, Protocol
     from twisted.logger import globalLogPublisher
 
-    from vncproxy.vnc import _OneQemuConnection
+    from vncproxy.vnc import _QemuFactory
 
     events = []
     globalLogPublisher.addObserver(events.append)
     try:
-        for factory in (Factory(), _OneQemuConnection(Protocol())):
+        for factory in (Factory(), _QemuFactory(Protocol())):
             factory.doStart()
             factory.doStop()
     finally:
@@ -49,4 +49,4 @@ def test_the_connection_to_qemu_logs_no_factory_start_and_stop():
     assert [e["log_format"] for e in events] == ["Starting factory {factory!r}",
                                                  "Stopping factory {factory!r}"]
     proto = Protocol()
-    assert _OneQemuConnection(proto).buildProtocol(None) is proto
+    assert _QemuFactory(proto).buildProtocol(None) is proto
