@@ -60,7 +60,8 @@ DEBIAN_PY_PKGS=(python3-twisted python3-autobahn python3-openssl python3-service
                 python3-libvirt python3-zope.interface python3-cryptography
                 python3-prometheus-client python3-pytest python3-pytest-twisted
                 python3-hypothesis python3-websocket python3-pil python3-venv
-                python3-requests python3-requests-toolbelt python3-ws4py python3-dateutil)
+                python3-requests python3-requests-toolbelt python3-ws4py python3-dateutil
+                python3-pip python3-wheel python3-setuptools)  # tests/install: pip install paths
 # Test tools Debian 12 lacks, or lacks in the version the suite needs (pip, into .venv-debian
 # only, never a runtime dependency): websocket-client >= 1.6 exposes the body of a refused
 # upgrade (Debian has 1.2.3); Playwright drives Debian's chromium in the browser tests.

@@ -32,7 +32,7 @@ L{Admission.record} counts and audits a refusal; listeners call it for their own
 
 from dataclasses import dataclass, field
 
-from vncproxy.audit import audit
+from vncproxy.audit import audit, refusal_reason
 from vncproxy.closecodes import REASONS, CloseCode
 from vncproxy.tokens import TokenRejected
 
@@ -201,8 +201,8 @@ class Admission:
         Count and audit a refusal (C{fields}: extra audit fields such as C{console_type}).
         """
         self.ctx.metrics.refused(refusal.reason.replace(" ", "_"))
-        audit("refusal", peer=peer, reason=f"{refusal.reason}: {refusal.detail}"
-              if refusal.detail else refusal.reason, **fields)
+        audit("refusal", peer=peer, reason=refusal_reason(refusal.reason, refusal.detail),
+              **fields)
 
 
 __all__ = ["ADDRESS_LOCKED", "Admission", "Admitted", "CONSOLE", "Listener",

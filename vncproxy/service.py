@@ -3,6 +3,8 @@ The composition root's product: one L{MultiService} holding the hypervisor adapt
 listeners, sharing one L{ProxyContext}.
 """
 
+from urllib.parse import urlsplit
+
 from autobahn.twisted.resource import WebSocketResource
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
@@ -10,6 +12,7 @@ from twisted.internet import defer, task
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
+from vncproxy import hostname
 from vncproxy.closecodes import CloseCode
 from vncproxy.context import ProxyContext
 from vncproxy.hypervisor import LifecycleKind
@@ -140,6 +143,13 @@ class ConsoleProxyService(MultiService):
                        "vnc {vnc}", api=self.ctx.config.api_listen,
                        console=self.ctx.config.console_listen,
                        xvpvnc=self.ctx.config.xvpvnc_listen, vnc=self.ctx.config.vnc_listen)
+        config = self.ctx.config
+        host = urlsplit(self.ctx.urls.console_base).hostname
+        why = None if config.public_url else hostname.why_unreachable(host)
+        if why:
+            self._log.warn("[console] public_url is unset and the console URLs name {host}, {why}:"
+                           " set public_url to the URL viewers reach this service at",
+                           host=host, why=why)
 
     def _lifecycle(self, event):
         if event.kind in _STOPPING:

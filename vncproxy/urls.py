@@ -12,7 +12,7 @@ The URLs we hand out, built in one place from the configuration.
     vnc            vnc://:PASSWORD@HOST:VNC_PORT               (native viewers, [listen] vnc)
 
 HOST is C{public_url}'s host when set; otherwise the console listener's interface when it
-names one, else this machine's name, looked up once (L{this_host}) when the service starts and
+names one, else this machine's reachable name or address, looked up once (L{this_host}) when the service starts and
 never again on a request. PREFIX is C{public_url}'s path (a reverse proxy publishing us under a
 path); a per-node prefix would be added to L{Urls.console_base} and nowhere else.
 """
@@ -21,15 +21,16 @@ import functools
 import socket
 from urllib.parse import quote, urlsplit
 
-from vncproxy import endpoints
+from vncproxy import endpoints, hostname
 
 
 @functools.cache
 def this_host():
     """
-    This machine's fully qualified name, looked up once per process.
+    This machine as a viewer elsewhere can reach it (L{vncproxy.hostname.choose}: the FQDN when
+    it resolves beyond loopback, else the default route's address), looked up once per process.
     """
-    return socket.getfqdn()
+    return hostname.choose(socket.getfqdn())
 
 
 def _host_for_url(host):
