@@ -70,8 +70,8 @@ class Node:
         self.address = f"127.77.{region.block}.{n}"
         self.workdir = region.workdir / self.name
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.console_port, self.xvpvnc_port, self.api_port, self.vnc_port = (
-            free_port(self.address) for _ in range(4))
+        self.console_port, self.xvpvnc_port, self.native_port, self.api_port, self.vnc_port = (
+            free_port(self.address) for _ in range(5))  # vnc_port: its guest's VNC server
         self.api_url = f"http://{self.address}:{self.api_port}"
         self.qemu = self.service = None
         self.info = None
@@ -188,7 +188,7 @@ class Node:
 class Region:
     """
     @param settings: node settings (SECTION.KEY -> value) applied to every node, besides those
-        that make it a region node (listeners, public_url, node_id, xvpvnc public_port).
+        that make it a region node (listeners, public_url and front ports, node_id).
     """
 
     def __init__(self, workdir, images, settings=None):
@@ -198,8 +198,8 @@ class Region:
         self.clients = (f"127.77.{self.block}.101", f"127.77.{self.block}.102")
         self.front_port = free_port(self.front)
         self.nodes = [Node(self, n) for n in NODES]
-        for node in self.nodes:
-            node.front_port = free_port(self.front)  # its xvpvnc port on the front door
+        for node in self.nodes:  # its xvpvnc and native VNC ports on the front door
+            node.front_xvpvnc_port, node.front_vnc_port = free_port(self.front), free_port(self.front)
         self.haproxy = None
         self._images = images
         self._settings = settings or {}
@@ -228,9 +228,11 @@ class Region:
             "listen.api": f"tcp:{node.api_port}:interface={a}",
             "listen.console": f"haproxy:tcp:{node.console_port}:interface={a}",
             "listen.xvpvnc": f"haproxy:tcp:{node.xvpvnc_port}:interface={a}",
+            "listen.vnc": f"haproxy:tcp:{node.native_port}:interface={a}",
             "console.public_url": f"{self.base}/n/{node.name}",
             "console.prefix": "kept" if node.n == 3 else "stripped",
-            "xvpvnc.public_port": str(node.front_port),
+            "console.public_xvpvnc_port": str(node.front_xvpvnc_port),
+            "console.public_vnc_port": str(node.front_vnc_port),
             "tokens.node_id": node.name,
         }
         settings.update(self._settings)
@@ -244,7 +246,9 @@ class Region:
             env[f"CP_NODE{node.n}_CONSOLE_PORT"] = str(node.console_port)
             env[f"CP_NODE{node.n}_XVPVNC_PORT"] = str(node.xvpvnc_port)
             env[f"CP_NODE{node.n}_API_PORT"] = str(node.api_port)
-            env[f"CP_NODE{node.n}_FRONT_XVPVNC_PORT"] = str(node.front_port)
+            env[f"CP_NODE{node.n}_VNC_PORT"] = str(node.native_port)
+            env[f"CP_NODE{node.n}_FRONT_XVPVNC_PORT"] = str(node.front_xvpvnc_port)
+            env[f"CP_NODE{node.n}_FRONT_VNC_PORT"] = str(node.front_vnc_port)
         return env
     def start_haproxy(self):
         log = open(self.workdir / "haproxy.log", "ab")

@@ -6,7 +6,8 @@ door only; the test's "control plane" asks the nodes' token APIs on their own ad
 management side) or mints signed grants itself.
 
 Covered: the IBM flow (href opened through the front door, prefix stripped and kept), noVNC in
-Chromium from a Nova URL, the serial page on a real guest's console, Nova's serial URL, a native viewer
+Chromium from a Nova URL, the serial page on a real guest's console, Nova's serial URL, the xvp
+viewer's CONNECT from Nova's xvpvnc URL, a native viewer
 (vncdotool) through its node's front port, a signed grant opening a console on its node only
 and once, per-address limits seeing the real client through the PROXY protocol, and a node
 killed mid-session: its viewer's connection ends, the other nodes' sessions go on and new ones
@@ -24,7 +25,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import pytest
 import websocket
@@ -35,7 +36,7 @@ from tests.e2e.region import Region
 from tests.support import api
 from tests.support.browser import (
     canvas_rgb, differing_pixels, lit_pixels, read_screendump, watch)
-from tests.support.viewer import PipeClosed, RfbViewer, WebSocketPipe
+from tests.support.viewer import PipeClosed, RfbViewer, WebSocketPipe, xvp_connect
 from vncproxy.grants import sign
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -172,11 +173,11 @@ def test_native_viewer_through_its_nodes_front_port(region, tmp_path):
     node 3's guest screen (as node 3's QEMU reports it)."""
     node = region.node(3)
     body = ibm_grant(node)
-    assert body["vnc_url"] == f"vnc://:{body['password']}@{region.front}:{node.front_port}"
+    assert body["vnc_url"] == f"vnc://:{body['password']}@{region.front}:{node.front_vnc_port}"
     vncdo = Path(sys.executable).with_name("vncdo")
     vncdo = str(vncdo) if vncdo.exists() else shutil.which("vncdo")
     shot = tmp_path / "native.png"
-    run = subprocess.run([vncdo, "-s", f"{region.front}::{node.front_port}", "-p", body["password"],
+    run = subprocess.run([vncdo, "-s", f"{region.front}::{node.front_vnc_port}", "-p", body["password"],
                           "capture", str(shot)], capture_output=True, timeout=60)
     assert run.returncode == 0, run.stderr
     ARTIFACTS.mkdir(exist_ok=True)
@@ -187,6 +188,23 @@ def test_native_viewer_through_its_nodes_front_port(region, tmp_path):
     assert lit_pixels(seen) > 0.002 * width * height, "the capture is blank"
     # one capture each, taken a moment apart: only the blinking cursor may differ
     assert differing_pixels(seen, truth[2]) <= 0.01 * width * height
+
+
+def test_nova_xvpvnc_url_through_its_nodes_front_port(region):
+    """Nova's xvpvnc URL for node 2 names the front door's xvpvnc port for node 2; the xvp
+    viewer's CONNECT there reaches node 2's guest."""
+    node = region.node(2)
+    status, body = api.call(f"{node.api_url}/v2.1/servers/{node.vnc_instance}/remote-consoles",
+                            "POST", {"remote_console": {"protocol": "vnc", "type": "xvpvnc"}},
+                            key=node.key)
+    url = urlsplit(body["remote_console"]["url"])
+    assert (url.hostname, url.port) == (region.front, node.front_xvpvnc_port)
+    response, pipe = xvp_connect(region.front, node.front_xvpvnc_port, f"/console?{url.query}")
+    try:
+        assert response.split(b"\r\n")[0].split()[1] == b"200"
+        assert RfbViewer(pipe).handshake().name == "QEMU (region-node2)"
+    finally:
+        pipe.sock.close()
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """
 A node under a front door: the URLs it derives from public_url, [console] prefix and
-[xvpvnc] public_port, and the console listener's handling of a kept prefix.
+[console] public_xvpvnc_port and public_vnc_port, and the console listener's handling of a kept
+prefix.
 """
 
 import pytest
@@ -28,17 +29,20 @@ def test_prefix_is_the_path_of_public_url_and_reaches_the_listener_only_when_kep
 
 def test_xvpvnc_urls_use_the_front_doors_port_for_this_node():
     c = node({("console", "public_url"): "https://front.example.com/n/node17",
-                ("xvpvnc", "public_port"): "5917"})
-    assert c.xvpvnc_base_url == "http://front.example.com:5917"
-    assert c.native_vnc_url("AbCd2345") == "vnc://:AbCd2345@front.example.com:5917"
+                ("console", "public_xvpvnc_port"): "6117",
+                ("console", "public_vnc_port"): "6417"})
+    assert c.xvpvnc_base_url == "http://front.example.com:6117"
+    assert c.native_vnc_url("AbCd2345") == "vnc://:AbCd2345@front.example.com:6417"
 
 
 def test_proxy_protocol_listeners_keep_their_port_in_derived_urls():
     """haproxy:tcp:PORT listeners (PROXY protocol) are accepted, and URLs name PORT."""
     c = node({("listen", "console"): "haproxy:tcp:6080:interface=10.0.0.17",
-                ("listen", "xvpvnc"): "haproxy:tcp:6081:interface=10.0.0.17"})
+                ("listen", "xvpvnc"): "haproxy:tcp:6081:interface=10.0.0.17",
+                ("listen", "vnc"): "haproxy:tcp:6084:interface=10.0.0.17"})
     assert c.console_base_url == "http://10.0.0.17:6080"
     assert c.xvpvnc_base_url == "http://10.0.0.17:6081"
+    assert c.native_vnc_url("AbCd2345") == "vnc://:AbCd2345@10.0.0.17:6084"
 
 
 @pytest.mark.parametrize("uri, path, rest", [
