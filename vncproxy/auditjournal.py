@@ -84,9 +84,15 @@ def install(environ=None, path=SOCKET, publisher=globalLogPublisher):
     environ = os.environ if environ is None else environ
     if not environ.get("JOURNAL_STREAM") or not os.path.exists(path):
         return None
+    if (publisher, path) in _installed:  # once per process and socket (tests build many services)
+        return _installed[publisher, path]
     observer = JournalAuditObserver(path)
     publisher.addObserver(observer)
+    _installed[publisher, path] = observer
     return observer
+
+
+_installed = {}
 
 
 __all__ = ["FIELDS", "IDENTIFIER", "JournalAuditObserver", "entry", "install"]

@@ -34,6 +34,7 @@ def journal(tmp_path):
     server.settimeout(2)
     publisher = LogPublisher()
     observer = auditjournal.install({"JOURNAL_STREAM": "8:1234"}, path, publisher)
+    assert auditjournal.install({"JOURNAL_STREAM": "8:1234"}, path, publisher) is observer
     yield server, Logger(namespace="consoleproxy.audit", observer=publisher), publisher
     observer.close()
     server.close()
