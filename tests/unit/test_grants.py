@@ -4,6 +4,7 @@ never seen; refused with the same TokenRejected as a bad token of our own otherw
 """
 
 import json
+import time
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -194,3 +195,28 @@ def test_any_string_is_a_grant_or_a_token_rejected(text, payload_bytes):
             store.consume(candidate)
         except TokenRejected:
             pass
+
+
+def test_the_reference_minter_makes_grants_a_node_accepts(tmp_path):
+    """tools/mint-grant keygen prints the key a node trusts; its mint prints a grant that
+    node redeems once."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "tools" / "mint-grant"
+    key = tmp_path / "signing.pem"
+    public = subprocess.run([sys.executable, str(script), "keygen", str(key)], check=True,
+                            capture_output=True, text=True).stdout.strip()
+    assert key.stat().st_mode & 0o077 == 0
+    minted = subprocess.run([sys.executable, str(script), "mint", str(key), "--node", "node1",
+                             "--instance", "uuid-7", "--type", "serial", "--read-only",
+                             "--ttl", "30"], check=True, capture_output=True, text=True)
+    clock = Clock()
+    clock.advance(time.time())
+    node = GrantRedeemer(clock, [parse_public_key(public)], "node1", 180, 30)
+    store = TokenStore(clock, 180)
+    grant = node.redeem(minted.stdout.strip(), store)
+    assert (grant.instance_uuid, grant.console_type, grant.read_only) == ("uuid-7", "serial", True)
+    with pytest.raises(TokenRejected):
+        node.redeem(minted.stdout.strip(), store)
