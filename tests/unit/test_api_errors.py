@@ -62,7 +62,8 @@ def test_unregistered_family_answers_in_our_format_and_a_registered_one_in_its_o
     ("/", "nova"), ("/v2.1", "nova"), ("/v2.1/", "nova"), ("/v2.1/p/servers/x/action", "nova"),
     ("/v1/instances/x/console_access_token", "ibm"), ("/v1/nothing", "ibm"),
     ("/1.0/instances/x/console", "lxd"), ("/healthz", "consoleproxy"),
-    ("/nothing", "consoleproxy"), ("/v2.10", "nova"),
+    ("/nothing", "consoleproxy"), ("/v2.10", "nova"), ("/websockify", "nova"),
+    ("/v1/instances/x/console", "ibm"), ("/websockify/x", "consoleproxy"),
 ])
 def test_family_of_paths(path, family):
     assert family_of(path) == family
