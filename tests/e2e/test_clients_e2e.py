@@ -57,7 +57,9 @@ def home(tmp_path_factory):
 
 
 def client_env(home, **extra):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OS_", "IBMCLOUD_"))}
+    """The clients' environment: a user's, without our test process's Python settings."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("OS_", "IBMCLOUD_", "PYTHON", "VIRTUAL_ENV"))}
     env.update(HOME=str(home), **extra)
     return env
 
