@@ -38,6 +38,27 @@ def _endpoint(value):
     return value
 
 
+def _optional_endpoint(kind):
+    def parse(value):
+        if not value:
+            return ""
+        if _parse_args(value)[0][:1] != [kind]:
+            raise ValueError(f"must be a {kind}: endpoint string (or empty: none)")
+        return _endpoint(value)
+
+    return parse
+
+
+def _mode(value):
+    try:
+        mode = int(value, 8)
+    except ValueError:
+        raise ValueError("must be an octal file mode such as 0660") from None
+    if not 0 <= mode <= 0o777:
+        raise ValueError("must be an octal file mode such as 0660")
+    return mode
+
+
 def _positive(kind):
     def parse(value):
         number = kind(value)
@@ -104,6 +125,7 @@ SCHEMA = {
     ("listen", "api"): ("api_listen", _endpoint, "tcp:6090:interface=127.0.0.1"),
     ("listen", "console"): ("console_listen", _endpoint, "tcp:6080"),
     ("listen", "xvpvnc"): ("xvpvnc_listen", _endpoint, "tcp:6081"),
+    ("listen", "vnc"): ("vnc_listen", _endpoint, "tcp:6084"),
     ("console", "public_url"): ("public_url", _url, ""),
     ("console", "allowed_origins"): ("allowed_origins", _words, ""),
     ("api", "keys_file"): ("api_keys_file", str, ""),
@@ -133,6 +155,8 @@ SCHEMA = {
                                             "32"),
     ("xvpvnc", "max_failures_per_instance"): ("xvpvnc_max_failures_per_instance",
                                               _positive(int), "20"),
+    ("xvpvnc", "password_checks_per_second"): ("xvpvnc_password_checks_per_second",
+                                               _positive(float), "20"),
     ("http", "header_timeout"): ("http_header_timeout", _positive(float), "10"),
     ("http", "idle_timeout"): ("http_idle_timeout", _positive(float), "60"),
     ("http", "max_pending_per_address"): ("http_max_pending_per_address", _positive(int), "32"),
@@ -148,6 +172,12 @@ SCHEMA = {
     ("serial", "max_viewers"): ("serial_max_viewers", _positive(int), "16"),
     ("web", "novnc_dir"): ("novnc_dir", str, "/usr/share/novnc"),
     ("web", "xterm_dir"): ("xterm_dir", str, ""),
+    ("lxd", "listen"): ("lxd_listen", _optional_endpoint("unix"), ""),
+    ("lxd", "socket_owner"): ("lxd_socket_owner", str, ""),
+    ("lxd", "socket_group"): ("lxd_socket_group", str, ""),
+    ("lxd", "socket_mode"): ("lxd_socket_mode", _mode, "0660"),
+    ("lxd", "listen_tls"): ("lxd_listen_tls", _optional_endpoint("ssl"), ""),
+    ("lxd", "trusted_certificates"): ("lxd_trusted_certificates", str, ""),
 }
 
 
@@ -160,6 +190,7 @@ class Config:
     api_listen: str
     console_listen: str
     xvpvnc_listen: str
+    vnc_listen: str
     public_url: str
     allowed_origins: tuple
     api_keys_file: str
@@ -186,7 +217,8 @@ class Config:
     relay_websocket_receive: bool
     xvpvnc_native_wait: float
     xvpvnc_max_pending_per_address: int
-    xvpvnc_max_failures_per_instance: int
+    xvpvnc_max_failures_per_instance: int  # no longer used (kept so older files load)
+    xvpvnc_password_checks_per_second: float
     http_header_timeout: float
     http_idle_timeout: float
     http_max_pending_per_address: int
@@ -202,6 +234,12 @@ class Config:
     serial_viewer_queue: int
     serial_slow_viewer_grace: float
     serial_max_viewers: int
+    lxd_listen: str
+    lxd_socket_owner: str
+    lxd_socket_group: str
+    lxd_socket_mode: int
+    lxd_listen_tls: str
+    lxd_trusted_certificates: str
 
     @property
     def serial_log_path(self):
@@ -248,6 +286,7 @@ def _build(values, where):
             raise ConfigError(f"{where}: [{section}] {key}: {e}") from None
     built = Config(**kwargs)
     _check_tls(built, where)
+    _check_lxd(built, where)
     return built
 
 
@@ -264,6 +303,12 @@ def _check_tls(c, where):
         raise ConfigError(f"{where}: [vnc] tls_anonymous: cannot be combined with tls_ca "
                           "(it would let an attacker downgrade certificate-verified TLS to "
                           "unauthenticated TLS)")
+
+
+def _check_lxd(c, where):
+    if c.lxd_listen_tls and not c.lxd_trusted_certificates:
+        raise ConfigError(f"{where}: [lxd] listen_tls: needs trusted_certificates (the client "
+                          "certificates allowed in)")
 
 
 def _values_from_parser(parser, where):

@@ -8,6 +8,7 @@ from functools import cached_property
 
 from vncproxy.admission import Admission
 from vncproxy.config import Config
+from vncproxy.ratelimit import GuessBudget
 from vncproxy.sessions import SessionRegistry
 from vncproxy.tokens import TokenStore
 from vncproxy.urls import Urls
@@ -50,6 +51,14 @@ class ProxyContext:
         The one L{vncproxy.admission.Admission} every listener admits grants through.
         """
         return Admission(self)
+
+    @cached_property
+    def guesses(self):
+        """
+        The L{vncproxy.ratelimit.GuessBudget} every native password check waits in.
+        """
+        rate = self.config.xvpvnc_password_checks_per_second
+        return GuessBudget(self.reactor, rate, burst=rate)
 
     @cached_property
     def urls(self):

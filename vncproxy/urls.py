@@ -9,10 +9,10 @@ The URLs we hand out, built in one place from the configuration.
     novnc          http(s)://.../vnc_auto.html?path=[PREFIX/]websockify%3Ftoken%3DT
     serial         ws(s)://.../?token=T
     xvpvnc         http://HOST:XVPVNC_PORT/console?token=T     (Nova's xvp viewer URL)
-    vnc            vnc://:PASSWORD@HOST:XVPVNC_PORT            (native viewers)
+    vnc            vnc://:PASSWORD@HOST:VNC_PORT               (native viewers, [listen] vnc)
 
 HOST is C{public_url}'s host when set; otherwise the console listener's interface when it
-names one, else this machine's name, looked up once (L{this_host}) when the service starts and
+names one, else this machine's reachable name or address, looked up once (L{this_host}) when the service starts and
 never again on a request. PREFIX is C{public_url}'s path (a reverse proxy publishing us under a
 path); a per-node prefix would be added to L{Urls.console_base} and nowhere else.
 """
@@ -21,15 +21,16 @@ import functools
 import socket
 from urllib.parse import quote, urlsplit
 
-from vncproxy import endpoints
+from vncproxy import endpoints, hostname
 
 
 @functools.cache
 def this_host():
     """
-    This machine's fully qualified name, looked up once per process.
+    This machine as a viewer elsewhere can reach it (L{vncproxy.hostname.choose}: the FQDN when
+    it resolves beyond loopback, else the default route's address), looked up once per process.
     """
-    return socket.getfqdn()
+    return hostname.choose(socket.getfqdn())
 
 
 def _host_for_url(host):
@@ -70,7 +71,7 @@ class Urls:
         host = _host_for_url(urlsplit(base).hostname)
         self._prefix = urlsplit(base).path.strip("/")
         self.xvpvnc_base = self._on_public_host("http://", host, config.xvpvnc_listen)
-        self.vnc_base = self._on_public_host("", host, config.xvpvnc_listen)
+        self.vnc_base = self._on_public_host("", host, config.vnc_listen)
 
     @staticmethod
     def _on_public_host(scheme, host, listen):

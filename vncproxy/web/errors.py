@@ -10,8 +10,8 @@ Each family's clients show a human message only when the error is in their own f
     consoleproxy  {"error": {"code": 404, "message": "..."}}              (our own routes)
 
 A refusal that has a WebSocket close code carries it as C{close_code} in every format, so that
-a program can map it to a message. Another family (LXD's envelope) plugs in with
-L{register_family}; until then its routes answer in our own format.
+a program can map it to a message. LXD's envelope (C{lxd}: C{{"type": "error", "error": "...",
+"error_code": 404, ...}}) plugs in with L{register_family} from L{vncproxy.lxd.envelope}.
 """
 
 import json
@@ -152,6 +152,8 @@ def error_message(body):
     """
     if "errors" in body:
         return body["status_code"], body["errors"][0]["message"]
+    if body.get("type") == "error":  # LXD's envelope (vncproxy.lxd.envelope)
+        return body["error_code"], body["error"]
     (fault,) = body.values()
     return fault["code"], fault["message"]
 
