@@ -50,12 +50,13 @@ def test_close_code_is_kept_in_every_family(family):
 
 
 def test_unregistered_family_answers_in_our_format_and_a_registered_one_in_its_own(monkeypatch):
-    assert rendered(ApiError(404, "gone"), "lxd")[1] == {"error": {"code": 404, "message": "gone"}}
+    assert rendered(ApiError(404, "gone"), "example")[1] == {
+        "error": {"code": 404, "message": "gone"}}
     monkeypatch.setattr(errors, "_FAMILIES", dict(errors._FAMILIES))
-    register_family("lxd", lambda error, trace: {"type": "error", "error": error.message,
-                                                 "error_code": error.code})
-    assert rendered(ApiError(404, "gone"), "lxd")[1] == {"type": "error", "error": "gone",
-                                                         "error_code": 404}
+    register_family("example", lambda error, trace: {"type": "error", "error": error.message,
+                                                     "error_code": error.code})
+    assert rendered(ApiError(404, "gone"), "example")[1] == {"type": "error", "error": "gone",
+                                                             "error_code": 404}
 
 
 @pytest.mark.parametrize("path, family", [
