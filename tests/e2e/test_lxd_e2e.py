@@ -30,6 +30,15 @@ READY = b"CONSOLEPROXY-TESTBED-READY"
 
 
 @pytest.fixture(scope="module")
+def serial_guest(testbed):
+    """A guest of this module's own: the session's serial guest must still be off when
+    test_serial_e2e starts it (that module checks the whole boot is captured)."""
+    guest = testbed.make_guest(f"cp-e2e-lxd-{os.getpid()}", vnc_password=None, start=False)
+    yield guest
+    guest.undefine()
+
+
+@pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     return tmp_path_factory.mktemp("consoleproxy-lxd")
 
