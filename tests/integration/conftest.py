@@ -122,3 +122,28 @@ def add_serial_guest():
 @pytest.fixture
 def serial_guest(proxy, add_serial_guest):
     return add_serial_guest(proxy)
+
+
+@pytest.fixture
+def make_memory_proxy(tmp_path):
+    """
+    Like L{make_proxy}, but the whole service runs on a memory clock with in-memory
+    connections (L{tests.support.memory}); all are stopped at teardown.
+    """
+    from tests.support.memory import make_memory_proxy as make
+
+    started = []
+
+    def build(**overrides):
+        proxy = make(tmp_path / f"memory{len(started)}", **overrides)
+        started.append(proxy)
+        return proxy
+
+    yield build
+    for proxy in started:
+        proxy.stop()
+
+
+@pytest.fixture
+def memory_proxy(make_memory_proxy):
+    return make_memory_proxy()
