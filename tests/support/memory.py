@@ -49,6 +49,9 @@ class _Transport(iosim.FakeTransport):
     def setTcpKeepAlive(self, enabled):
         pass
 
+    def abortConnection(self):
+        self.loseConnection()
+
 
 class MemoryNetwork:
     """
