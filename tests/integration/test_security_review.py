@@ -1,0 +1,117 @@
+"""
+The attacks of the security review (issue 17), each performed against the in-process service
+over real loopback sockets, with a hostile VNC server where one is needed. Each test failed on
+the code before its fix.
+"""
+
+import struct
+
+import pytest_twisted
+from twisted.internet import reactor, threads
+from twisted.internet.protocol import Factory, Protocol
+
+from tests.support import api, pki
+from tests.support.viewer import PipeClosed, RfbRefused, RfbViewer, WebSocketPipe, open_websocket
+from vncproxy.hypervisor import VncEndpoint
+
+in_thread = threads.deferToThread
+CHALLENGE = bytes(range(16))
+
+
+class HostileVnc(Protocol):
+    """Sends its script at once (and C{after_choice} once the proxy answers); records all."""
+
+    def connectionMade(self):
+        self.factory.connections.append(self)
+        self.received = b""
+        self.transport.write(self.factory.script)
+
+    def dataReceived(self, data):
+        before = len(self.received)
+        self.received += data
+        self.factory.received += data
+        if before < 13 <= len(self.received) and self.factory.after_choice:
+            self.transport.write(self.factory.after_choice)
+
+
+class HostileVncFactory(Factory):
+    protocol = HostileVnc
+
+    def __init__(self, script, after_choice=b""):
+        self.script = script
+        self.after_choice = after_choice
+        self.connections = []
+        self.received = b""
+
+
+def add_hostile(proxy, name, factory, uuid):
+    listener = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    proxy.hypervisor.add_domain(name, uuid=uuid, vnc=VncEndpoint(
+        host="127.0.0.1", port=listener.getHost().port, password="secret1"))
+    return listener
+
+
+def ws_console(proxy, instance):
+    status, body = api.grant(proxy.api_url, proxy.key, instance)
+    assert status == 200, body
+    url = body["href"].replace(proxy.service.ctx.config.websocket_base_url, proxy.ws_url)
+    return open_websocket(url)
+
+
+# -- 1. VeNCrypt is required when a CA is configured ------------------------------------------
+
+
+def vencrypt_proxy(make_proxy, tmp_path):
+    ca = pki.make_ca()
+    ca.write(tmp_path / "ca.pem")
+    return make_proxy(vnc_tls_ca=str(tmp_path / "ca.pem"))
+
+
+@pytest_twisted.inlineCallbacks
+def test_with_a_ca_a_server_offering_only_none_is_refused(make_proxy, tmp_path):
+    """With [vnc] tls_ca set, a VNC server offering only None gets no session: the viewer is
+    refused with the reason, the server receives no security choice."""
+    proxy = vencrypt_proxy(make_proxy, tmp_path)
+    hostile = HostileVncFactory(b"RFB 003.008\n\x01\x01")
+    listener = add_hostile(proxy, "plain1", hostile, "2a9a5a1e-4c55-4b1e-9f33-3e1c7a0b5d01")
+    try:
+        def scenario():
+            ws = ws_console(proxy, "plain1")
+            try:
+                RfbViewer(WebSocketPipe(ws)).handshake()
+            except RfbRefused as refused:
+                return str(refused)
+            finally:
+                ws.close()
+        reason = yield in_thread(scenario)
+        assert "does not offer VeNCrypt" in reason and "refusing to connect in the clear" in reason
+        assert hostile.received == b"RFB 003.008\n"  # our version, then nothing
+    finally:
+        yield listener.stopListening()
+
+
+@pytest_twisted.inlineCallbacks
+def test_with_a_ca_a_vnc_challenge_is_never_answered_in_the_clear(make_proxy, tmp_path):
+    """With [vnc] tls_ca set, a server offering only VNC Authentication (3.8, and 3.3 choosing
+    it) never receives a DES response made with libvirt's password."""
+    proxy = vencrypt_proxy(make_proxy, tmp_path)
+    offers = {"vncauth38": (b"RFB 003.008\n\x01\x02", CHALLENGE, "6d7c3d9e-0c1f-4f6e-8a3b-1f2e3d4c5b01"),
+              "vncauth33": (b"RFB 003.003\n" + struct.pack("!I", 2) + CHALLENGE, b"",
+                            "6d7c3d9e-0c1f-4f6e-8a3b-1f2e3d4c5b02")}
+    for name, (script, after, uuid) in offers.items():
+        hostile = HostileVncFactory(script, after_choice=after)
+        listener = add_hostile(proxy, name, hostile, uuid)
+        try:
+            def scenario():
+                ws = ws_console(proxy, name)
+                try:
+                    RfbViewer(WebSocketPipe(ws)).handshake()
+                except RfbRefused as refused:
+                    return str(refused)
+                finally:
+                    ws.close()
+            reason = yield in_thread(scenario)
+            assert "refusing to connect in the clear" in reason, name
+            assert hostile.received == script[:12], (name, hostile.received)
+        finally:
+            yield listener.stopListening()
