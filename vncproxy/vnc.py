@@ -53,6 +53,8 @@ from vncproxy.rfb import (
     DownstreamState,
     HandshakeFailed,
     SecurityAccepted,
+    ServerInitReader,
+    ServerInitReceived,
     StartTLS,
     UpstreamHandshake,
 )
@@ -166,6 +168,7 @@ class VncSession:
         self._vnc_host = None
         self._downstream = downstream
         self._early = b""
+        self._server_init = None
         self._to_viewer_after_handshake = b""
         self._relaying = False
         self._splice = None
@@ -267,6 +270,9 @@ class VncSession:
             self._viewer.send(data)
             return
         if self._closed:
+            return
+        if self._server_init is not None:
+            self._server_init_events(self._server_init.receive_data(data))
             return
         if self._upstream_done:
             # QEMU must stay silent until it gets ClientInit; anything else is a protocol error.
@@ -410,7 +416,9 @@ class VncSession:
             self.bytes_from_viewer += len(data)
             self._qemu.write(data)
             return
-        if self._downstream is None:
+        if self._downstream is None or self._server_init is not None:
+            # Before the handshake starts, or between the viewer's ClientInit and QEMU's
+            # ServerInit: held (bounded) until the relay starts.
             self._early += data
             if len(self._early) > MAX_EARLY_BYTES:
                 self._end(CloseCode.PROTOCOL_ERROR, "viewer sent data before the handshake")
@@ -444,14 +452,33 @@ class VncSession:
         if self._qemu is None:
             self._end(CloseCode.CONSOLE_CLOSED, "VNC server closed the connection")
             return
-        self._cancel_timeout()
-        self._relaying = True
         self._qemu.write(client_init(True) + leftover)
         self.bytes_from_viewer += len(leftover)
+        # QEMU's ServerInit is read and checked before the viewer sees it (a hostile server's
+        # 4 GiB desktop name never reaches a viewer); the handshake timeout still runs.
+        self._server_init = ServerInitReader()
         pending, self._to_viewer_after_handshake = self._to_viewer_after_handshake, b""
-        if pending:
-            self.bytes_to_viewer += len(pending)
-            self._viewer.send(pending)
+        self._server_init_events(self._server_init.receive_data(pending))
+
+    def _server_init_events(self, events):
+        for event in events:
+            if isinstance(event, ServerInitReceived):
+                self._relay(event.message + event.leftover)
+            elif isinstance(event, HandshakeFailed):
+                reason = f"bad ServerInit from the VNC server: {event.reason}"
+                self._log.warn("vnc session {grant_id}: {reason}", grant_id=self._grant.id,
+                               reason=reason)
+                self._end(CloseCode.CONSOLE_UNAVAILABLE, reason)
+
+    def _relay(self, pending):
+        self._cancel_timeout()
+        self._relaying = True
+        self.bytes_to_viewer += len(pending)
+        self._viewer.send(pending)
+        early, self._early = self._early, b""
+        if early:
+            self.bytes_from_viewer += len(early)
+            self._qemu.write(early)
         viewer_transport = self._viewer.network_transport
         if hasattr(viewer_transport, "SEND_LIMIT"):
             viewer_transport.SEND_LIMIT = VIEWER_SEND_LIMIT

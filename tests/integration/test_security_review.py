@@ -19,7 +19,10 @@ CHALLENGE = bytes(range(16))
 
 
 class HostileVnc(Protocol):
-    """Sends its script at once (and C{after_choice} once the proxy answers); records all."""
+    """
+    Sends its script at once, C{after_choice} once the proxy sent 13 bytes (version and a 3.8
+    security choice), C{after_client_init} after 14 (ClientInit); records all it receives.
+    """
 
     def connectionMade(self):
         self.factory.connections.append(self)
@@ -30,16 +33,18 @@ class HostileVnc(Protocol):
         before = len(self.received)
         self.received += data
         self.factory.received += data
-        if before < 13 <= len(self.received) and self.factory.after_choice:
-            self.transport.write(self.factory.after_choice)
+        for mark, reply in ((13, self.factory.after_choice), (14, self.factory.after_client_init)):
+            if before < mark <= len(self.received) and reply:
+                self.transport.write(reply)
 
 
 class HostileVncFactory(Factory):
     protocol = HostileVnc
 
-    def __init__(self, script, after_choice=b""):
+    def __init__(self, script, after_choice=b"", after_client_init=b""):
         self.script = script
         self.after_choice = after_choice
+        self.after_client_init = after_client_init
         self.connections = []
         self.received = b""
 
@@ -115,3 +120,48 @@ def test_with_a_ca_a_vnc_challenge_is_never_answered_in_the_clear(make_proxy, tm
             assert hostile.received == script[:12], (name, hostile.received)
         finally:
             yield listener.stopListening()
+
+
+# -- 11. ServerInit is parsed and bounded -------------------------------------------------------
+
+PIXEL_FORMAT = struct.pack("!BBBBHHHBBBxxx", 32, 24, 0, 1, 255, 255, 255, 16, 8, 0)
+
+
+def close_of(ws):
+    pipe = WebSocketPipe(ws)
+    received = b""
+    try:
+        while True:
+            received += pipe.recv()
+    except PipeClosed as closed:
+        return closed.args, received
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_4_gib_desktop_name_never_reaches_the_viewer(proxy):
+    """A VNC server announcing a 4 GiB desktop name in ServerInit: the viewer gets no byte of
+    that ServerInit, and a close with the reason, at once."""
+    header = struct.pack("!HH", 1024, 768) + PIXEL_FORMAT + struct.pack("!I", 0xFFFFFFFF)
+    hostile = HostileVncFactory(b"RFB 003.008\n\x01\x01", after_choice=b"\0\0\0\0",
+                                after_client_init=header + b"A" * 65536)
+    listener = add_hostile(proxy, "bigname", hostile, "9c1d7e2a-5b3f-4a8e-8d6c-0e1f2a3b4c01")
+    try:
+        def scenario():
+            ws = ws_console(proxy, "bigname")
+            try:
+                viewer = RfbViewer(WebSocketPipe(ws))
+                assert viewer.read(12) == b"RFB 003.008\n"
+                viewer.pipe.send(b"RFB 003.008\n")
+                assert viewer.read(2) == b"\x01\x01"
+                viewer.pipe.send(b"\x01")
+                assert viewer.read(4) == b"\0\0\0\0"
+                viewer.pipe.send(b"\x01")  # ClientInit
+                return close_of(ws), viewer._buf
+            finally:
+                ws.close()
+        (((code, reason),), received), buffered = yield in_thread(scenario)
+        assert received == b"" and buffered == b""
+        assert code == 4009, code  # console unavailable
+        assert "bad ServerInit" in reason and "4294967295 bytes exceeds 4096" in reason
+    finally:
+        yield listener.stopListening()
