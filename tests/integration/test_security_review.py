@@ -4,12 +4,15 @@ over real loopback sockets, with a hostile VNC server where one is needed. Each 
 the code before its fix.
 """
 
+import socket
 import struct
 
 import pytest_twisted
 from twisted.internet import reactor, threads
 from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import LogLevel, globalLogPublisher
 
+from tests.integration.conftest import API_KEY
 from tests.support import api, pki
 from tests.support.viewer import PipeClosed, RfbRefused, RfbViewer, WebSocketPipe, open_websocket
 from vncproxy.hypervisor import VncEndpoint
@@ -165,3 +168,49 @@ def test_a_4_gib_desktop_name_never_reaches_the_viewer(proxy):
         assert "bad ServerInit" in reason and "4294967295 bytes exceeds 4096" in reason
     finally:
         yield listener.stopListening()
+
+
+# -- 9. A NUL byte in a path --------------------------------------------------------------------
+
+
+def raw_get(port, path):
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nX-Auth-Token: {API_KEY}\r\n"
+                  "Connection: close\r\n\r\n".encode())
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    return answer
+
+
+@pytest_twisted.inlineCallbacks
+def test_nul_in_a_path_is_400_without_a_traceback(make_proxy, tmp_path):
+    """%00 in a static-file path or an API path: 400 and no error or critical log event (the
+    access log line is the only line)."""
+    novnc = tmp_path / "novnc"
+    (novnc / "core").mkdir(parents=True)
+    (novnc / "vnc.html").write_text("<!DOCTYPE html>")
+    (novnc / "core" / "rfb.js").write_text("export default class RFB {}\n")
+    xterm = tmp_path / "xterm"
+    xterm.mkdir()
+    (xterm / "xterm.mjs").write_text("export class Terminal {}\n")
+    proxy = make_proxy(novnc_dir=str(novnc), xterm_dir=str(xterm))
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        console = int(proxy.ws_url.rsplit(":", 1)[1])
+        api_port = int(proxy.api_url.rsplit(":", 1)[1])
+        answers = yield in_thread(lambda: [
+            raw_get(console, "/core/rfb.js%00.html"),
+            raw_get(console, "/vnc.html%00"),
+            raw_get(api_port, "/v1/instances/vm1%00/console_log"),
+            raw_get(api_port, "/1.0/instances/vm%001/console"),
+        ])
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    for answer in answers:
+        assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+        assert b"NUL byte in the path" in answer
+    bad = [e for e in events if "log_failure" in e or e.get("log_level") in (
+        LogLevel.error, LogLevel.critical)]
+    assert bad == []

@@ -36,6 +36,7 @@ from vncproxy.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from vncproxy.sessions import LimitReached
 from vncproxy.web.auth import presented_key
 from vncproxy.web.errors import ApiError, read_json_object, render_error, render_json
+from vncproxy.web.site import has_nul
 
 MAX_BODY = 64 * 1024
 _TAIL = re.compile(r"[0-9]{1,15}")
@@ -168,6 +169,8 @@ class ApiResource(Resource):
             path = request.path.decode("utf-8")
         except UnicodeDecodeError:
             raise ApiError(400, "path is not UTF-8") from None
+        if has_nul(request):
+            raise ApiError(400, "NUL byte in the path")
         method = request.method.decode("latin-1")
         allowed = []
         for route_method, pattern, handler, needs_key in self._compiled:

@@ -6,6 +6,7 @@ logged).
 """
 
 import json
+from urllib.parse import unquote_to_bytes
 
 from twisted.web.error import UnsupportedMethod
 from twisted.web.http import HTTPChannel
@@ -31,6 +32,14 @@ def redacted_log_line(timestamp, request):
         f'{request.clientproto.decode("latin-1")}" {request.code} '
         f'{request.sentLength or "-"} "{agent}"'
     )
+
+
+def has_nul(request):
+    """
+    Whether the request's path holds a NUL byte, raw or percent-encoded (C{%00}): no file or
+    instance name can contain one, and the filesystem and libvirt calls would raise on it.
+    """
+    return b"\0" in unquote_to_bytes(request.path)
 
 
 def _is_upgrade(request):
@@ -73,6 +82,10 @@ class ConsoleRoot(Resource):
         is_console_path = path in _WEBSOCKET_PATHS or _INSTANCE_PATH.fullmatch(
             path.decode("latin-1"))
         set_security_headers(request)
+        if has_nul(request):
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            request.setResponseCode(400)
+            return b"bad request: NUL byte in the path\n"
         if is_console_path and _is_upgrade(request):
             request.setHeader(b"cache-control", b"no-store")
             return self._websocket.render(request)
