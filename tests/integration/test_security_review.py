@@ -4,11 +4,13 @@ over real loopback sockets, with a hostile VNC server where one is needed. Each 
 the code before its fix.
 """
 
+import os
 import socket
 import struct
 
 import pytest_twisted
 from twisted.internet import reactor, threads
+from twisted.internet.task import deferLater
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import LogLevel, globalLogPublisher
 
@@ -214,3 +216,28 @@ def test_nul_in_a_path_is_400_without_a_traceback(make_proxy, tmp_path):
     bad = [e for e in events if "log_failure" in e or e.get("log_level") in (
         LogLevel.error, LogLevel.critical)]
     assert bad == []
+
+
+# -- 10. The PTY check resolves the path ----------------------------------------------------------
+
+
+def ptmx_descriptors():
+    fds = "/proc/self/fd"
+    found = 0
+    for fd in os.listdir(fds):
+        try:
+            found += os.readlink(f"{fds}/{fd}") == "/dev/ptmx"
+        except OSError:
+            pass
+    return found
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_serial_path_escaping_dev_pts_is_never_opened(proxy):
+    """A domain whose serial "PTY" is /dev/pts/../ptmx (the PTY multiplexer: opening it makes a
+    new terminal, which the old prefix check let through): the service never opens it."""
+    before = ptmx_descriptors()
+    proxy.hypervisor.add_domain("evilpty", uuid="3e0b9a8c-7d6f-4e5a-9b1c-2d3e4f5a6b01",
+                                serial_pty="/dev/pts/../ptmx")
+    yield deferLater(reactor, 0.5, lambda: None)
+    assert ptmx_descriptors() == before
