@@ -10,6 +10,7 @@ The schema below is the single source of truth; C{etc/consoleproxy.conf} documen
 """
 
 import configparser
+import ipaddress
 import os
 import socket
 from dataclasses import dataclass, replace
@@ -79,6 +80,24 @@ def _words(value):
     return tuple(w for w in value.replace(",", " ").split() if w)
 
 
+def _networks(value):
+    entries = _words(value)
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ValueError(f"{entry!r} is not an IP address or network") from None
+    return entries
+
+
+def _listeners(value):
+    names = _words(value)
+    for name in names:
+        if name not in ("api", "console", "xvpvnc"):
+            raise ValueError(f"{name!r} is not a listener (api, console, xvpvnc)")
+    return names
+
+
 def _boolean(value):
     lowered = value.lower()
     if lowered in ("true", "yes", "on", "1"):
@@ -102,6 +121,8 @@ SCHEMA = {
     ("listen", "api"): ("api_listen", _endpoint, "tcp:6090:interface=127.0.0.1"),
     ("listen", "console"): ("console_listen", _endpoint, "tcp:6080"),
     ("listen", "xvpvnc"): ("xvpvnc_listen", _endpoint, "tcp:6081"),
+    ("proxy", "trusted"): ("proxy_trusted", _networks, ""),
+    ("proxy", "proxy_protocol"): ("proxy_protocol", _listeners, ""),
     ("console", "public_url"): ("public_url", _url, ""),
     ("console", "allowed_origins"): ("allowed_origins", _words, ""),
     ("api", "keys_file"): ("api_keys_file", str, ""),
@@ -154,6 +175,8 @@ class Config:
     api_listen: str
     console_listen: str
     xvpvnc_listen: str
+    proxy_trusted: tuple
+    proxy_protocol: tuple
     public_url: str
     allowed_origins: tuple
     api_keys_file: str
@@ -307,6 +330,9 @@ def _build(values, where):
             raise ConfigError(f"{where}: [{section}] {key}: {e}") from None
     built = Config(**kwargs)
     _check_tls(built, where)
+    if built.proxy_protocol and not built.proxy_trusted:
+        raise ConfigError(f"{where}: [proxy] proxy_protocol: needs trusted (the addresses of "
+                          "the proxies that send the header)")
     return built
 
 

@@ -5,6 +5,7 @@ The collaborators every request handler and session needs, built once by the com
 
 from dataclasses import dataclass, field
 
+from vncproxy.clientaddr import NO_PROXIES, TrustedProxies
 from vncproxy.config import Config
 from vncproxy.sessions import SessionRegistry
 from vncproxy.tokens import TokenStore
@@ -31,3 +32,4 @@ class ProxyContext:
     metrics: object = None
     limiter: object = None  # FailureLimiter for token redemption failures, per source address
     vnc_tls: VncTls = field(default_factory=VncTls)
+    trusted: TrustedProxies = NO_PROXIES  # [proxy] trusted: whose forwarding headers count

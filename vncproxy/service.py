@@ -9,15 +9,18 @@ from twisted.application.service import MultiService
 from twisted.internet import defer, task
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
 
+from vncproxy.clientaddr import TrustedProxies
 from vncproxy.closecodes import CloseCode
 from vncproxy.context import ProxyContext
 from vncproxy.hypervisor import LifecycleKind
 from vncproxy.metrics import Metrics
+from vncproxy.proxyproto import ProxyProtocolFactory
 from vncproxy.ratelimit import FailureLimiter
 from vncproxy.serial.manager import SerialManager
 from vncproxy.sessions import SessionRegistry
-from vncproxy.tlslisten import is_tls, tls_server_endpoint
+from vncproxy.tlslisten import is_tls, tls_server_endpoint, tls_server_parts
 from vncproxy.tokens import TokenStore
 from vncproxy.vnctls import VncTls
 from vncproxy.web.api import ApiResource
@@ -64,6 +67,7 @@ class ConsoleProxyService(MultiService):
             limiter=FailureLimiter(reactor, config.ratelimit_window,
                                    config.ratelimit_slow_after, config.ratelimit_refuse_after),
             vnc_tls=VncTls.from_config(config),
+            trusted=TrustedProxies(config.proxy_trusted),
         )
         self._reactor = reactor
         self._unsubscribe = None
@@ -72,7 +76,8 @@ class ConsoleProxyService(MultiService):
         self.ctx.serial = SerialManager(config, reactor, hypervisor, metrics=self.ctx.metrics)
         self.ctx.serial.setServiceParent(self)
 
-        api_site = make_site(ApiResource(self.ctx, KeyChecker(api_keys)), config, reactor=reactor)
+        api_site = make_site(ApiResource(self.ctx, KeyChecker(api_keys)), config, reactor=reactor,
+                             trusted=self.ctx.trusted)
         self._listen("api", config.api_listen, api_site)
 
         secure = config.console_listen.startswith("ssl:")
@@ -81,15 +86,22 @@ class ConsoleProxyService(MultiService):
         self._console_factory = make_factory(self.ctx, secure)
         console_site = make_site(
             ConsoleRoot(WebSocketResource(self._console_factory), web), config,
-            reactor=reactor)
+            reactor=reactor, trusted=self.ctx.trusted)
         self._listen("console", config.console_listen, console_site)
         self._listen("xvpvnc", config.xvpvnc_listen, XvpVncFactory(self.ctx))
 
     def _listen(self, name, description, factory):
-        if is_tls(description):
+        proxied = name in self.ctx.config.proxy_protocol
+        if is_tls(description) and proxied:
+            # The PROXY header comes before TLS: the wrapper goes outside the TLS layer.
+            endpoint, options = tls_server_parts(self._reactor, description)
+            factory = TLSMemoryBIOFactory(options, False, factory)
+        elif is_tls(description):
             endpoint = tls_server_endpoint(self._reactor, description)  # TLS 1.2 at least
         else:
             endpoint = serverFromString(self._reactor, description)
+        if proxied:
+            factory = ProxyProtocolFactory(self._reactor, factory, self.ctx.trusted)
         service = StreamServerEndpointService(endpoint, factory)
         service.setName(name)
         service.setServiceParent(self)

@@ -12,11 +12,12 @@ import pytest_twisted
 from twisted.internet import reactor, threads
 from twisted.internet.task import deferLater
 from twisted.internet.protocol import Factory, Protocol
-from twisted.logger import LogLevel, globalLogPublisher
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
 from tests.integration.conftest import API_KEY
 from tests.support import api, pki
 from tests.support.viewer import PipeClosed, RfbRefused, RfbViewer, WebSocketPipe, open_websocket
+from vncproxy.clientaddr import client_address
 from vncproxy.hypervisor import VncEndpoint
 
 in_thread = threads.deferToThread
@@ -241,3 +242,126 @@ def test_a_serial_path_escaping_dev_pts_is_never_opened(proxy):
                                 serial_pty="/dev/pts/../ptmx")
     yield deferLater(reactor, 0.5, lambda: None)
     assert ptmx_descriptors() == before
+
+
+# -- 3. Trusted front proxies: forwarding headers and the PROXY protocol ------------------------
+
+
+def upgrade(port, token, source="127.0.0.1", headers=(), preface=b""):
+    """A raw WebSocket upgrade from C{source}: @return: the status code (None when cut)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10,
+                                  source_address=(source, 0)) as s:
+        s.sendall(preface + (f"GET /websockify?token={token} HTTP/1.1\r\nHost: x\r\n"
+                             "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                             "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                             "Sec-WebSocket-Version: 13\r\n"
+                             + "".join(f"{h}\r\n" for h in headers) + "\r\n").encode())
+        answer = b""
+        try:
+            while b"\r\n" not in answer:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                answer += chunk
+        except (ConnectionResetError, socket.timeout):
+            pass
+    return int(answer.split()[1]) if answer.startswith(b"HTTP/1.1 ") else None
+
+
+def audited(events, kind):
+    return [e for e in events if e.get("audit") == kind]
+
+
+def watch():
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    return events
+
+
+def port_of(url):
+    return int(url.rsplit(":", 1)[1])
+
+
+@pytest_twisted.inlineCallbacks
+def test_behind_a_trusted_proxy_one_clients_bad_tokens_do_not_block_the_others(make_proxy):
+    """A balancer at 127.0.0.1 forwards two clients (X-Forwarded-For, Forwarded): the one
+    sending bad tokens is refused with 429, the other still gets through; the audit and the
+    access log name the clients, not the balancer."""
+    proxy = make_proxy(proxy_trusted=("127.0.0.1",), ratelimit_slow_after=50,
+                       ratelimit_refuse_after=3)
+    port = port_of(proxy.ws_url)
+    events = watch()
+    try:
+        def scenario():
+            bad = [upgrade(port, "bogus", headers=["X-Forwarded-For: 198.51.100.7"])
+                   for _ in range(4)]
+            token = api.grant(proxy.api_url, proxy.key, "vm1")[1]["access_token"]
+            good = upgrade(port, token, headers=['Forwarded: for="198.51.100.8:4711";proto=http'])
+            api.call(f"{proxy.api_url}/healthz", headers={"X-Forwarded-For": "198.51.100.9"})
+            return bad, good
+        bad, good = yield in_thread(scenario)
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert bad == [401, 401, 401, 429]
+    assert good == 101
+    assert {e["peer"] for e in audited(events, "refusal")} == {"198.51.100.7"}
+    assert [e["peer"] for e in audited(events, "connect")] == ["198.51.100.8"]
+    access = [formatEvent(e) for e in events if '"GET /healthz' in formatEvent(e)]
+    assert len(access) == 1 and access[0].startswith("198.51.100.9 "), access
+
+
+@pytest_twisted.inlineCallbacks
+def test_forwarding_headers_from_an_untrusted_address_are_ignored(make_proxy):
+    """A client at 127.0.0.2 claiming to be someone else in X-Forwarded-For is still itself:
+    its failures block it, whatever it claims next."""
+    proxy = make_proxy(proxy_trusted=("127.0.0.1",), ratelimit_slow_after=50,
+                       ratelimit_refuse_after=3)
+    port = port_of(proxy.ws_url)
+    statuses = yield in_thread(lambda: [
+        upgrade(port, "bogus", source="127.0.0.2",
+                headers=[f"X-Forwarded-For: 203.0.113.{n}"]) for n in range(4)])
+    assert statuses == [401, 401, 401, 429]
+
+
+def proxy_v1(client, port=40000):
+    return f"PROXY TCP4 {client} 127.0.0.1 {port} 6080\r\n".encode()
+
+
+def proxy_v2(client, port=40000):
+    addresses = socket.inet_aton(client) + socket.inet_aton("127.0.0.1") + struct.pack(
+        "!HH", port, 6080)
+    return (b"\r\n\r\n\x00\r\nQUIT\n" + b"\x21\x11" + struct.pack("!H", len(addresses))
+            + addresses)
+
+
+@pytest_twisted.inlineCallbacks
+def test_proxy_protocol_names_the_client_on_the_console_and_xvpvnc_listeners(make_proxy):
+    """With [proxy] proxy_protocol = console, xvpvnc: the PROXY v1 and v2 headers from the
+    trusted balancer name the client in the limiter and the audit; a connection from an
+    untrusted address, or without a header, is cut."""
+    proxy = make_proxy(proxy_trusted=("127.0.0.1",), proxy_protocol=("console", "xvpvnc"),
+                       ratelimit_slow_after=50, ratelimit_refuse_after=3)
+    port = port_of(proxy.ws_url)
+    events = watch()
+    try:
+        def scenario():
+            v1 = [upgrade(port, "bogus", preface=proxy_v1("203.0.113.5")) for _ in range(4)]
+            token = api.grant(proxy.api_url, proxy.key, "vm1")[1]["access_token"]
+            v2 = upgrade(port, token, preface=proxy_v2("203.0.113.6"))
+            untrusted = upgrade(port, token, source="127.0.0.2", preface=proxy_v1("203.0.113.7"))
+            headerless = upgrade(port, token)
+            with socket.create_connection(("127.0.0.1", proxy.xvpvnc_port), timeout=10) as s:
+                s.sendall(proxy_v2("203.0.113.8") + b"CONNECT /console?token=bogus HTTP/1.0\r\n\r\n")
+                xvp = s.recv(4096)
+            return v1, v2, untrusted, headerless, xvp
+        v1, v2, untrusted, headerless, xvp = yield in_thread(scenario)
+        yield deferLater(reactor, 0.2, lambda: None)
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert v1 == [401, 401, 401, 429]
+    assert v2 == 101  # another client behind the same balancer is not blocked
+    assert untrusted is None and headerless is None
+    assert xvp.startswith(b"HTTP/1.0 401") or xvp.startswith(b"HTTP/1.1 401"), xvp
+    peers = [client_address(e["peer"]) for e in audited(events, "refusal")]  # host of tcp4:h:p
+    assert peers.count("203.0.113.5") == 4 and "203.0.113.8" in peers, peers
+    assert [client_address(e["peer"]) for e in audited(events, "connect")] == ["203.0.113.6"]

@@ -27,6 +27,7 @@ from twisted.logger import Logger
 from twisted.web import http
 
 from vncproxy.audit import audit
+from vncproxy.clientaddr import client_address
 from vncproxy.closecodes import REASONS, CloseCode
 from vncproxy.serial.session import SerialRefused, SerialSession
 from vncproxy.sessions import LimitReached
@@ -160,7 +161,7 @@ class ConsoleServerProtocol(WebSocketServerProtocol):
         reason = REASONS[close_code]
         ctx = self.factory.ctx
         ctx.metrics.refused(reason.replace(" ", "_"))
-        audit("refusal", peer=request.peer, reason=f"{reason}: {detail}" if detail else reason)
+        audit("refusal", peer=self._peer(request), reason=f"{reason}: {detail}" if detail else reason)
         deny = ConnectionDeny(status, reason)
         if delay <= 0:
             raise deny
@@ -170,9 +171,26 @@ class ConsoleServerProtocol(WebSocketServerProtocol):
 
         return task.deferLater(ctx.reactor, delay, later)
 
+    def _client(self, request):
+        """
+        The real client's address (L{vncproxy.clientaddr}): forwarding headers count only from
+        a trusted proxy.
+        """
+        headers = request.headers  # Autobahn joins repeated headers with ", "
+        return client_address(request.peer, [headers.get("forwarded", "")],
+                              [headers.get("x-forwarded-for", "")], self.factory.ctx.trusted)
+
+    def _peer(self, request):
+        """
+        The client as the audit and the session name it: Autobahn's peer string
+        (C{tcp4:1.2.3.4:5678}), or the forwarded client's address behind a trusted proxy.
+        """
+        client = self._client(request)
+        return request.peer if client == _source_address(request.peer) else client
+
     def _admit(self, request):
         ctx = self.factory.ctx
-        source = _source_address(request.peer)
+        source = self._client(request)
         path_instance = None
         match = _INSTANCE_PATH.fullmatch(request.path)
         if match:
@@ -197,7 +215,7 @@ class ConsoleServerProtocol(WebSocketServerProtocol):
                                 delay=ctx.limiter.failed(source))
         if grant.console_type == "serial":
             return self._admit_serial(request, grant)
-        session = VncSession(ctx, grant, _WebSocketViewer(self), request.peer)
+        session = VncSession(ctx, grant, _WebSocketViewer(self), self._peer(request))
         try:
             ctx.sessions.admit(grant.instance_uuid, "vnc", session)
         except LimitReached as e:
@@ -208,7 +226,7 @@ class ConsoleServerProtocol(WebSocketServerProtocol):
 
     def _admit_serial(self, request, grant):
         ctx = self.factory.ctx
-        session = SerialSession(ctx, grant, _WebSocketViewer(self), request.peer)
+        session = SerialSession(ctx, grant, _WebSocketViewer(self), self._peer(request))
         try:
             session.admit()
         except SerialRefused as e:
