@@ -3,6 +3,8 @@ The composition root's product: one L{MultiService} holding the hypervisor adapt
 listeners, sharing one L{ProxyContext}.
 """
 
+import ipaddress
+
 from autobahn.twisted.resource import WebSocketResource
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
@@ -13,6 +15,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from vncproxy.clientaddr import TrustedProxies
 from vncproxy.closecodes import CloseCode
+from vncproxy.config import _parse_args
 from vncproxy.context import ProxyContext
 from vncproxy.hypervisor import LifecycleKind
 from vncproxy.metrics import Metrics
@@ -38,6 +41,32 @@ _STOPPING = {LifecycleKind.STOPPED, LifecycleKind.CRASHED, LifecycleKind.UNDEFIN
 # Autobahn drops a viewer that has not answered the close within CLOSE_HANDSHAKE_TIMEOUT.
 STOP_GRACE = CLOSE_HANDSHAKE_TIMEOUT + 1.0
 _STOP_POLL = 0.05
+
+
+def plain_text_exposed(config):
+    """
+    The console listeners (console, xvpvnc) that speak plain text on a non-loopback address.
+
+    @return: C{[(name, "all interfaces" or the address), ...]}; UNIX sockets, socket
+        activation and C{ssl:} listeners are not listed.
+    """
+    exposed = []
+    for name, description in (("console", config.console_listen),
+                              ("xvpvnc", config.xvpvnc_listen)):
+        args, kwargs = _parse_args(description)
+        if args[:1] not in (["tcp"], ["tcp6"]):
+            continue
+        interface = kwargs.get("interface", "")
+        if interface in ("", "0.0.0.0", "::"):
+            exposed.append((name, "all interfaces"))
+            continue
+        try:
+            loopback = ipaddress.ip_address(interface).is_loopback
+        except ValueError:
+            loopback = interface == "localhost"
+        if not loopback:
+            exposed.append((name, interface))
+    return exposed
 
 
 class ConsoleProxyService(MultiService):
@@ -112,6 +141,16 @@ class ConsoleProxyService(MultiService):
         self._log.info("consoleproxy started: api {api}, console {console}, xvpvnc {xvpvnc}",
                        api=self.ctx.config.api_listen, console=self.ctx.config.console_listen,
                        xvpvnc=self.ctx.config.xvpvnc_listen)
+        self._warn_plain_text()
+
+    def _warn_plain_text(self):
+        exposed = plain_text_exposed(self.ctx.config)
+        if exposed:
+            self._log.warn(
+                "plain text on a non-loopback address: {listeners}; console tokens and screens "
+                "cross the network unencrypted unless a TLS-terminating balancer fronts them "
+                "(use ssl: listeners otherwise; see docs/security.md)",
+                listeners=", ".join(f"{name} ({where})" for name, where in exposed))
 
     def _lifecycle(self, event):
         if event.kind in _STOPPING:

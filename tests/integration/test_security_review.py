@@ -365,3 +365,26 @@ def test_proxy_protocol_names_the_client_on_the_console_and_xvpvnc_listeners(mak
     peers = [client_address(e["peer"]) for e in audited(events, "refusal")]  # host of tcp4:h:p
     assert peers.count("203.0.113.5") == 4 and "203.0.113.8" in peers, peers
     assert [client_address(e["peer"]) for e in audited(events, "connect")] == ["203.0.113.6"]
+
+
+# -- 4. One warning when a console listener is plain text on a non-loopback address -----------
+
+
+def warnings_at_start(make_proxy, **settings):
+    events = watch()
+    try:
+        make_proxy(**settings)
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    return [formatEvent(e) for e in events if e.get("log_level") == LogLevel.warn
+            and "plain text" in formatEvent(e)]
+
+
+def test_plain_text_on_all_interfaces_is_said_once_at_start(make_proxy):
+    """The service started with its console listener on all interfaces says so in one
+    warning line naming it; on loopback it says nothing."""
+    from tests.integration.conftest import free_port
+    exposed = warnings_at_start(make_proxy, console_listen=f"tcp:{free_port()}")
+    assert len(exposed) == 1 and "console (all interfaces)" in exposed[0], exposed
+    assert "xvpvnc" not in exposed[0]
+    assert warnings_at_start(make_proxy) == []
