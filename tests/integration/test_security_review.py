@@ -7,6 +7,7 @@ the code before its fix.
 import os
 import socket
 import struct
+import time
 
 import pytest_twisted
 from twisted.internet import reactor, threads
@@ -388,3 +389,41 @@ def test_plain_text_on_all_interfaces_is_said_once_at_start(make_proxy):
     assert len(exposed) == 1 and "console (all interfaces)" in exposed[0], exposed
     assert "xvpvnc" not in exposed[0]
     assert warnings_at_start(make_proxy) == []
+
+
+# -- 8. Wrong API keys are rate-limited per address ----------------------------------------------
+
+
+def api_status(port, key, source):
+    with socket.create_connection(("127.0.0.1", port), timeout=30,
+                                  source_address=(source, 0)) as s:
+        s.sendall(f"POST /v1/instances/vm1/console_access_token HTTP/1.1\r\nHost: x\r\n"
+                  f"X-Auth-Token: {key}\r\nContent-Type: application/json\r\n"
+                  "Content-Length: 2\r\nConnection: close\r\n\r\n{}".encode())
+        answer = s.recv(4096)
+    return int(answer.split()[1])
+
+
+@pytest_twisted.inlineCallbacks
+def test_wrong_api_keys_are_slowed_then_refused_per_address(make_proxy):
+    """Guessing keys from 127.0.0.3: after slow_after failures each 401 comes later, after
+    refuse_after the address gets 429 even with the right key; 127.0.0.4 is not affected."""
+    proxy = make_proxy(ratelimit_slow_after=2, ratelimit_refuse_after=5)
+    port = port_of(proxy.api_url)
+
+    def scenario():
+        timings = []
+        for n in range(6):
+            started = time.monotonic()
+            status = api_status(port, f"guess-{n:012d}-xxxxxxxx", "127.0.0.3")
+            timings.append((status, time.monotonic() - started))
+        right_blocked = api_status(port, proxy.key, "127.0.0.3")
+        other = api_status(port, proxy.key, "127.0.0.4")
+        return timings, right_blocked, other
+
+    timings, right_blocked, other = yield in_thread(scenario)
+    assert [status for status, _ in timings] == [401, 401, 401, 401, 401, 429]
+    assert timings[0][1] < 0.2 and timings[1][1] < 0.2
+    assert timings[2][1] >= 0.25 and timings[4][1] >= 0.75  # 0.25 s more per failure
+    assert right_blocked == 429
+    assert other == 400  # the right key from elsewhere is heard (400: the body lacks console_type)

@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from urllib.parse import quote, unquote, urlsplit
 
 from twisted.internet import defer
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
@@ -36,7 +37,7 @@ from vncproxy.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from vncproxy.sessions import LimitReached
 from vncproxy.web.auth import presented_key
 from vncproxy.web.errors import ApiError, read_json_object, render_error, render_json
-from vncproxy.web.site import has_nul
+from vncproxy.web.site import has_nul, request_client
 
 MAX_BODY = 64 * 1024
 _TAIL = re.compile(r"[0-9]{1,15}")
@@ -182,15 +183,40 @@ class ApiResource(Resource):
                 continue
             caller = None
             if needs_key:
-                caller = self._keys.identify(presented_key(request))
-                if caller is None:
-                    request.setHeader(b"www-authenticate", b'Bearer realm="consoleproxy"')
-                    raise ApiError(401, "missing or invalid API key")
+                caller = self._authenticate(request)
+                if isinstance(caller, defer.Deferred):
+                    return caller
             return handler(request, caller, *(unquote(g) for g in match.groups()))
         if allowed:
             request.setHeader(b"allow", ", ".join(allowed).encode("ascii"))
             raise ApiError(405, f"method {method} not allowed here")
         raise ApiError(404, "no such resource")
+
+    def _authenticate(self, request):
+        """
+        The caller's label for a right API key. Wrong or missing keys count against the client's
+        address in the shared limiter (C{[ratelimit]}): after C{slow_after} failures each 401
+        comes later, after C{refuse_after} the address gets 429 for the window, right key or not
+        (an answer that told a right key apart would keep the guessing going).
+
+        @return: the label, or a L{Deferred} failing with the L{ApiError} to answer.
+        """
+        limiter, client = self._ctx.limiter, request_client(request)
+        if limiter is not None and limiter.blocked(client):
+            return defer.fail(ApiError(429, "too many failed attempts: try again later"))
+        caller = self._keys.identify(presented_key(request))
+        if caller is not None:
+            return caller
+        self._log.info("API request from {client} with a missing or invalid API key",
+                       client=client)
+        request.setHeader(b"www-authenticate", b'Bearer realm="consoleproxy"')
+        refusal = ApiError(401, "missing or invalid API key")
+        delay = limiter.failed(client) if limiter is not None else 0
+
+        def refuse():
+            raise refusal
+
+        return deferLater(self._ctx.reactor, delay, refuse)
 
     # -- minting -------------------------------------------------------------------------------
 
