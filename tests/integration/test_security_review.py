@@ -252,7 +252,8 @@ def upgrade(port, token, source="127.0.0.1", headers=(), preface=b""):
     """A raw WebSocket upgrade from C{source}: @return: the status code (None when cut)."""
     with socket.create_connection(("127.0.0.1", port), timeout=10,
                                   source_address=(source, 0)) as s:
-        s.sendall(preface + (f"GET /websockify?token={token} HTTP/1.1\r\nHost: x\r\n"
+        host = "" if any(h.lower().startswith("host:") for h in headers) else "Host: x\r\n"
+        s.sendall(preface + (f"GET /websockify?token={token} HTTP/1.1\r\n{host}"
                              "Upgrade: websocket\r\nConnection: Upgrade\r\n"
                              "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                              "Sec-WebSocket-Version: 13\r\n"
@@ -427,3 +428,35 @@ def test_wrong_api_keys_are_slowed_then_refused_per_address(make_proxy):
     assert timings[2][1] >= 0.25 and timings[4][1] >= 0.75  # 0.25 s more per failure
     assert right_blocked == 429
     assert other == 400  # the right key from elsewhere is heard (400: the body lacks console_type)
+
+
+# -- 12. The Origin check uses the addresses we know, not the request's Host ---------------------
+
+
+@pytest_twisted.inlineCallbacks
+def test_dns_rebinding_origin_is_refused(make_proxy):
+    """A page on a rebound name (Origin and Host both http://rebound.example:PORT) gets 403;
+    the listener's own address and a configured origin still pass; a bare host in
+    allowed_origins means https on 443 only."""
+    proxy = make_proxy(allowed_origins=("portal.example", "http://tools.example:8080"),
+                       max_vnc_sessions=20)
+    port = port_of(proxy.ws_url)
+
+    def attempt(origin, host=None):
+        token = api.grant(proxy.api_url, proxy.key, "vm1")[1]["access_token"]
+        return upgrade(port, token, headers=[f"Origin: {origin}"] + (
+            [f"Host: {host}"] if host else []))
+
+    results = yield in_thread(lambda: {
+        "rebound": attempt(f"http://rebound.example:{port}", f"rebound.example:{port}"),
+        "listener": attempt(f"http://127.0.0.1:{port}"),
+        "localhost": attempt(f"http://localhost:{port}"),
+        "portal-https": attempt("https://portal.example"),
+        "portal-http": attempt("http://portal.example"),
+        "portal-other-port": attempt("https://portal.example:8443"),
+        "full-origin": attempt("http://tools.example:8080"),
+        "full-origin-other-port": attempt("http://tools.example:8081"),
+    })
+    assert results == {"rebound": 403, "listener": 101, "localhost": 101, "portal-https": 101,
+                       "portal-http": 403, "portal-other-port": 403, "full-origin": 101,
+                       "full-origin-other-port": 403}

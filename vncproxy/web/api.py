@@ -34,6 +34,7 @@ from vncproxy.hypervisor import HypervisorError, NoSuchInstance
 from vncproxy.serial.hub import HubBusy, HubFull
 from vncproxy.serial.manager import SerialUnavailable, capturable
 from vncproxy.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from vncproxy.ratelimit import FailureLimiter
 from vncproxy.sessions import LimitReached
 from vncproxy.web.auth import presented_key
 from vncproxy.web.errors import ApiError, read_json_object, render_error, render_json
@@ -120,6 +121,10 @@ class ApiResource(Resource):
         super().__init__()
         self._ctx = ctx
         self._keys = keys
+        config = ctx.config
+        self._key_failures = FailureLimiter(ctx.reactor, config.ratelimit_window,
+                                            config.ratelimit_slow_after,
+                                            config.ratelimit_refuse_after)
         # (method, path template, handler, needs an API key); openapi.json lists the same.
         self.routes = [
             ("POST", "/v1/instances/{instance}/console_access_token", self._grant_ibm, True),
@@ -195,14 +200,15 @@ class ApiResource(Resource):
     def _authenticate(self, request):
         """
         The caller's label for a right API key. Wrong or missing keys count against the client's
-        address in the shared limiter (C{[ratelimit]}): after C{slow_after} failures each 401
+        address in a limiter of their own (C{[ratelimit]} settings; a console client's bad
+        tokens do not lock the API caller out): after C{slow_after} failures each 401
         comes later, after C{refuse_after} the address gets 429 for the window, right key or not
         (an answer that told a right key apart would keep the guessing going).
 
         @return: the label, or a L{Deferred} failing with the L{ApiError} to answer.
         """
-        limiter, client = self._ctx.limiter, request_client(request)
-        if limiter is not None and limiter.blocked(client):
+        limiter, client = self._key_failures, request_client(request)
+        if limiter.blocked(client):
             return defer.fail(ApiError(429, "too many failed attempts: try again later"))
         caller = self._keys.identify(presented_key(request))
         if caller is not None:
@@ -211,7 +217,7 @@ class ApiResource(Resource):
                        client=client)
         request.setHeader(b"www-authenticate", b'Bearer realm="consoleproxy"')
         refusal = ApiError(401, "missing or invalid API key")
-        delay = limiter.failed(client) if limiter is not None else 0
+        delay = limiter.failed(client)
 
         def refuse():
             raise refusal
