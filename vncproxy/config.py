@@ -129,6 +129,7 @@ SCHEMA = {
     ("libvirt", "uri"): ("libvirt_uri", str, "qemu:///system"),
     ("tokens", "token_ttl"): ("token_ttl", _positive(float), "180"),
     ("tokens", "reconnect_grace"): ("reconnect_grace", _non_negative(float), "15"),
+    ("tokens", "reconnect_same_address"): ("reconnect_same_address", _boolean, "true"),
     ("sessions", "max_vnc_sessions"): ("max_vnc_sessions", _positive(int), "2"),
     ("sessions", "idle_timeout"): ("idle_timeout", _positive(float), "600"),
     ("sessions", "max_session"): ("max_session", _positive(float), "3600"),
@@ -183,6 +184,7 @@ class Config:
     libvirt_uri: str
     token_ttl: float
     reconnect_grace: float
+    reconnect_same_address: bool
     max_vnc_sessions: int
     idle_timeout: float
     max_session: float

@@ -84,7 +84,8 @@ class ConsoleProxyService(MultiService):
 
     def __init__(self, config, reactor, hypervisor, api_keys):
         super().__init__()
-        tokens = TokenStore(reactor, config.token_ttl, config.reconnect_grace)
+        tokens = TokenStore(reactor, config.token_ttl, config.reconnect_grace,
+                            config.reconnect_same_address)
         sessions = SessionRegistry(config.max_vnc_sessions)
         self.ctx = ProxyContext(
             config=config,

@@ -200,7 +200,7 @@ class XvpVncProtocol(Protocol):
             self._respond(400, "no token")
             return
         try:
-            grant = ctx.tokens.consume(request.token)
+            grant = ctx.tokens.consume(request.token, client=self._peer)
         except TokenRejected as e:
             self._respond(401, str(e), delay=ctx.limiter.failed(self._peer))
             return

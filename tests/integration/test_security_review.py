@@ -10,6 +10,7 @@ import struct
 import time
 
 import pytest_twisted
+import websocket
 from twisted.internet import reactor, threads
 from twisted.internet.task import deferLater
 from twisted.internet.protocol import Factory, Protocol
@@ -460,3 +461,47 @@ def test_dns_rebinding_origin_is_refused(make_proxy):
     assert results == {"rebound": 403, "listener": 101, "localhost": 101, "portal-https": 101,
                        "portal-http": 403, "portal-other-port": 403, "full-origin": 101,
                        "full-origin-other-port": 403}
+
+
+# -- 6. The reconnect grace is bound to the address that held the session -----------------------
+
+
+def ws_from(url, source):
+    port = int(url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
+    return websocket.create_connection(url, socket=sock, suppress_origin=True, timeout=10)
+
+
+def drop_then_retry(proxy, retry_from):
+    """A session from 127.0.0.5 drops without a close; the token is presented again from
+    C{retry_from} within the grace, then from 127.0.0.5. @return: (retry, owner) outcomes."""
+    _, body = api.grant(proxy.api_url, proxy.key, "vm1")
+    url = body["href"].replace(proxy.service.ctx.config.websocket_base_url, proxy.ws_url)
+    ws = ws_from(url, "127.0.0.5")
+    RfbViewer(WebSocketPipe(ws)).handshake()
+    ws.sock.shutdown(socket.SHUT_RDWR)  # the network drops: no close frame
+    ws.sock.close()
+    time.sleep(0.3)
+    outcomes = []
+    for source in (retry_from, "127.0.0.5"):
+        try:
+            again = ws_from(url, source)
+        except websocket.WebSocketBadStatusException as e:
+            outcomes.append(e.status_code)
+            continue
+        outcomes.append(RfbViewer(WebSocketPipe(again)).handshake().name)
+        again.sock.shutdown(socket.SHUT_RDWR)
+        again.sock.close()
+        time.sleep(0.3)
+    return outcomes
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_dropped_session_resumes_only_from_its_own_address(make_proxy):
+    """Someone else presenting a dropped session's token within the grace (from 127.0.0.6)
+    gets 401, and the owner at 127.0.0.5 still resumes; with reconnect_same_address off,
+    the other address resumes."""
+    bound = make_proxy()
+    assert (yield in_thread(drop_then_retry, bound, "127.0.0.6")) == [401, "fake vm"]
+    free = make_proxy(reconnect_same_address=False)
+    assert (yield in_thread(drop_then_retry, free, "127.0.0.6"))[0] == "fake vm"

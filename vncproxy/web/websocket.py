@@ -224,7 +224,7 @@ class ConsoleServerProtocol(WebSocketServerProtocol):
                               self.factory.isSecure):
             return self._refuse(request, CloseCode.ORIGIN_REFUSED, 403, f"origin {origin!r}")
         try:
-            grant = ctx.tokens.consume(_token_from(request))
+            grant = ctx.tokens.consume(_token_from(request), client=source)
         except TokenRejected as e:
             return self._refuse(request, CloseCode.TOKEN_INVALID, 401, str(e),
                                 delay=ctx.limiter.failed(source))
