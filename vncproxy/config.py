@@ -147,11 +147,13 @@ SCHEMA = {
     ("xvpvnc", "native_wait"): ("xvpvnc_native_wait", _positive(float), "2"),
     ("xvpvnc", "max_pending_per_address"): ("xvpvnc_max_pending_per_address", _positive(int),
                                             "32"),
+    ("xvpvnc", "max_pending"): ("xvpvnc_max_pending", _positive(int), "1024"),
     ("xvpvnc", "max_failures_per_instance"): ("xvpvnc_max_failures_per_instance",
                                               _positive(int), "20"),
     ("http", "header_timeout"): ("http_header_timeout", _positive(float), "10"),
     ("http", "idle_timeout"): ("http_idle_timeout", _positive(float), "60"),
     ("http", "max_pending_per_address"): ("http_max_pending_per_address", _positive(int), "32"),
+    ("http", "max_pending"): ("http_max_pending", _positive(int), "1024"),
     ("service", "state_dir"): ("state_dir", str, "/var/lib/consoleproxy"),
     ("serial", "source"): ("serial_source", _one_of("libvirt", "pty"), "libvirt"),
     ("serial", "domains"): ("serial_domains", _words, "*"),
@@ -201,10 +203,12 @@ class Config:
     vnc_zero_copy: bool
     xvpvnc_native_wait: float
     xvpvnc_max_pending_per_address: int
+    xvpvnc_max_pending: int
     xvpvnc_max_failures_per_instance: int
     http_header_timeout: float
     http_idle_timeout: float
     http_max_pending_per_address: int
+    http_max_pending: int
     state_dir: str
     novnc_dir: str
     xterm_dir: str

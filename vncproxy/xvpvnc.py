@@ -84,7 +84,7 @@ class XvpVncProtocol(Protocol):
     def connectionMade(self):
         ctx = self.factory.ctx
         self._peer = _peer_host(self.transport)
-        if not self.factory.pending.admit(self._peer):
+        if not self.factory.pending.admit(self._peer, self.transport.abortConnection):
             # Counted, not audited: a flood of these must not flood the log as well.
             ctx.metrics.refused(REASONS[CloseCode.RATE_LIMITED].replace(" ", "_"))
             self._closing = True
@@ -125,7 +125,7 @@ class XvpVncProtocol(Protocol):
         self._native_timer = self._deadline = None
         if self._pending:
             self._pending = False
-            self.factory.pending.release(self._peer)
+            self.factory.pending.release(self._peer, self.transport.abortConnection)
 
     def _timed_out(self):
         self._deadline = None
@@ -351,7 +351,8 @@ class XvpVncFactory(Factory):
 
     def __init__(self, ctx):
         self.ctx = ctx
-        self.pending = PendingPerAddress(ctx.config.xvpvnc_max_pending_per_address)
+        self.pending = PendingPerAddress(ctx.config.xvpvnc_max_pending_per_address,
+                                         ctx.config.xvpvnc_max_pending)
         limit = ctx.config.xvpvnc_max_failures_per_instance
         # Wrong passwords per instance with a live password: no slowing down, only refusal.
         self.instance_failures = FailureLimiter(ctx.reactor, ctx.config.ratelimit_window,

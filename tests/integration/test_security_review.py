@@ -505,3 +505,51 @@ def test_a_dropped_session_resumes_only_from_its_own_address(make_proxy):
     assert (yield in_thread(drop_then_retry, bound, "127.0.0.6")) == [401, "fake vm"]
     free = make_proxy(reconnect_same_address=False)
     assert (yield in_thread(drop_then_retry, free, "127.0.0.6"))[0] == "fake vm"
+
+
+# -- 7. A global cap per listener on connections in their handshake -----------------------------
+
+
+def is_cut(sock, wait=1.0):
+    """Whether the server ended C{sock} (EOF or reset) within C{wait} seconds."""
+    sock.settimeout(wait)
+    try:
+        while True:
+            if not sock.recv(4096):
+                return True
+    except socket.timeout:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+@pytest_twisted.inlineCallbacks
+def test_silent_connections_from_many_addresses_shed_the_oldest(make_proxy):
+    """16 silent connections from 4 addresses (each under its per-address cap) on listeners
+    capped at 8 pending: the 8 oldest are cut, the 8 newest stay, and a console still opens."""
+    proxy = make_proxy(http_max_pending=8, xvpvnc_max_pending=8)
+
+    def flood(port):
+        socks = []
+        for n in range(16):
+            socks.append(socket.create_connection(("127.0.0.1", port), timeout=5,
+                                                  source_address=(f"127.0.0.{10 + n % 4}", 0)))
+            time.sleep(0.02)  # arrival order is age order
+        cut = [is_cut(s, wait=0.5 if i < 8 else 0.1) for i, s in enumerate(socks)]
+        for s in socks:
+            s.close()
+        return cut
+
+    def scenario():
+        console = flood(port_of(proxy.ws_url))
+        xvp = flood(proxy.xvpvnc_port)
+        ws = ws_console(proxy, "vm1")
+        name = RfbViewer(WebSocketPipe(ws)).handshake().name
+        ws.close()
+        return console, xvp, name
+
+    console, xvp, name = yield in_thread(scenario)
+    assert console == [True] * 8 + [False] * 8
+    assert xvp[:8] == [True] * 8 and not any(xvp[8:]), xvp
+    assert name == "fake vm"
+    assert proxy.service.getServiceNamed("xvpvnc").factory.pending.shed == 8

@@ -151,11 +151,17 @@ class BoundedHTTPChannel(HTTPChannel):
         self._source = client_address(self.transport.getPeer())
         # A trusted front proxy carries many clients: it is not held to one address's cap.
         self._capped = self._source not in site.trusted
-        if self._capped and not site.pending.admit(self._source):
+        if not site.pending.admit(self._source, self._shed, capped=self._capped):
             self.transport.abortConnection()
             return
         self._pending = True
         self._arm()
+
+    def _shed(self):
+        # The oldest pending connection on a listener over its total ([http] max_pending).
+        self._disarm()
+        if self.transport is not None:
+            self.transport.abortConnection()
 
     def _arm(self):
         self._deadline = self.callLater(self.factory.header_timeout, self._too_slow)
@@ -166,8 +172,7 @@ class BoundedHTTPChannel(HTTPChannel):
         self._deadline = None
         if self._pending:
             self._pending = False
-            if self._capped:
-                self.factory.pending.release(self._source)
+            self.factory.pending.release(self._source, self._shed)
 
     def _too_slow(self):
         self._deadline = None
@@ -222,8 +227,7 @@ class BoundedHTTPChannel(HTTPChannel):
         super().requestDone(request)
         if self.transport is not None and not self._pending:
             # keep-alive: the next request counts as pending and gets a deadline of its own
-            if self._capped:
-                self.factory.pending.add(self._source)
+            self.factory.pending.add(self._source, self._shed)
             self._pending = True
             self._arm()
 
@@ -260,12 +264,12 @@ class BoundedSite(Site):
     requestFactory = BoundedRequest
 
     def __init__(self, resource, header_timeout, max_pending_per_address, idle_timeout,
-                 max_body=MAX_BODY, trusted=NO_PROXIES, **kw):
+                 max_body=MAX_BODY, trusted=NO_PROXIES, max_pending=None, **kw):
         super().__init__(resource, logFormatter=redacted_log_line, timeout=idle_timeout, **kw)
         self.trusted = trusted
         self.max_body = max_body
         self.header_timeout = header_timeout
-        self.pending = PendingPerAddress(max_pending_per_address)
+        self.pending = PendingPerAddress(max_pending_per_address, max_pending)
 
 
 def make_site(root, config, reactor=None, trusted=NO_PROXIES):
@@ -273,4 +277,5 @@ def make_site(root, config, reactor=None, trusted=NO_PROXIES):
     A site with the configured bounds and the redacting access log.
     """
     return BoundedSite(root, config.http_header_timeout, config.http_max_pending_per_address,
-                       config.http_idle_timeout, reactor=reactor, trusted=trusted)
+                       config.http_idle_timeout, reactor=reactor, trusted=trusted,
+                       max_pending=config.http_max_pending)
