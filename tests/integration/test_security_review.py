@@ -553,3 +553,46 @@ def test_silent_connections_from_many_addresses_shed_the_oldest(make_proxy):
     assert xvp[:8] == [True] * 8 and not any(xvp[8:]), xvp
     assert name == "fake vm"
     assert proxy.service.getServiceNamed("xvpvnc").factory.pending.shed == 8
+
+
+# -- Info: serial log reads and clears are audited; ?format=text strips terminal sequences ------
+
+
+HOSTILE_OUTPUT = (b"login: \x1b[31mred\x1b[0m\r\n"
+                  b"\x1b]0;pwned title\x07\x1b]52;c;Y3VybCBldmlsfHNo\x07clip\r\n"
+                  b"\x1b[2J\x1b[Hcleared \xc2\x9b\xc3\xa9t\xc3\xa9\tend\x08\r\n")
+
+
+@pytest_twisted.inlineCallbacks
+def test_log_text_format_strips_terminal_sequences_and_reads_are_audited(proxy, serial_guest):
+    """A guest prints colour, a window title, an OSC 52 clipboard write and a screen clear:
+    ?format=text returns the words only, the default stays raw; reading and clearing the log
+    are audit events naming the caller and the client."""
+    events = watch()
+    try:
+        def scenario():
+            serial_guest.shell.prints(HOSTILE_OUTPUT)
+            base = f"{proxy.api_url}/v1/instances/ser1/console_log"
+            deadline = time.monotonic() + 5
+            while b"end" not in api.call(base, key=proxy.key)[1]:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            raw = api.call(base, key=proxy.key)
+            text = api.call(f"{base}?format=text", key=proxy.key)
+            bad = api.call(f"{base}?format=html", key=proxy.key)
+            cleared = api.call(base, "DELETE", key=proxy.key)
+            return raw, text, bad, cleared
+        raw, text, bad, cleared = yield in_thread(scenario)
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert raw[0] == 200 and HOSTILE_OUTPUT in raw[1]
+    assert text[0] == 200
+    body = text[1].decode("utf-8")
+    assert "login: red\nclip\ncleared été\tend\n" in body
+    assert "\x1b" not in body and "pwned" not in body and "Y3Vy" not in body
+    assert bad[0] == 400 and cleared[0] == 204
+    reads = audited(events, "log_read")
+    clears = audited(events, "log_clear")
+    assert len(reads) >= 2 and len(clears) == 1
+    assert clears[0]["caller"].startswith("key-") and clears[0]["peer"] == "127.0.0.1"
+    assert clears[0]["instance"] == serial_guest.uuid

@@ -33,6 +33,7 @@ from vncproxy.audit import audit
 from vncproxy.hypervisor import HypervisorError, NoSuchInstance
 from vncproxy.serial.hub import HubBusy, HubFull
 from vncproxy.serial.manager import SerialUnavailable, capturable
+from vncproxy.serial.text import plain_text
 from vncproxy.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from vncproxy.ratelimit import FailureLimiter
 from vncproxy.sessions import LimitReached
@@ -340,19 +341,27 @@ class ApiResource(Resource):
             if not _TAIL.fullmatch(text):
                 raise ApiError(400, "tail must be a number of bytes")
             tail = int(text)
+        form = request.args.get(b"format", [b"raw"])[0]
+        if form not in (b"raw", b"text"):
+            raise ApiError(400, "format must be raw or text")
         info = yield self._console_log(instance)
         data = self._ctx.serial.log(info.uuid).tail(tail)
+        audit("log_read", console_type="serial", instance=info.uuid, caller=caller,
+              peer=request_client(request), size=len(data))
         request.setResponseCode(200)
-        request.setHeader(b"content-type", b"application/octet-stream")
         request.setHeader(b"cache-control", b"no-store")
+        if form == b"text":
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return plain_text(data).encode("utf-8")
+        request.setHeader(b"content-type", b"application/octet-stream")
         return data
 
     @defer.inlineCallbacks
     def _clear_log(self, request, caller, instance):
         info = yield self._console_log(instance)
         self._ctx.serial.clear(info.uuid)
-        self._log.info("serial console log of {instance} cleared by {caller}",
-                       instance=info.uuid, caller=caller, event="clear_log")
+        audit("log_clear", console_type="serial", instance=info.uuid, caller=caller,
+              peer=request_client(request))
         request.setResponseCode(204)
         return b""
 
