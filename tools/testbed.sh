@@ -47,7 +47,8 @@ IMAGES_VERSION=1                      # bump when the image recipe below changes
 
 APT_PKGS=(qemu-system-x86 libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
           libvirt-dev pkg-config gcc busybox-static openssl
-          novnc chromium)             # web clients: noVNC served as is; browser tests
+          novnc chromium              # web clients: noVNC served as is; browser tests
+          dbus-daemon polkitd)        # the least-privilege test: a private bus and polkitd
 GUEST_MODULES=(button evdev pvpanic pvpanic-mmio)
 # The runtime dependencies of the .deb (debian/control) and the test tools, from Debian 12.
 DEBIAN_PY_PKGS=(python3-twisted python3-autobahn python3-openssl python3-service-identity
@@ -125,7 +126,27 @@ sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Pyth
         touch "$VENV_STAMP"
     fi
     "$REPO/tools/webclients.sh"
+    fetch_polkit_actions
+    # The least-privilege test runs the service as the package's system user.
+    id consoleproxy >/dev/null 2>&1 ||
+        useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin consoleproxy
     log "deps done in $((SECONDS - t0))s"
+}
+
+# libvirt's polkit action definitions (org.libvirt.api.policy, org.libvirt.unix.policy), for
+# the least-privilege test's private polkitd: they ship in libvirt-daemon-system, which the
+# testbed does not install (it pulls systemd units, iptables, a default network).
+fetch_polkit_actions() {
+    local dir=$TB/polkit-actions dl=$TB/dl-polkit deb
+    if [ -s "$dir/org.libvirt.api.policy" ] && [ -s "$dir/org.libvirt.unix.policy" ]; then return 0; fi
+    log "apt-get download libvirt-daemon-system (only its two polkit action files are extracted)"
+    rm -rf "$dl"; mkdir -p "$dl/x" "$dir"
+    (cd "$dl" && apt-get -qq -o APT::Sandbox::User=root download libvirt-daemon-system) ||
+        { apt-get update -qq && (cd "$dl" && apt-get -qq -o APT::Sandbox::User=root download libvirt-daemon-system); }
+    deb=$(ls "$dl"/libvirt-daemon-system_*.deb)
+    dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$dl/x" --wildcards './usr/share/polkit-1/actions/org.libvirt.*.policy'
+    cp "$dl"/x/usr/share/polkit-1/actions/org.libvirt.*.policy "$dir/"
+    rm -rf "$dl"
 }
 
 # ----------------------------------------------------------------------------- debian-env
