@@ -4,11 +4,14 @@ The collaborators every request handler and session needs, built once by the com
 """
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from vncproxy.clientaddr import NO_PROXIES, TrustedProxies
+from vncproxy.admission import Admission
 from vncproxy.config import Config
 from vncproxy.sessions import SessionRegistry
 from vncproxy.tokens import TokenStore
+from vncproxy.urls import Urls
 from vncproxy.vnctls import VncTls
 
 
@@ -21,6 +24,8 @@ class ProxyContext:
         C{None} where serial consoles are not wired up.
     @ivar vnc_tls: the L{vncproxy.vnctls.VncTls} settings toward VNC servers (default: none,
         so a VNC server requiring TLS is refused).
+    @ivar fast_paths: the L{vncproxy.relay.FastPaths} that are on (default: those the config
+        asks for that passed their checks).
     """
 
     config: Config
@@ -33,3 +38,24 @@ class ProxyContext:
     limiter: object = None  # FailureLimiter for token redemption failures, per source address
     vnc_tls: VncTls = field(default_factory=VncTls)
     trusted: TrustedProxies = NO_PROXIES  # [proxy] trusted: whose forwarding headers count
+    fast_paths: object = None  # vncproxy.relay.FastPaths; None: decided from config
+
+    def __post_init__(self):
+        if self.fast_paths is None:
+            from vncproxy import relay
+
+            self.fast_paths = relay.decide(self.config)
+
+    @cached_property
+    def admission(self):
+        """
+        The one L{vncproxy.admission.Admission} every listener admits grants through.
+        """
+        return Admission(self)
+
+    @cached_property
+    def urls(self):
+        """
+        The L{vncproxy.urls.Urls} we hand out (built once: the host name is looked up once).
+        """
+        return Urls(self.config)

@@ -15,7 +15,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from vncproxy.clientaddr import TrustedProxies
 from vncproxy.closecodes import CloseCode
-from vncproxy.config import _parse_args
+from vncproxy.endpoints import parse_args
 from vncproxy.context import ProxyContext
 from vncproxy.hypervisor import LifecycleKind
 from vncproxy.metrics import Metrics
@@ -53,7 +53,7 @@ def plain_text_exposed(config):
     exposed = []
     for name, description in (("console", config.console_listen),
                               ("xvpvnc", config.xvpvnc_listen)):
-        args, kwargs = _parse_args(description)
+        args, kwargs = parse_args(description)
         if args[:1] not in (["tcp"], ["tcp6"]):
             continue
         interface = kwargs.get("interface", "")
@@ -101,6 +101,7 @@ class ConsoleProxyService(MultiService):
         )
         self._reactor = reactor
         self._unsubscribe = None
+        self.ctx.urls  # built now: this host's name is looked up once, at start, if at all
         hypervisor.setServiceParent(self)
         # After the hypervisor: started after it, stopped before it (its consoles close first).
         self.ctx.serial = SerialManager(config, reactor, hypervisor, metrics=self.ctx.metrics)
