@@ -52,7 +52,8 @@ APT_PKGS=(qemu-system-x86 libvirt-daemon libvirt-daemon-driver-qemu libvirt-clie
           libvirt-dev pkg-config gcc busybox-static openssl
           novnc chromium              # web clients: noVNC served as is; browser tests
           gvncviewer tigervnc-viewer virt-viewer xvfb   # native VNC viewers (e2e), headless X
-          dbus-daemon polkitd)        # the least-privilege test: a private bus and polkitd
+          dbus-daemon polkitd         # the least-privilege test: a private bus and polkitd
+          haproxy)                    # the front-proxy test: the service behind HAProxy
 GUEST_MODULES=(button evdev pvpanic pvpanic-mmio)
 # The runtime dependencies of the .deb (debian/control) and the test tools, from Debian 12.
 DEBIAN_PY_PKGS=(python3-twisted python3-autobahn python3-openssl python3-service-identity
