@@ -187,6 +187,8 @@ class ApiResource(Resource):
         request.setHeader(b"www-authenticate", b'Bearer realm="consoleproxy"')
         refusal = ApiError(401, "missing or invalid API key")
         delay = limiter.failed(client)
+        if delay <= 0:
+            return defer.fail(refusal)
 
         def refuse():
             raise refusal
