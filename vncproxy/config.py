@@ -39,6 +39,27 @@ def _endpoint(value):
     return value
 
 
+def _optional_endpoint(kind):
+    def parse(value):
+        if not value:
+            return ""
+        if _parse_args(value)[0][:1] != [kind]:
+            raise ValueError(f"must be a {kind}: endpoint string (or empty: none)")
+        return _endpoint(value)
+
+    return parse
+
+
+def _mode(value):
+    try:
+        mode = int(value, 8)
+    except ValueError:
+        raise ValueError("must be an octal file mode such as 0660") from None
+    if not 0 <= mode <= 0o777:
+        raise ValueError("must be an octal file mode such as 0660")
+    return mode
+
+
 def _positive(kind):
     def parse(value):
         number = kind(value)
@@ -95,9 +116,22 @@ def _networks(value):
 def _listeners(value):
     names = _words(value)
     for name in names:
-        if name not in ("api", "console", "xvpvnc"):
-            raise ValueError(f"{name!r} is not a listener (api, console, xvpvnc)")
+        if name not in ("api", "console", "xvpvnc", "vnc"):
+            raise ValueError(f"{name!r} is not a listener (api, console, xvpvnc, vnc)")
     return names
+def _issuers(value):
+    from vncproxy.grants import parse_public_key  # cryptography: loaded only when used
+
+    keys = _words(value)
+    for key in keys:
+        parse_public_key(key)
+    return keys
+
+
+def _node_id(value):
+    if value and not all(c.isalnum() or c in "-_." for c in value):
+        raise ValueError("letters, digits, '-', '_' and '.' only")
+    return value
 
 
 def _boolean(value):
@@ -125,13 +159,20 @@ SCHEMA = {
     ("listen", "xvpvnc"): ("xvpvnc_listen", _endpoint, "tcp:6081"),
     ("proxy", "trusted"): ("proxy_trusted", _networks, ""),
     ("proxy", "proxy_protocol"): ("proxy_protocol", _listeners, ""),
+    ("listen", "vnc"): ("vnc_listen", _endpoint, "tcp:6084"),
     ("console", "public_url"): ("public_url", _url, ""),
     ("console", "allowed_origins"): ("allowed_origins", _words, ""),
+    ("console", "prefix"): ("public_prefix_mode", _one_of("stripped", "kept"), "stripped"),
+    ("console", "public_xvpvnc_port"): ("public_xvpvnc_port", _non_negative(int), "0"),
+    ("console", "public_vnc_port"): ("public_vnc_port", _non_negative(int), "0"),
     ("api", "keys_file"): ("api_keys_file", str, ""),
     ("libvirt", "uri"): ("libvirt_uri", str, "qemu:///system"),
     ("tokens", "token_ttl"): ("token_ttl", _positive(float), "180"),
     ("tokens", "reconnect_grace"): ("reconnect_grace", _non_negative(float), "15"),
     ("tokens", "reconnect_same_address"): ("reconnect_same_address", _boolean, "true"),
+    ("tokens", "node_id"): ("node_id", _node_id, ""),
+    ("tokens", "trusted_issuers"): ("trusted_issuers", _issuers, ""),
+    ("tokens", "clock_skew"): ("grant_clock_skew", _non_negative(float), "30"),
     ("sessions", "max_vnc_sessions"): ("max_vnc_sessions", _positive(int), "2"),
     ("sessions", "idle_timeout"): ("idle_timeout", _positive(float), "600"),
     ("sessions", "max_session"): ("max_session", _positive(float), "3600"),
@@ -156,6 +197,8 @@ SCHEMA = {
     ("xvpvnc", "max_pending"): ("xvpvnc_max_pending", _positive(int), "1024"),
     ("xvpvnc", "max_failures_per_instance"): ("xvpvnc_max_failures_per_instance",
                                               _positive(int), "20"),
+    ("xvpvnc", "password_checks_per_second"): ("xvpvnc_password_checks_per_second",
+                                               _positive(float), "20"),
     ("http", "header_timeout"): ("http_header_timeout", _positive(float), "10"),
     ("http", "idle_timeout"): ("http_idle_timeout", _positive(float), "60"),
     ("http", "max_pending_per_address"): ("http_max_pending_per_address", _positive(int), "32"),
@@ -172,6 +215,12 @@ SCHEMA = {
     ("serial", "max_viewers"): ("serial_max_viewers", _positive(int), "16"),
     ("web", "novnc_dir"): ("novnc_dir", str, "/usr/share/novnc"),
     ("web", "xterm_dir"): ("xterm_dir", str, ""),
+    ("lxd", "listen"): ("lxd_listen", _optional_endpoint("unix"), ""),
+    ("lxd", "socket_owner"): ("lxd_socket_owner", str, ""),
+    ("lxd", "socket_group"): ("lxd_socket_group", str, ""),
+    ("lxd", "socket_mode"): ("lxd_socket_mode", _mode, "0660"),
+    ("lxd", "listen_tls"): ("lxd_listen_tls", _optional_endpoint("ssl"), ""),
+    ("lxd", "trusted_certificates"): ("lxd_trusted_certificates", str, ""),
 }
 
 
@@ -186,13 +235,20 @@ class Config:
     xvpvnc_listen: str
     proxy_trusted: tuple
     proxy_protocol: tuple
+    vnc_listen: str
     public_url: str
     allowed_origins: tuple
+    public_prefix_mode: str
+    public_xvpvnc_port: int
+    public_vnc_port: int
     api_keys_file: str
     libvirt_uri: str
     token_ttl: float
     reconnect_grace: float
     reconnect_same_address: bool
+    node_id: str
+    trusted_issuers: tuple
+    grant_clock_skew: float
     max_vnc_sessions: int
     idle_timeout: float
     max_session: float
@@ -214,7 +270,8 @@ class Config:
     xvpvnc_native_wait: float
     xvpvnc_max_pending_per_address: int
     xvpvnc_max_pending: int
-    xvpvnc_max_failures_per_instance: int
+    xvpvnc_max_failures_per_instance: int  # no longer used (kept so older files load)
+    xvpvnc_password_checks_per_second: float
     http_header_timeout: float
     http_idle_timeout: float
     http_max_pending_per_address: int
@@ -231,6 +288,12 @@ class Config:
     serial_viewer_queue: int
     serial_slow_viewer_grace: float
     serial_max_viewers: int
+    lxd_listen: str
+    lxd_socket_owner: str
+    lxd_socket_group: str
+    lxd_socket_mode: int
+    lxd_listen_tls: str
+    lxd_trusted_certificates: str
 
     @property
     def serial_log_path(self):
@@ -260,6 +323,22 @@ class Config:
         return urls.Urls(self).websocket_base
 
     @property
+    def public_path_prefix(self):
+        """
+        The path of C{public_url} (C{"/n/node17"}), or C{""}: where this node's console listener
+        appears on the public host.
+        """
+        return urlsplit(self.public_url).path.rstrip("/") if self.public_url else ""
+
+    @property
+    def listener_path_prefix(self):
+        """
+        The prefix the console listener's requests arrive with: the public prefix when the front
+        door keeps it (C{[console] prefix = kept}), C{""} when it strips it.
+        """
+        return self.public_path_prefix if self.public_prefix_mode == "kept" else ""
+
+    @property
     def xvpvnc_base_url(self):
         return urls.Urls(self).xvpvnc_base
 
@@ -280,6 +359,10 @@ def _build(values, where):
     if built.proxy_protocol and not built.proxy_trusted:
         raise ConfigError(f"{where}: [proxy] proxy_protocol: needs trusted (the addresses of "
                           "the proxies that send the header)")
+    if built.trusted_issuers and not built.node_id:
+        raise ConfigError(f"{where}: [tokens] trusted_issuers: needs node_id (the id signed "
+                          "grants must name to be accepted here)")
+    _check_lxd(built, where)
     return built
 
 
@@ -296,6 +379,12 @@ def _check_tls(c, where):
         raise ConfigError(f"{where}: [vnc] tls_anonymous: cannot be combined with tls_ca "
                           "(it would let an attacker downgrade certificate-verified TLS to "
                           "unauthenticated TLS)")
+
+
+def _check_lxd(c, where):
+    if c.lxd_listen_tls and not c.lxd_trusted_certificates:
+        raise ConfigError(f"{where}: [lxd] listen_tls: needs trusted_certificates (the client "
+                          "certificates allowed in)")
 
 
 def _values_from_parser(parser, where):

@@ -45,13 +45,17 @@ def tls_options(private_key, cert_key=None, extra_cert_chain=None, dh_parameters
                                   dhParameters=dh, raiseMinimumTo=MINIMUM_TLS)
 
 
-def tls_server_endpoint(reactor, description):
+def tls_server_endpoint(reactor, description, wrap_options=None):
     """
     @param description: an C{ssl:PORT:privateKey=...} endpoint string.
+    @param wrap_options: a function given the listener's L{CertificateOptions}, returning the
+        context factory to use instead (to ask for client certificates, L{vncproxy.lxd.trust}).
     @return: an L{SSL4ServerEndpoint} refusing protocol versions below TLS 1.2.
     @raise ConfigError: for C{sslmethod}, a missing port or unreadable key files.
     """
     port, options, backlog, interface = _parse_tls(description)
+    if wrap_options is not None:
+        options = wrap_options(options)
     return SSL4ServerEndpoint(reactor, port, options, backlog=backlog, interface=interface)
 
 

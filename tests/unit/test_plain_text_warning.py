@@ -19,5 +19,12 @@ from vncproxy.service import plain_text_exposed
     ("ssl:6443:privateKey=k.pem", "systemd:domain=INET:index=0", []),
 ])
 def test_listeners_named_by_the_warning(console, xvpvnc, expected):
-    cfg = config.defaults(console_listen=console, xvpvnc_listen=xvpvnc)
+    cfg = config.defaults(console_listen=console, xvpvnc_listen=xvpvnc,
+                          vnc_listen="tcp:6084:interface=127.0.0.1")
     assert plain_text_exposed(cfg) == expected
+
+
+def test_the_native_vnc_listener_is_named_too():
+    cfg = config.defaults(console_listen="tcp:6080:interface=127.0.0.1",
+                          xvpvnc_listen="tcp:6081:interface=127.0.0.1", vnc_listen="tcp:6084")
+    assert plain_text_exposed(cfg) == [("vnc", "all interfaces")]
