@@ -50,8 +50,10 @@ def test_close_code_is_kept_in_every_family(family):
 
 
 def test_unregistered_family_answers_in_our_format_and_a_registered_one_in_its_own(monkeypatch):
+    # vncproxy.lxd.envelope registers "lxd" when imported: start from a table without it
+    monkeypatch.setattr(errors, "_FAMILIES",
+                        {name: body for name, body in errors._FAMILIES.items() if name != "lxd"})
     assert rendered(ApiError(404, "gone"), "lxd")[1] == {"error": {"code": 404, "message": "gone"}}
-    monkeypatch.setattr(errors, "_FAMILIES", dict(errors._FAMILIES))
     register_family("lxd", lambda error, trace: {"type": "error", "error": error.message,
                                                  "error_code": error.code})
     assert rendered(ApiError(404, "gone"), "lxd")[1] == {"type": "error", "error": "gone",
