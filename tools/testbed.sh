@@ -51,15 +51,18 @@ IMAGES_VERSION=1                      # bump when the image recipe below changes
 APT_PKGS=(qemu-system-x86 libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
           libvirt-dev pkg-config gcc busybox-static openssl
           novnc chromium              # web clients: noVNC served as is; browser tests
-          gvncviewer tigervnc-viewer virt-viewer xvfb  # native VNC viewers (e2e), headless X
-          lxd-client)                 # lxc 5.0.2: the LXD console API's e2e tests
+          gvncviewer tigervnc-viewer tigervnc-tools virt-viewer  # native VNC viewers (e2e)
+          xvfb xdotool                # ... on a headless X server; xdotool types a password
+          lxd-client                  # lxc 5.0.2: the LXD console API's e2e tests
+          haproxy iproute2)           # the region test's front door; ss/ip for its checks
 GUEST_MODULES=(button evdev pvpanic pvpanic-mmio)
 # The runtime dependencies of the .deb (debian/control) and the test tools, from Debian 12.
 DEBIAN_PY_PKGS=(python3-twisted python3-autobahn python3-openssl python3-service-identity
                 python3-libvirt python3-zope.interface python3-cryptography
                 python3-prometheus-client python3-pytest python3-pytest-twisted
                 python3-hypothesis python3-websocket python3-pil python3-venv
-                python3-requests python3-requests-toolbelt python3-ws4py python3-dateutil)
+                python3-requests python3-requests-toolbelt python3-ws4py python3-dateutil
+                python3-pip python3-wheel python3-setuptools)  # tests/install: pip install paths
 # Test tools Debian 12 lacks, or lacks in the version the suite needs (pip, into .venv-debian
 # only, never a runtime dependency): websocket-client >= 1.6 exposes the body of a refused
 # upgrade (Debian has 1.2.3); Playwright drives Debian's chromium in the browser tests.

@@ -102,6 +102,21 @@ def _words(value):
     return tuple(w for w in value.replace(",", " ").split() if w)
 
 
+def _issuers(value):
+    from vncproxy.grants import parse_public_key  # cryptography: loaded only when used
+
+    keys = _words(value)
+    for key in keys:
+        parse_public_key(key)
+    return keys
+
+
+def _node_id(value):
+    if value and not all(c.isalnum() or c in "-_." for c in value):
+        raise ValueError("letters, digits, '-', '_' and '.' only")
+    return value
+
+
 def _boolean(value):
     lowered = value.lower()
     if lowered in ("true", "yes", "on", "1"):
@@ -125,12 +140,19 @@ SCHEMA = {
     ("listen", "api"): ("api_listen", _endpoint, "tcp:6090:interface=127.0.0.1"),
     ("listen", "console"): ("console_listen", _endpoint, "tcp:6080"),
     ("listen", "xvpvnc"): ("xvpvnc_listen", _endpoint, "tcp:6081"),
+    ("listen", "vnc"): ("vnc_listen", _endpoint, "tcp:6084"),
     ("console", "public_url"): ("public_url", _url, ""),
     ("console", "allowed_origins"): ("allowed_origins", _words, ""),
+    ("console", "prefix"): ("public_prefix_mode", _one_of("stripped", "kept"), "stripped"),
+    ("console", "public_xvpvnc_port"): ("public_xvpvnc_port", _non_negative(int), "0"),
+    ("console", "public_vnc_port"): ("public_vnc_port", _non_negative(int), "0"),
     ("api", "keys_file"): ("api_keys_file", str, ""),
     ("libvirt", "uri"): ("libvirt_uri", str, "qemu:///system"),
     ("tokens", "token_ttl"): ("token_ttl", _positive(float), "180"),
     ("tokens", "reconnect_grace"): ("reconnect_grace", _non_negative(float), "15"),
+    ("tokens", "node_id"): ("node_id", _node_id, ""),
+    ("tokens", "trusted_issuers"): ("trusted_issuers", _issuers, ""),
+    ("tokens", "clock_skew"): ("grant_clock_skew", _non_negative(float), "30"),
     ("sessions", "max_vnc_sessions"): ("max_vnc_sessions", _positive(int), "2"),
     ("sessions", "idle_timeout"): ("idle_timeout", _positive(float), "600"),
     ("sessions", "max_session"): ("max_session", _positive(float), "3600"),
@@ -154,6 +176,8 @@ SCHEMA = {
                                             "32"),
     ("xvpvnc", "max_failures_per_instance"): ("xvpvnc_max_failures_per_instance",
                                               _positive(int), "20"),
+    ("xvpvnc", "password_checks_per_second"): ("xvpvnc_password_checks_per_second",
+                                               _positive(float), "20"),
     ("http", "header_timeout"): ("http_header_timeout", _positive(float), "10"),
     ("http", "idle_timeout"): ("http_idle_timeout", _positive(float), "60"),
     ("http", "max_pending_per_address"): ("http_max_pending_per_address", _positive(int), "32"),
@@ -187,12 +211,19 @@ class Config:
     api_listen: str
     console_listen: str
     xvpvnc_listen: str
+    vnc_listen: str
     public_url: str
     allowed_origins: tuple
+    public_prefix_mode: str
+    public_xvpvnc_port: int
+    public_vnc_port: int
     api_keys_file: str
     libvirt_uri: str
     token_ttl: float
     reconnect_grace: float
+    node_id: str
+    trusted_issuers: tuple
+    grant_clock_skew: float
     max_vnc_sessions: int
     idle_timeout: float
     max_session: float
@@ -213,7 +244,8 @@ class Config:
     relay_websocket_receive: bool
     xvpvnc_native_wait: float
     xvpvnc_max_pending_per_address: int
-    xvpvnc_max_failures_per_instance: int
+    xvpvnc_max_failures_per_instance: int  # no longer used (kept so older files load)
+    xvpvnc_password_checks_per_second: float
     http_header_timeout: float
     http_idle_timeout: float
     http_max_pending_per_address: int
@@ -264,6 +296,22 @@ class Config:
         return urls.Urls(self).websocket_base
 
     @property
+    def public_path_prefix(self):
+        """
+        The path of C{public_url} (C{"/n/node17"}), or C{""}: where this node's console listener
+        appears on the public host.
+        """
+        return urlsplit(self.public_url).path.rstrip("/") if self.public_url else ""
+
+    @property
+    def listener_path_prefix(self):
+        """
+        The prefix the console listener's requests arrive with: the public prefix when the front
+        door keeps it (C{[console] prefix = kept}), C{""} when it strips it.
+        """
+        return self.public_path_prefix if self.public_prefix_mode == "kept" else ""
+
+    @property
     def xvpvnc_base_url(self):
         return urls.Urls(self).xvpvnc_base
 
@@ -281,6 +329,9 @@ def _build(values, where):
             raise ConfigError(f"{where}: [{section}] {key}: {e}") from None
     built = Config(**kwargs)
     _check_tls(built, where)
+    if built.trusted_issuers and not built.node_id:
+        raise ConfigError(f"{where}: [tokens] trusted_issuers: needs node_id (the id signed "
+                          "grants must name to be accepted here)")
     _check_lxd(built, where)
     return built
 

@@ -3,6 +3,8 @@ The composition root's product: one L{MultiService} holding the hypervisor adapt
 listeners, sharing one L{ProxyContext}.
 """
 
+from urllib.parse import urlsplit
+
 from autobahn.twisted.resource import WebSocketResource
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
@@ -10,8 +12,10 @@ from twisted.internet import defer, task
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
+from vncproxy import hostname
 from vncproxy.closecodes import CloseCode
 from vncproxy.context import ProxyContext
+from vncproxy.grants import verifier_for
 from vncproxy.hypervisor import LifecycleKind
 from vncproxy.lxd.channels import make_factory as make_lxd_factory
 from vncproxy.lxd.operations import OperationStore
@@ -65,6 +69,7 @@ class ConsoleProxyService(MultiService):
             reactor=reactor,
             hypervisor=hypervisor,
             tokens=tokens,
+            grants=verifier_for(config, reactor),  # signed grants of a region's control plane
             sessions=sessions,
             metrics=Metrics(tokens, sessions),
             limiter=FailureLimiter(reactor, config.ratelimit_window,
@@ -92,10 +97,12 @@ class ConsoleProxyService(MultiService):
                          allowed_origins=config.allowed_origins)
         self._console_factory = make_factory(self.ctx, secure)
         console_site = make_site(
-            ConsoleRoot(WebSocketResource(self._console_factory), web), config,
+            ConsoleRoot(WebSocketResource(self._console_factory), web,
+                        prefix=config.listener_path_prefix), config,
             reactor=reactor)
         self._listen("console", config.console_listen, console_site)
         self._listen("xvpvnc", config.xvpvnc_listen, XvpVncFactory(self.ctx))
+        self._listen("vnc", config.vnc_listen, XvpVncFactory(self.ctx, greet_at_once=True))
 
     def _lxd(self, credential):
         """
@@ -135,9 +142,17 @@ class ConsoleProxyService(MultiService):
     def startService(self):
         self._unsubscribe = self.ctx.hypervisor.subscribe(self._lifecycle)
         super().startService()
-        self._log.info("consoleproxy started: api {api}, console {console}, xvpvnc {xvpvnc}",
-                       api=self.ctx.config.api_listen, console=self.ctx.config.console_listen,
-                       xvpvnc=self.ctx.config.xvpvnc_listen)
+        self._log.info("consoleproxy started: api {api}, console {console}, xvpvnc {xvpvnc}, "
+                       "vnc {vnc}", api=self.ctx.config.api_listen,
+                       console=self.ctx.config.console_listen,
+                       xvpvnc=self.ctx.config.xvpvnc_listen, vnc=self.ctx.config.vnc_listen)
+        config = self.ctx.config
+        host = urlsplit(self.ctx.urls.console_base).hostname
+        why = None if config.public_url else hostname.why_unreachable(host)
+        if why:
+            self._log.warn("[console] public_url is unset and the console URLs name {host}, {why}:"
+                           " set public_url to the URL viewers reach this service at",
+                           host=host, why=why)
 
     def _lifecycle(self, event):
         if event.kind in _STOPPING:

@@ -32,7 +32,7 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from vncproxy.audit import audit
+from vncproxy.audit import audit, refusal_reason
 from vncproxy.closecodes import CloseCode
 from vncproxy.hypervisor import HypervisorError, NoSuchInstance
 from vncproxy.serial.hub import HubBusy, HubFull
@@ -48,6 +48,16 @@ from vncproxy.web.nova import base_url, negotiate_microversion
 MAX_BODY = 64 * 1024
 _TAIL = re.compile(r"[0-9]{1,15}")
 OPENAPI_PATH = os.path.join(os.path.dirname(__file__), "openapi.json")
+
+
+def _peer(request):
+    """The client's address as the audit writes WebSocket peers (C{tcp4:HOST:PORT})."""
+    address = request.getClientAddress()
+    host = getattr(address, "host", None)
+    if host is None:
+        return str(address)
+    return f"{'tcp6' if ':' in host else 'tcp4'}:{host}:{address.port}"
+
 
 def _iso(timestamp):
     return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -207,8 +217,15 @@ class ApiResource(Resource):
                 continue
             caller = None
             if needs_key:
-                caller = self._keys.identify(presented_key(request))
+                presented = presented_key(request)
+                caller = self._keys.identify(presented)
                 if caller is None:
+                    # audited like every other refusal; never the presented key itself
+                    audit("refusal", console_type="api", peer=_peer(request),
+                          reason=refusal_reason("missing or invalid API key",
+                                                f"{method} {path}: " + (
+                                                    "no key" if presented is None
+                                                    else "unknown key")))
                     request.setHeader(b"www-authenticate", b'Bearer realm="consoleproxy"')
                     raise ApiError(401, "missing or invalid API key")
             return handler(request, caller, *(unquote(g) for g in match.groups()))

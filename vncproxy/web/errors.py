@@ -92,14 +92,16 @@ _FAMILIES = {OURS: _ours, "nova": _nova, "ibm": _ibm}
 
 # Path prefix -> the API family whose error format the path's clients read.
 PREFIXES = (("/v2.1", "nova"), ("/v1/", "ibm"), ("/1.0/", "lxd"))
+# Whole paths of Nova's: the version document (API listener); the serial and noVNC WebSockets
+# of the URLs Nova's routes hand out (console listener).
+NOVA_PATHS = ("/", "/websockify")
 
 
 def family_of(path):
     """
-    The API family of a request path (a known route or not); Nova's version document at C{/}
-    makes C{/} Nova's too.
+    The API family of a request path (a known route or not), on either listener.
     """
-    if path == "/":
+    if path in NOVA_PATHS:
         return "nova"
     for prefix, family in PREFIXES:
         if path.startswith(prefix):
