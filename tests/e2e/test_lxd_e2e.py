@@ -76,13 +76,9 @@ def service(workdir, public_dir, serial_guest, tls_files):
     proc.lxd_socket = public_dir / "lxd.sock"
     proc.lxd_url = f"https://127.0.0.1:{tls_port}"
     proc.start()
-    # The guest is shared with the other serial tests of the session: booted here, after the
-    # service runs, and powered off at the end for the next module to boot again.
-    serial_guest.destroy()
-    serial_guest.start(wait=True)
+    serial_guest.start(wait=True)  # booted after the service runs: its whole boot is captured
     yield proc
     proc.stop()
-    serial_guest.destroy()
 
 
 @pytest.fixture(scope="module")
