@@ -146,9 +146,6 @@ sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Pyth
     "$REPO/tools/webclients.sh"
     cmd_clients
     fetch_polkit_actions
-    # The least-privilege test runs the service as the package's system user.
-    id consoleproxy >/dev/null 2>&1 ||
-        useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin consoleproxy
     log "deps done in $((SECONDS - t0))s"
 }
 

@@ -49,15 +49,31 @@ def polkit(testbed, tmp_path_factory):
     reason = privatelibvirtd.unavailable_reason() or privatepolkit.unavailable_reason()
     if reason:
         _unavailable(reason)
-    try:
-        pwd.getpwnam(USER)
-    except KeyError:
-        _unavailable(f"no user {USER!r}: run tools/testbed.sh deps")
+    created = _ensure_user()
     root = Path(WORK) / f"polkit-{os.getpid()}"
     p = privatepolkit.PrivatePolkit(root, [RULES]).start()
     yield p
     p.close()
     shutil.rmtree(root, ignore_errors=True)
+    if created:
+        subprocess.run(["userdel", USER], check=True)
+
+
+def _ensure_user():
+    """
+    The package's user, made for this module when the host has none (and removed after it):
+    the Debian package test that runs later on the same host must see its own postinst make
+    the user, with the package's home directory and groups.
+
+    @return: whether it was made here.
+    """
+    try:
+        pwd.getpwnam(USER)
+        return False
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent",
+                        "--shell", "/usr/sbin/nologin", USER], check=True)
+        return True
 
 
 @pytest.fixture(scope="module")
