@@ -37,7 +37,7 @@ from vncproxy.audit import audit, refusal_reason
 from vncproxy.closecodes import CloseCode
 from vncproxy.hypervisor import HypervisorError, NoSuchInstance
 from vncproxy.serial.hub import HubBusy, HubFull
-from vncproxy.serial.manager import SerialUnavailable, capturable
+from vncproxy.serial.manager import SerialUnavailable, has_serial_pty
 from vncproxy.serial.text import plain_text
 from vncproxy.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from vncproxy.ratelimit import FailureLimiter
@@ -111,9 +111,9 @@ def check_serial_attach(ctx, info, force, read_only):
     """
     if ctx.serial is None:
         raise ApiError(501, "serial consoles are not enabled")
-    if not capturable(info):
+    if not has_serial_pty(info):
         raise ApiError(409, f"instance {info.name} has no serial console")
-    if not ctx.serial.capturable(info):
+    if not ctx.serial.serves(info):
         raise ApiError(409, f"serial console of instance {info.name} is not served here "
                             "([serial] domains)", CloseCode.CONSOLE_UNAVAILABLE)
     try:
