@@ -12,6 +12,8 @@ so the upgrade goes through the same resource tree as over TCP.
 """
 
 import json
+import re
+import struct
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -20,13 +22,14 @@ from autobahn.twisted.websocket import WebSocketClientProtocol
 from twisted.internet.address import IPv4Address
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.test import iosim
 from twisted.web.client import Agent, readBody
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
-from tests.support.fakevnc import FakeVncFactory
+from tests.support.fakevnc import HEIGHT, WIDTH, FakeVncFactory
 from vncproxy import config
 from vncproxy.hypervisor import VncEndpoint
 from vncproxy.hypervisor.fake import FakeHypervisor
@@ -268,10 +271,44 @@ class MemoryProxy:
         self.network.flush()
         data = accepted.leftover + viewer.received
         viewer.received = b""
-        import struct
         width, height = struct.unpack("!HH", data[:4])
         (length,) = struct.unpack("!I", data[20:24])
         return ServerInit(width, height, data[24:24 + length].decode())
+
+    def framebuffer_update(self, viewer, incremental=False):
+        """Ask for the whole framebuffer; return what came back (an update, or nothing)."""
+        self._send(viewer, struct.pack("!BBHHHH", 3, int(incremental), 0, 0, WIDTH, HEIGHT))
+        received, viewer.received = viewer.received, b""
+        return received
+
+    def refusal(self, url, origin=None):
+        """
+        Ask for a WebSocket upgrade of C{url} on the console listener and let the clock run
+        until the answer is complete (a slowed refusal takes clock time).
+
+        @return: (HTTP status, decoded JSON body or C{None}).
+        """
+        parts = urlsplit(url)
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        request = (f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\n"
+                   "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                   "Sec-WebSocket-Version: 13\r\n"
+                   + (f"Origin: {origin}\r\n" if origin else "") + "\r\n")
+        answer = _Answer(request.encode())
+        self.reactor.connectTCP(HOST, CONSOLE_PORT, _OneShot(answer))
+        deadline = self.reactor.seconds() + 60
+        self.network.flush()
+        while not answer.complete() and self.reactor.seconds() < deadline:
+            if not self.reactor.getDelayedCalls():
+                break
+            self.advance(min(c.getTime() for c in self.reactor.getDelayedCalls())
+                         - self.reactor.seconds())
+        assert answer.complete(), answer.data[:200]
+        if answer.status == 101:
+            answer.transport.loseConnection()
+            self.network.flush()
+            return 101, None
+        return answer.status, json.loads(answer.body) if answer.body else None
 
     def _send(self, viewer, data):
         if data:
@@ -283,6 +320,48 @@ class MemoryProxy:
         if stopped is not None:
             self.advance(5)
             self.settle(stopped)
+
+
+class _Answer(Protocol):
+    """Sends one request and keeps the HTTP answer (status line, headers, body)."""
+
+    def __init__(self, request):
+        self.request = request
+        self.data = b""
+        self.status = None
+        self.body = b""
+        self.lost = False
+
+    def connectionMade(self):
+        self.transport.write(self.request)
+
+    def dataReceived(self, data):
+        self.data += data
+
+    def connectionLost(self, reason):
+        self.lost = True
+
+    def complete(self):
+        head, sep, body = self.data.partition(b"\r\n\r\n")
+        if not sep:
+            return False
+        self.status = int(head.split(b" ", 2)[1])
+        if self.status == 101:
+            return True
+        length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+        if length and len(body) >= int(length.group(1)):
+            self.body = body[:int(length.group(1))]
+            return True
+        self.body = body
+        return self.lost
+
+
+class _OneShot(ClientFactory):
+    def __init__(self, protocol):
+        self.instance = protocol
+
+    def buildProtocol(self, addr):
+        return self.instance
 
 
 class _ImmediateCooperator:
