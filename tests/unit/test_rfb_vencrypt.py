@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.support.chunks import split
 from vncproxy.rfb import (
     HandshakeFailed,
     SecurityAccepted,
@@ -187,11 +188,6 @@ DOWNGRADES = [
 ]
 
 VECTORS = SUCCESS + FAILURES_INSIDE + FAILURES_CLEAR + DOWNGRADES
-
-
-def split(data, cuts):
-    points = [0, *sorted(set(cuts)), len(data)]
-    return [data[a:b] for a, b in zip(points, points[1:])]
 
 
 def run(vector, clear_chunks, inside_chunks):
