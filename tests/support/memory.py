@@ -34,6 +34,8 @@ from vncproxy import config
 from vncproxy.hypervisor import VncEndpoint
 from vncproxy.hypervisor.fake import FakeHypervisor
 from vncproxy.rfb import HandshakeFailed, SecurityAccepted, UpstreamHandshake, client_init
+from vncproxy.rfb.events import ServerInitReceived
+from vncproxy.rfb.serverinit import ServerInitReader
 from vncproxy.service import ConsoleProxyService
 
 API_KEY = "integration-test-key-0123456789"
@@ -268,12 +270,14 @@ class MemoryProxy:
         accepted = events[-1]
         assert isinstance(accepted, SecurityAccepted), accepted
         self._send(viewer, client_init(shared=True))
-        self.network.flush()
-        data = accepted.leftover + viewer.received
+        reader = ServerInitReader()
+        events = reader.receive_data(accepted.leftover + viewer.received)
         viewer.received = b""
-        width, height = struct.unpack("!HH", data[:4])
-        (length,) = struct.unpack("!I", data[20:24])
-        return ServerInit(width, height, data[24:24 + length].decode())
+        assert len(events) == 1 and isinstance(events[0], ServerInitReceived), events
+        message = events[0].message
+        viewer.received = events[0].leftover
+        width, height = struct.unpack("!HH", message[:4])
+        return ServerInit(width, height, message[24:].decode())
 
     def framebuffer_update(self, viewer, incremental=False):
         """Ask for the whole framebuffer; return what came back (an update, or nothing)."""
