@@ -9,7 +9,6 @@ listener and must reach QEMU's ServerInit through TLS, or be refused with a clea
 """
 
 import os
-import socket
 
 import pytest
 import pytest_twisted
@@ -17,6 +16,7 @@ from twisted.internet import reactor, threads
 
 from tests.support import api
 from tests.support.pki import issue, make_ca
+from tests.support.ports import free_port
 from tests.support.qemuvnc import QemuVnc, qemu_binary
 from tests.support.viewer import RfbRefused, RfbViewer, WebSocketPipe, open_websocket
 from vncproxy import config
@@ -74,12 +74,6 @@ def qemu_anonymous(qemu_available, tmp_path_factory):
     q = QemuVnc(tmp_path_factory.mktemp("qemu-anon"), tls="anonymous", password=PASSWORD).start()
     yield q
     q.stop()
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class InProcessProxy:

@@ -3,7 +3,6 @@ An in-process consoleproxy on real loopback sockets, with a fake hypervisor and 
 server standing in for libvirt and QEMU.
 """
 
-import socket
 from dataclasses import dataclass
 
 import pytest
@@ -11,6 +10,7 @@ import pytest_twisted
 from twisted.internet import reactor
 
 from tests.support.fakevnc import FakeVncFactory
+from tests.support.ports import free_port
 from tests.support.ptypair import PtyPair
 from tests.support.serialclient import FakeShell
 from vncproxy import config
@@ -19,12 +19,6 @@ from vncproxy.hypervisor.fake import FakeHypervisor
 from vncproxy.service import ConsoleProxyService
 
 API_KEY = "integration-test-key-0123456789"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
