@@ -4,11 +4,11 @@ hypervisor, the fake VNC server behind it, and clients that reach its listeners 
 C{iosim} transports instead of sockets. Time moves only by L{MemoryProxy.advance}; nothing
 sleeps, no thread runs.
 
-L{MemoryNetwork} plays the kernel: every C{connectTCP} the reactor records (Twisted's HTTP
-C{Agent}, the proxy's connection to QEMU) is joined to the factory listening on that port and
-the data is pumped until everybody is quiet. WebSocket clients are Autobahn's own
-(C{autobahn.twisted.testing.create_memory_agent}), served by the console listener's HTTP site,
-so the upgrade goes through the same resource tree as over TCP.
+L{MemoryNetwork} (tests/support/memorynet.py) plays the kernel: every C{connectTCP} the reactor
+records (Twisted's HTTP C{Agent}, the proxy's connection to QEMU) is joined to the factory
+listening on that port and the data is pumped until everybody is quiet. WebSocket clients are
+Autobahn's own (C{autobahn.twisted.testing.create_memory_agent}), served by the console
+listener's HTTP site, so the upgrade goes through the same resource tree as over TCP.
 """
 
 import json
@@ -19,17 +19,15 @@ from urllib.parse import urlsplit
 
 from autobahn.twisted.testing import MemoryReactorClockResolver, create_memory_agent
 from autobahn.twisted.websocket import WebSocketClientProtocol
-from twisted.internet.address import IPv4Address
 from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.protocol import ClientFactory, Protocol
-from twisted.test import iosim
 from twisted.web.client import Agent, readBody
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
 from tests.support.fakevnc import HEIGHT, WIDTH, FakeVncFactory
+from tests.support.memorynet import HOST, MemoryNetwork, client_address
 from vncproxy import config
 from vncproxy.hypervisor import VncEndpoint
 from vncproxy.hypervisor.fake import FakeHypervisor
@@ -40,92 +38,7 @@ from vncproxy.service import ConsoleProxyService
 
 API_KEY = "integration-test-key-0123456789"
 VM = "6f1b3c55-2f0e-4b8e-9a57-1f2d3c4b5a69"
-HOST = "127.0.0.1"
 API_PORT, CONSOLE_PORT, XVPVNC_PORT, NATIVE_PORT, VNC_PORT = 16080, 16081, 16082, 16083, 15900
-_CLIENT_PORTS = iter(range(40000, 60000))
-
-
-class _Transport(iosim.FakeTransport):
-    """An C{iosim} transport with the TCP socket options the proxy sets."""
-
-    def setTcpNoDelay(self, enabled):
-        pass
-
-    def setTcpKeepAlive(self, enabled):
-        pass
-
-    def abortConnection(self):
-        self.loseConnection()
-
-
-class MemoryNetwork:
-    """
-    Joins the connections a memory reactor records to the factories listening in memory, and
-    pumps bytes between them.
-    """
-
-    def __init__(self, reactor):
-        self.reactor = reactor
-        self.listeners = {}  # port -> factory
-        self.pumps = []
-        self._seen = 0
-        self._claimed = set()  # connections Autobahn's memory agent joined itself
-
-    def listen(self, port, factory):
-        self.listeners[port] = factory
-
-    def add(self, pump):
-        """The Autobahn memory agent's C{IPumper} side: it joined a connection itself."""
-        self.pumps.append(pump)
-        port = pump.serverIO.getHost().port
-        for index in range(self._seen, len(self.reactor.tcpClients)):
-            if index not in self._claimed and self.reactor.tcpClients[index][1] == port:
-                self._claimed.add(index)
-                return
-
-    def _join_new_connections(self):
-        joined = False
-        while self._seen < len(self.reactor.tcpClients):
-            host, port, client_factory, _, _ = self.reactor.tcpClients[self._seen]
-            connector = self.reactor.connectors[self._seen]
-            self._seen += 1
-            joined = True
-            if self._seen - 1 in self._claimed:
-                continue
-            server_factory = self.listeners.get(port)
-            if server_factory is None:
-                client_factory.clientConnectionFailed(connector, _refused())
-                continue
-            client_address = IPv4Address("TCP", HOST, next(_CLIENT_PORTS))
-            server_address = IPv4Address("TCP", host, port)
-            server = server_factory.buildProtocol(client_address)
-            client = client_factory.buildProtocol(server_address)
-            server_transport = _Transport(server, isServer=True, hostAddress=server_address,
-                                          peerAddress=client_address)
-            client_transport = _Transport(client, isServer=False, hostAddress=client_address,
-                                          peerAddress=server_address)
-            self.pumps.append(iosim.connect(server, server_transport, client, client_transport,
-                                            greet=False))
-        return joined
-
-    def flush(self):
-        """Move bytes (and run due calls) until no connection has anything left to say."""
-        for _ in range(10000):
-            self.reactor.advance(0)
-            moved = self._join_new_connections()
-            for pump in list(self.pumps):
-                moved = pump.pump() or moved
-                if pump.clientIO.disconnected and pump.serverIO.disconnected:
-                    self.pumps.remove(pump)
-            if not moved and not any(c.getTime() <= self.reactor.seconds()
-                                     for c in self.reactor.getDelayedCalls()):
-                return
-        raise AssertionError("the in-memory network never went quiet")
-
-
-def _refused():
-    from twisted.python.failure import Failure
-    return Failure(ConnectionRefusedError())
 
 
 @implementer(IAgentEndpointFactory)
@@ -246,7 +159,7 @@ class MemoryProxy:
         console = self.service.getServiceNamed("console").factory
 
         def server():
-            return console.buildProtocol(IPv4Address("TCP", HOST, next(_CLIENT_PORTS)))
+            return console.buildProtocol(client_address())
 
         agent = create_memory_agent(self.reactor, self.network, server)
         options = {"origin": origin} if origin else {}

@@ -1,12 +1,13 @@
 """
-The in-memory network of tests/support/memory.py: what it joins, what it refuses, and that
+The in-memory network of tests/support/memorynet.py: what it joins, what it refuses, and that
 bytes cross it in both directions until both sides are quiet.
 """
 
+from autobahn.twisted.testing import MemoryReactorClockResolver
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
 
-from tests.support.memory import MemoryNetwork, MemoryReactorClockResolver
+from tests.support.memorynet import MemoryNetwork
 
 
 class Echo(Protocol):
