@@ -6,7 +6,7 @@ import pytest
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.testing import MemoryReactorClock
 
-from vncproxy.vnc import _tcp_endpoint
+from vncproxy.vncupstream import _tcp_endpoint
 
 
 @pytest.mark.parametrize("host, kind", [
