@@ -19,9 +19,11 @@ grant refused at step 3 was shown where it does not belong; it stays spent.
 
 Extension points:
 
-  - another kind of grant (a signed grant from a region, ...): a credential class with
-    C{kind} (for logs) and C{redeem(admission, peer)} returning a L{vncproxy.tokens.Grant} or
-    raising L{Refused}; L{TokenCredential} and L{PasswordCredential} are the two we have.
+  - another kind of grant: a credential class with C{kind} (for logs) and
+    C{redeem(admission, peer)} returning a L{vncproxy.tokens.Grant} or raising L{Refused};
+    L{TokenCredential} and L{PasswordCredential} are the two we have, and
+    L{vncproxy.grants.SignedGrantCredential} (a region's signed grant) is a token credential
+    with its own C{consume}.
   - another listener: a L{Listener} naming the console types it serves, and a C{open_session}
     callable that makes its session for a grant; the session's C{register()} registers it (or
     raises L{Refused}) and C{start()} runs it once the listener hands the connection over.
@@ -32,7 +34,7 @@ L{Admission.record} counts and audits a refusal; listeners call it for their own
 
 from dataclasses import dataclass, field
 
-from vncproxy.audit import audit
+from vncproxy.audit import audit, refusal_reason
 from vncproxy.closecodes import REASONS, CloseCode
 from vncproxy.tokens import TokenRejected
 
@@ -117,13 +119,21 @@ class TokenCredential:
     def redeem(self, admission, peer):
         ctx = admission.ctx
         try:
-            grant = ctx.tokens.consume(self.secret)
+            grant = self.consume(ctx)
         except TokenRejected as e:
             raise Refused(admission.failure(peer, str(e))) from None
         if self.instance is not None and self.instance not in (grant.instance_uuid,
                                                                grant.instance_name):
             raise Refused(admission.failure(peer, f"token {grant.id} is for another instance"))
         return grant
+
+    def consume(self, ctx):
+        """
+        The grant the secret carries (spent from now on). Other kinds of token override this.
+
+        @raise TokenRejected: when it carries none.
+        """
+        return ctx.tokens.consume(self.secret)
 
 
 @dataclass(frozen=True)
@@ -201,8 +211,8 @@ class Admission:
         Count and audit a refusal (C{fields}: extra audit fields such as C{console_type}).
         """
         self.ctx.metrics.refused(refusal.reason.replace(" ", "_"))
-        audit("refusal", peer=peer, reason=f"{refusal.reason}: {refusal.detail}"
-              if refusal.detail else refusal.reason, **fields)
+        audit("refusal", peer=peer, reason=refusal_reason(refusal.reason, refusal.detail),
+              **fields)
 
 
 __all__ = ["ADDRESS_LOCKED", "Admission", "Admitted", "CONSOLE", "Listener",

@@ -22,6 +22,7 @@ class ProxyContext:
     @ivar hypervisor: an L{vncproxy.interfaces.IHypervisor}.
     @ivar serial: the L{vncproxy.serial.manager.SerialManager} (serial capture, hubs, logs), or
         C{None} where serial consoles are not wired up.
+    @ivar grants: the L{vncproxy.grants.GrantVerifier} when the node accepts signed grants.
     @ivar vnc_tls: the L{vncproxy.vnctls.VncTls} settings toward VNC servers (default: none,
         so a VNC server requiring TLS is refused).
     @ivar fast_paths: the L{vncproxy.relay.FastPaths} that are on (default: those the config
@@ -36,6 +37,7 @@ class ProxyContext:
     serial: object = None
     metrics: object = None
     limiter: object = None  # FailureLimiter for token redemption failures, per source address
+    grants: object = None  # GrantVerifier of signed grants ([tokens] trusted_issuers), or None
     vnc_tls: VncTls = field(default_factory=VncTls)
     fast_paths: object = None  # vncproxy.relay.FastPaths; None: decided from config
 

@@ -41,8 +41,9 @@ from dataclasses import replace
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
-from vncproxy.admission import XVPVNC, PasswordCredential, Refusal, TokenCredential
+from vncproxy.admission import XVPVNC, PasswordCredential, Refusal
 from vncproxy.closecodes import REASONS, CloseCode
+from vncproxy.grants import credential
 from vncproxy.httpconnect import RESPONSES, BadRequest, ConnectRequestParser
 from vncproxy.ratelimit import PendingPerAddress
 from vncproxy.rfb import AuthResponse, DownstreamHandshake, DownstreamState, HandshakeFailed
@@ -254,7 +255,7 @@ class XvpVncProtocol(Protocol):
         if request.token is None and not ctx.limiter.blocked(self._peer):
             self._respond(Refusal(CloseCode.TOKEN_INVALID, 400, "no token"))
             return
-        outcome = ctx.admission.admit(self._peer, TokenCredential(request.token), XVPVNC,
+        outcome = ctx.admission.admit(self._peer, credential(ctx, request.token), XVPVNC,
                                       self._open_session)
         if isinstance(outcome, Refusal):
             self._respond(outcome)

@@ -5,7 +5,7 @@ this host's name looked up once.
 
 import pytest
 
-from vncproxy import config, urls
+from vncproxy import config, hostname, urls
 
 SECRET = "tok-EN_1"
 
@@ -20,6 +20,8 @@ def fqdn_calls(monkeypatch):
 
     urls.this_host.cache_clear()
     monkeypatch.setattr(urls.socket, "getfqdn", getfqdn)
+    # the name resolves beyond loopback, so it is the one named (vncproxy.hostname)
+    monkeypatch.setattr(hostname, "_addresses", lambda name: ["198.51.100.7"])
     yield calls
     urls.this_host.cache_clear()
 
