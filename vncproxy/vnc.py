@@ -41,7 +41,14 @@ from vncproxy.admission import Refusal, Refused
 from vncproxy.audit import audit
 from vncproxy.closecodes import CloseCode, reason_for
 from vncproxy.hypervisor import HypervisorError, NoSuchInstance
-from vncproxy.rfb import ClientInitReceived, DownstreamHandshake, DownstreamState, HandshakeFailed
+from vncproxy.rfb import (
+    ClientInitReceived,
+    DownstreamHandshake,
+    DownstreamState,
+    HandshakeFailed,
+    ServerInitReader,
+    ServerInitReceived,
+)
 from vncproxy.rfb.wire import client_init
 from vncproxy.sessions import LimitReached, SessionTimer
 from vncproxy.vncupstream import UpstreamConnection
@@ -56,14 +63,17 @@ class State(enum.Enum):
     """
     A session's states; L{VncSession._end} is the only way to CLOSED::
 
-        CONNECTING --QEMU's handshake done--> DOWNSTREAM --viewer's ClientInit--> RELAYING
+        CONNECTING --QEMU's handshake done--> DOWNSTREAM --viewer's ClientInit--> SERVER_INIT
             |                                     |                                 |
-            +--cannot reach the console----> REFUSING (the viewer is told why)     |
+            |                                     |            QEMU's ServerInit checked
+            |                                     |                                 v
+            +--cannot reach the console----> REFUSING (the viewer is told why)  RELAYING
             +-------------------+-----------------+---------------------------------+--> CLOSED
     """
 
     CONNECTING = "looking the console up, connecting, QEMU's handshake"
     DOWNSTREAM = "the viewer's handshake with us (QEMU waits for ClientInit)"
+    SERVER_INIT = "ClientInit sent: QEMU's ServerInit is read and checked before the viewer's"
     RELAYING = "bytes relayed both ways"
     REFUSING = "the viewer is being told in RFB terms why it cannot connect"
     CLOSED = "ended"
@@ -122,6 +132,7 @@ class VncSession:
         self._state = State.CONNECTING
         self._downstream = downstream
         self._early = b""
+        self._server_init = None  # the ServerInitReader while SERVER_INIT
         self._splice = None
         self._refusal = None  # (code, detail) while REFUSING
         self._timeout = None
@@ -195,14 +206,17 @@ class VncSession:
 
     def upstream_lost(self):
         self._qemu = None
-        if self._state is State.RELAYING:
+        if self._state in (State.RELAYING, State.SERVER_INIT):
             self._upstream_gone()
 
     def _qemu_data(self, data):
-        """The relay's sink for QEMU's bytes."""
-        self._timer.activity()
-        self.bytes_to_viewer += len(data)
-        self._viewer.send(data)
+        """QEMU's bytes once our ClientInit went (the UpstreamConnection's sink)."""
+        if self._state is State.RELAYING:
+            self._timer.activity()
+            self.bytes_to_viewer += len(data)
+            self._viewer.send(data)
+        elif self._state is State.SERVER_INIT:
+            self._server_init_events(self._server_init.receive_data(data))
 
     def _upstream_gone(self):
         """
@@ -274,7 +288,9 @@ class VncSession:
             self.bytes_from_viewer += len(data)
             self._qemu.write(data)
             return
-        if self._downstream is None:
+        if self._downstream is None or self._state is State.SERVER_INIT:
+            # Before the handshake starts, or between the viewer's ClientInit and QEMU's
+            # ServerInit: held (bounded) until the relay starts.
             self._early += data
             if len(self._early) > MAX_EARLY_BYTES:
                 self._end(CloseCode.PROTOCOL_ERROR, "viewer sent data before the handshake")
@@ -309,14 +325,34 @@ class VncSession:
         if self._qemu is None:
             self._end(CloseCode.CONSOLE_CLOSED, "VNC server closed the connection")
             return
-        self._cancel_timeout()
-        self._state = State.RELAYING
         self._qemu.write(client_init(True) + leftover)
         self.bytes_from_viewer += len(leftover)
+        # QEMU's ServerInit is read and checked before the viewer sees it (a hostile server's
+        # 4 GiB desktop name never reaches a viewer); the handshake timeout still runs.
+        self._server_init = ServerInitReader()
+        self._state = State.SERVER_INIT
         pending = self._upstream.relay(self._qemu_data)
-        if pending:
-            self.bytes_to_viewer += len(pending)
-            self._viewer.send(pending)
+        self._server_init_events(self._server_init.receive_data(pending))
+
+    def _server_init_events(self, events):
+        for event in events:
+            if isinstance(event, ServerInitReceived):
+                self._relay(event.message + event.leftover)
+            elif isinstance(event, HandshakeFailed):
+                reason = f"bad ServerInit from the VNC server: {event.reason}"
+                self._log.warn("vnc session {grant_id}: {reason}", grant_id=self._grant.id,
+                               reason=reason)
+                self._end(CloseCode.CONSOLE_UNAVAILABLE, reason)
+
+    def _relay(self, pending):
+        self._cancel_timeout()
+        self._state = State.RELAYING
+        self.bytes_to_viewer += len(pending)
+        self._viewer.send(pending)
+        early, self._early = self._early, b""
+        if early:
+            self.bytes_from_viewer += len(early)
+            self._qemu.write(early)
         self._splice = relay.start(self._ctx.fast_paths, self._qemu, self._viewer, self._spliced)
         # Each side throttles the other: when the viewer's socket buffer fills, reading from
         # QEMU pauses, and the other way round.

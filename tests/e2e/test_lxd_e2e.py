@@ -30,6 +30,15 @@ READY = b"CONSOLEPROXY-TESTBED-READY"
 
 
 @pytest.fixture(scope="module")
+def serial_guest(testbed):
+    """A guest of this module's own: the session's serial guest must still be off when
+    test_serial_e2e starts it (that module checks the whole boot is captured)."""
+    guest = testbed.make_guest(f"cp-e2e-lxd-{os.getpid()}", vnc_password=None, start=False)
+    yield guest
+    guest.undefine()
+
+
+@pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     return tmp_path_factory.mktemp("consoleproxy-lxd")
 
@@ -67,7 +76,7 @@ def service(workdir, public_dir, serial_guest, tls_files):
     proc.lxd_socket = public_dir / "lxd.sock"
     proc.lxd_url = f"https://127.0.0.1:{tls_port}"
     proc.start()
-    serial_guest.start(wait=True)
+    serial_guest.start(wait=True)  # booted after the service runs: its whole boot is captured
     yield proc
     proc.stop()
 

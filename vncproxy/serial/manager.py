@@ -33,6 +33,7 @@ log. Times are UTC, from the reactor's clock. A domain that stops is no gap: not
 """
 
 import fnmatch
+import os
 from datetime import datetime, timezone
 
 from twisted.application.service import Service
@@ -74,8 +75,8 @@ def capturable(info, patterns=("*",)):
     UUID matches one of C{patterns} (C{[serial] domains}). A C{<serial type='dev'>} naming a host
     device (C{/dev/ttyS1}) is never touched.
     """
-    if not info.serial_pty or not info.serial_pty.startswith("/dev/pts/"):
-        return False
+    if not info.serial_pty or not os.path.normpath(info.serial_pty).startswith("/dev/pts/"):
+        return False  # normalised: "/dev/pts/../ptmx" is not under /dev/pts
     return selected(info.name, info.uuid, patterns)
 
 
