@@ -76,7 +76,7 @@ def service(workdir, public_dir, serial_guest, tls_files):
     proc.lxd_socket = public_dir / "lxd.sock"
     proc.lxd_url = f"https://127.0.0.1:{tls_port}"
     proc.start()
-    serial_guest.start(wait=True)
+    serial_guest.start(wait=True)  # booted after the service runs: its whole boot is captured
     yield proc
     proc.stop()
 

@@ -359,3 +359,14 @@ def test_only_the_creator_may_use_the_secrets():
         store.redeem(operation.id, secrets["0"], "key-other")
     assert store.redeem(operation.id, secrets["0"], "cert-alice", strict=True)[1] == "0"
     assert store.redeem(operation.id, secrets["control"], None)[1] == "control"
+
+
+def test_lxd_family_renders_lxds_envelope_with_the_close_code():
+    """Once vncproxy.lxd.envelope is imported, errors of the lxd family (the /1.0 routes, the
+    site's early refusals there) are LXD's envelope, with the refusal's close code if any."""
+    from vncproxy.web.errors import ApiError, error_document, error_message
+
+    _, body = error_document(ApiError(409, "busy", CloseCode.LIMIT_REACHED), envelope.FAMILY)
+    assert body["type"] == "error" and body["error_code"] == 409 and body["error"] == "busy"
+    assert body["close_code"] == 4003
+    assert error_message(body) == (409, "busy")
