@@ -1,5 +1,6 @@
 """
-Audit events: one structured log event per grant, connect, refusal and close, in the
+Audit events: one structured log event per grant, connect, refusal, close, serial log read
+and serial log clear, in the
 C{consoleproxy.audit} namespace, with named fields (instance, console_type, peer, caller,
 duration, bytes_to_viewer, bytes_from_viewer, reason). Never a secret: callers pass grant ids,
 not tokens.
@@ -13,6 +14,8 @@ _TEMPLATES = {
     "grant": "granted {console_type} console of {instance} to {caller} (grant {grant_id})",
     "connect": "{console_type} console of {instance} opened from {peer} (grant {grant_id})",
     "refusal": "refused {console_type} console from {peer}: {reason}",
+    "log_read": "serial console log of {instance} read by {caller} from {peer} ({size} bytes)",
+    "log_clear": "serial console log of {instance} cleared by {caller} from {peer}",
     "close": ("{console_type} console of {instance} from {peer} closed after {duration:.1f}s: "
               "{reason} ({bytes_to_viewer} bytes to viewer, {bytes_from_viewer} from viewer)"),
 }
@@ -31,7 +34,8 @@ def refusal_reason(reason, detail):
 
 def audit(event, **fields):
     """
-    Emit one audit event; C{event} is one of grant, connect, refusal, close.
+    Emit one audit event; C{event} is one of grant, connect, refusal, close, log_read,
+    log_clear.
     """
     fields.setdefault("console_type", "-")
     _log.info(_TEMPLATES[event], audit=event, **fields)

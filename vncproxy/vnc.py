@@ -54,6 +54,8 @@ from vncproxy.rfb import (
     DownstreamState,
     HandshakeFailed,
     SecurityAccepted,
+    ServerInitReader,
+    ServerInitReceived,
     StartTLS,
     UpstreamHandshake,
 )
@@ -91,14 +93,17 @@ class State(enum.Enum):
     """
     A session's states; L{VncSession._end} is the only way to CLOSED::
 
-        CONNECTING --QEMU's handshake done--> DOWNSTREAM --viewer's ClientInit--> RELAYING
+        CONNECTING --QEMU's handshake done--> DOWNSTREAM --viewer's ClientInit--> SERVER_INIT
             |                                     |                                 |
-            +--cannot reach the console----> REFUSING (the viewer is told why)     |
+            |                                     |            QEMU's ServerInit checked
+            |                                     |                                 v
+            +--cannot reach the console----> REFUSING (the viewer is told why)  RELAYING
             +-------------------+-----------------+---------------------------------+--> CLOSED
     """
 
     CONNECTING = "looking the console up, connecting, QEMU's handshake"
     DOWNSTREAM = "the viewer's handshake with us (QEMU waits for ClientInit)"
+    SERVER_INIT = "ClientInit sent: QEMU's ServerInit is read and checked before the viewer's"
     RELAYING = "bytes relayed both ways"
     REFUSING = "the viewer is being told in RFB terms why it cannot connect"
     CLOSED = "ended"
@@ -196,6 +201,7 @@ class VncSession:
         self._vnc_host = None
         self._downstream = downstream
         self._early = b""
+        self._server_init = None
         self._to_viewer_after_handshake = b""
         self._splice = None
         self._refusal = None  # (code, detail) while REFUSING
@@ -311,6 +317,9 @@ class VncSession:
             self.bytes_to_viewer += len(data)
             self._viewer.send(data)
             return
+        if state is State.SERVER_INIT:
+            self._server_init_events(self._server_init.receive_data(data))
+            return
         if state is State.DOWNSTREAM:
             # QEMU must stay silent until it gets ClientInit; anything else is a protocol error.
             self._to_viewer_after_handshake += data
@@ -360,7 +369,7 @@ class VncSession:
 
     def _qemu_lost(self, reason):
         self._qemu = None
-        if self._state is State.RELAYING:
+        if self._state in (State.RELAYING, State.SERVER_INIT):
             self._upstream_gone()
         elif self._state in (State.CONNECTING, State.DOWNSTREAM):
             if self._tls_on:
@@ -452,7 +461,9 @@ class VncSession:
             self.bytes_from_viewer += len(data)
             self._qemu.write(data)
             return
-        if self._downstream is None:
+        if self._downstream is None or self._state is State.SERVER_INIT:
+            # Before the handshake starts, or between the viewer's ClientInit and QEMU's
+            # ServerInit: held (bounded) until the relay starts.
             self._early += data
             if len(self._early) > MAX_EARLY_BYTES:
                 self._end(CloseCode.PROTOCOL_ERROR, "viewer sent data before the handshake")
@@ -486,14 +497,34 @@ class VncSession:
         if self._qemu is None:
             self._end(CloseCode.CONSOLE_CLOSED, "VNC server closed the connection")
             return
-        self._cancel_timeout()
-        self._state = State.RELAYING
         self._qemu.write(client_init(True) + leftover)
         self.bytes_from_viewer += len(leftover)
+        # QEMU's ServerInit is read and checked before the viewer sees it (a hostile server's
+        # 4 GiB desktop name never reaches a viewer); the handshake timeout still runs.
+        self._server_init = ServerInitReader()
+        self._state = State.SERVER_INIT
         pending, self._to_viewer_after_handshake = self._to_viewer_after_handshake, b""
-        if pending:
-            self.bytes_to_viewer += len(pending)
-            self._viewer.send(pending)
+        self._server_init_events(self._server_init.receive_data(pending))
+
+    def _server_init_events(self, events):
+        for event in events:
+            if isinstance(event, ServerInitReceived):
+                self._relay(event.message + event.leftover)
+            elif isinstance(event, HandshakeFailed):
+                reason = f"bad ServerInit from the VNC server: {event.reason}"
+                self._log.warn("vnc session {grant_id}: {reason}", grant_id=self._grant.id,
+                               reason=reason)
+                self._end(CloseCode.CONSOLE_UNAVAILABLE, reason)
+
+    def _relay(self, pending):
+        self._cancel_timeout()
+        self._state = State.RELAYING
+        self.bytes_to_viewer += len(pending)
+        self._viewer.send(pending)
+        early, self._early = self._early, b""
+        if early:
+            self.bytes_from_viewer += len(early)
+            self._qemu.write(early)
         self._splice = relay.start(self._ctx.fast_paths, self._qemu, self._viewer, self._spliced)
         # Each side throttles the other: when the viewer's socket buffer fills, reading from
         # QEMU pauses, and the other way round.

@@ -91,7 +91,7 @@ class XvpVncProtocol(Protocol):
     def connectionMade(self):
         ctx = self.factory.ctx
         self._peer = _peer_host(self.transport)
-        if not self.factory.pending.admit(self._peer):
+        if not self.factory.pending.admit(self._peer, self.transport.abortConnection):
             # Counted, not audited: a flood of these must not flood the log as well.
             ctx.metrics.refused(REASONS[CloseCode.RATE_LIMITED].replace(" ", "_"))
             self.state = State.CLOSED
@@ -149,7 +149,7 @@ class XvpVncProtocol(Protocol):
             self._check = None
         if self._pending:
             self._pending = False
-            self.factory.pending.release(self._peer)
+            self.factory.pending.release(self._peer, self.transport.abortConnection)
 
     def _timed_out(self):
         self._deadline = None
@@ -390,7 +390,8 @@ class XvpVncFactory(Factory):
     def __init__(self, ctx, greet_at_once=False):
         self.ctx = ctx
         self.greet_at_once = greet_at_once
-        self.pending = PendingPerAddress(ctx.config.xvpvnc_max_pending_per_address)
+        self.pending = PendingPerAddress(ctx.config.xvpvnc_max_pending_per_address,
+                                         ctx.config.xvpvnc_max_pending)
 
 
 __all__ = ["State", "TcpViewer", "XvpVncFactory", "XvpVncProtocol"]

@@ -217,3 +217,36 @@ def test_anonymous_tls_refused_by_default(make_proxy, qemu_anonymous):
     with pytest.raises(RfbRefused) as refused:
         yield in_thread(proxy.open_console)
     assert "requires TLS (VeNCrypt) but no CA is configured" in str(refused.value)
+
+
+@pytest.fixture(scope="module")
+def qemu_plain(qemu_available, tmp_path_factory):
+    """QEMU without TLS, with a VNC password: it offers VNC Authentication only."""
+    q = QemuVnc(tmp_path_factory.mktemp("qemu-plain"), password=PASSWORD).start()
+    yield q
+    q.stop()
+
+
+@pytest.fixture(scope="module")
+def qemu_open(qemu_available, tmp_path_factory):
+    """QEMU without TLS or password: it offers None only."""
+    q = QemuVnc(tmp_path_factory.mktemp("qemu-open")).start()
+    yield q
+    q.stop()
+
+
+@pytest.mark.parametrize("version", [(3, 3), (3, 8)])
+@pytest_twisted.inlineCallbacks
+def test_with_a_ca_plain_qemu_is_refused_not_used_in_the_clear(make_proxy, qemu_plain,
+                                                                qemu_open, pki, version):
+    """With [vnc] tls_ca set, a real QEMU without TLS (offering VNC Authentication, or None) is
+    refused with the reason: no session in the clear, no DES response made with the password;
+    without a CA the same QEMU serves (the refusal is the CA's doing)."""
+    for qemu in (qemu_plain, qemu_open):
+        proxy = make_proxy(qemu, **tls(pki))
+        with pytest.raises(RfbRefused) as refused:
+            yield in_thread(proxy.open_console, version)
+        assert "does not offer VeNCrypt with X.509 but a CA is configured ([vnc] tls_ca): " \
+               "refusing to connect in the clear" in str(refused.value)
+    init = yield in_thread(make_proxy(qemu_plain).open_console, version)
+    assert init.name == "QEMU"
