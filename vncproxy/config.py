@@ -119,6 +119,8 @@ def _listeners(value):
         if name not in ("api", "console", "xvpvnc", "vnc"):
             raise ValueError(f"{name!r} is not a listener (api, console, xvpvnc, vnc)")
     return names
+
+
 def _issuers(value):
     from vncproxy.grants import parse_public_key  # cryptography: loaded only when used
 
