@@ -120,6 +120,9 @@ sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Pyth
     fi
     # npm installs xterm.js (tools/webclients.sh); a NodeSource nodejs already brings its own.
     command -v npm >/dev/null || missing="$missing $(apt_missing npm)"
+    # The least-privilege test runs the service as an unprivileged user, who cannot reach a
+    # venv built on a Python under /root: Debian's python3 with its packages serves it.
+    missing="$missing $(apt_missing "${DEBIAN_PY_PKGS[@]}")"
     missing=$(echo $missing)
     if [ -n "$missing" ]; then
         apt_install $missing

@@ -69,6 +69,8 @@ class ServiceProcess:
         """
         env = dict(os.environ, PYTHONPATH=str(REPO), **(env or {}))
         twistd = Path(python or sys.executable).with_name("twistd")
+        if not twistd.exists():  # Debian's /usr/bin/python3 has /usr/bin/twistd3
+            twistd = twistd.with_name("twistd3")
         self._log = open(self.log_path, "ab")
         as_user = {}
         if user is not None:

@@ -108,14 +108,16 @@ def service(daemon, guest, polkit):
 
 def service_python():
     """
-    An interpreter the service user can run: ours (CI builds .venv from Debian's python3), or
-    else a Debian venv's beside it (a venv made from a Python under /root, as on a developer's
-    machine, is out of an unprivileged user's reach).
+    An interpreter the service user can run: ours, or else a Debian venv's beside it, or else
+    Debian's own python3 with its python3-* packages (tools/testbed.sh deps installs them): a
+    venv made from a Python under /root, as on this machine kind, is out of an unprivileged
+    user's reach.
     """
     info = pwd.getpwnam(USER)
     ours = Path(sys.executable)
     for python in (ours, REPO / ".venv-debian" / "bin" / "python",
-                   ours.parents[1].with_name(".venv-debian") / "bin" / "python"):
+                   ours.parents[1].with_name(".venv-debian") / "bin" / "python",
+                   Path("/usr/bin/python3")):
         try:
             usable = python.exists() and subprocess.run(
                 [str(python), "-c", "import twisted, autobahn, libvirt"], capture_output=True,
