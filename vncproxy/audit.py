@@ -13,6 +13,10 @@ _TEMPLATES = {
     "grant": "granted {console_type} console of {instance} to {caller} (grant {grant_id})",
     "connect": "{console_type} console of {instance} opened from {peer} (grant {grant_id})",
     "refusal": "refused {console_type} console from {peer}: {reason}",
+    "sessions_listed": "{caller} listed the {count} console sessions of {instance}",
+    "session_ended": ("{caller} ended {console_type} console session {session_id} of {instance} "
+                      "(grant {grant_id})"),
+    "action": "{caller} sent {action} to {instance}",
     "close": ("{console_type} console of {instance} from {peer} closed after {duration:.1f}s: "
               "{reason} ({bytes_to_viewer} bytes to viewer, {bytes_from_viewer} from viewer)"),
 }
@@ -20,7 +24,8 @@ _TEMPLATES = {
 
 def audit(event, **fields):
     """
-    Emit one audit event; C{event} is one of grant, connect, refusal, close.
+    Emit one audit event; C{event} is one of grant, connect, refusal, close, sessions_listed,
+    session_ended, action.
     """
     fields.setdefault("console_type", "-")
     _log.info(_TEMPLATES[event], audit=event, **fields)

@@ -62,6 +62,25 @@ class IHypervisor(Interface):
             L{vncproxy.hypervisor.HypervisorError}.
         """
 
+    def send_keys(instance, keycodes, hold_ms):
+        """
+        Press keys on a running domain's keyboard together, hold them C{hold_ms} milliseconds,
+        and release them (libvirt's C{virDomainSendKey}).
+
+        @param keycodes: Linux input event codes (C{KEY_*} of C{linux/input-event-codes.h}),
+            1 to 16 of them, pressed in this order.
+        @return: a L{Deferred} firing with C{None} once the hypervisor accepted them, or failing
+            with L{vncproxy.hypervisor.NoSuchInstance},
+            L{vncproxy.hypervisor.InstanceNotRunning} or L{vncproxy.hypervisor.HypervisorError}.
+        """
+
+    def inject_nmi(instance):
+        """
+        Send a non-maskable interrupt to a running domain (libvirt's C{virDomainInjectNMI}).
+
+        @return: a L{Deferred} firing with C{None}, or failing as L{send_keys} does.
+        """
+
     def ping():
         """
         Check that the hypervisor answers.

@@ -1,13 +1,69 @@
 """
-The registry of live console sessions: per-instance limits and closing an instance's sessions.
+The registry of live console sessions: per-instance limits, closing an instance's sessions, and
+the inventory operators read (C{GET .../console_sessions}) and act on (C{DELETE}).
 
 A session is anything with a C{close(code, detail=None)} method: C{code} is a
-L{vncproxy.closecodes.CloseCode}, C{detail} an optional explanation added to its reason.
+L{vncproxy.closecodes.CloseCode}, C{detail} an optional explanation added to its reason. For the
+inventory it also has (every kind of session, whatever its listener):
+
+    grant               the L{vncproxy.tokens.Grant} that admitted it (C{id}, C{read_only})
+    peer                the viewer's address as its listener saw it
+    timer               its L{SessionTimer} (C{started_at}, C{last_activity})
+    bytes_to_viewer, bytes_from_viewer
+
+The listener that admitted it (C{websocket}, C{xvpvnc}, ...) is given to L{SessionRegistry.admit}.
 """
 
+import secrets
 from collections import defaultdict
+from dataclasses import dataclass
 
 from vncproxy.closecodes import CloseCode
+
+
+def peer_host(peer):
+    """
+    The host part of a peer string (Autobahn's C{tcp:1.2.3.4:5678}, C{tcp6:::1:5678}, C{unix});
+    anything else (already a bare address) unchanged.
+    """
+    kind, sep, rest = (peer or "").partition(":")
+    if sep and kind in ("tcp", "tcp4", "tcp6"):
+        return rest.rpartition(":")[0]
+    return peer
+
+
+@dataclass(frozen=True)
+class Entry:
+    """
+    One live session in the registry: C{id} is what operators name it by.
+    """
+
+    id: str
+    instance_uuid: str
+    console_type: str
+    listener: str
+    session: object
+
+    def describe(self):
+        """
+        The session's inventory row (times are clock seconds; the API renders them).
+        """
+        session = self.session
+        grant = session.grant
+        timer = session.timer
+        return {
+            "id": self.id,
+            "state": "open",
+            "console_type": self.console_type,
+            "mode": "read_only" if grant.read_only else "interactive",
+            "client": peer_host(session.peer),
+            "listener": self.listener,
+            "started_at": timer.started_at,
+            "last_activity_at": timer.last_activity,
+            "bytes_to_viewer": session.bytes_to_viewer,
+            "bytes_from_viewer": session.bytes_from_viewer,
+            "grant_id": grant.id,
+        }
 
 
 class LimitReached(Exception):
@@ -24,6 +80,7 @@ class SessionRegistry:
     def __init__(self, max_vnc):
         self._limits = {"vnc": max_vnc}
         self._sessions = defaultdict(set)  # (instance_uuid, console_type) -> {session}
+        self._entries = {}  # session -> Entry
 
     def count(self, instance_uuid, console_type):
         return len(self._sessions.get((instance_uuid, console_type), ()))
@@ -36,14 +93,35 @@ class SessionRegistry:
         if limit is not None and self.count(instance_uuid, console_type) >= limit:
             raise LimitReached(f"{console_type} console limit reached ({limit} sessions)")
 
-    def admit(self, instance_uuid, console_type, session):
+    def admit(self, instance_uuid, console_type, session, listener):
         """
         Register a session, enforcing the limit.
 
+        @param listener: the listener that admitted it (C{"websocket"}, C{"xvpvnc"}, ...).
+        @return: its L{Entry}.
         @raise LimitReached: when the instance is at its limit.
         """
         self.check(instance_uuid, console_type)
         self._sessions[(instance_uuid, console_type)].add(session)
+        entry = Entry(secrets.token_hex(6), instance_uuid, console_type, listener, session)
+        self._entries[session] = entry
+        return entry
+
+    def entries(self, instance_uuid):
+        """
+        The L{Entry} of every live session of one instance, oldest first.
+        """
+        live = [self._entries[s] for s in self.sessions(instance_uuid) if s in self._entries]
+        return sorted(live, key=lambda e: (e.session.timer.started_at or 0, e.id))
+
+    def find(self, instance_uuid, session_id):
+        """
+        The L{Entry} of one live session of C{instance_uuid}, or C{None}.
+        """
+        for entry in self.entries(instance_uuid):
+            if entry.id == session_id:
+                return entry
+        return None
 
     def release(self, instance_uuid, console_type, session):
         """
@@ -55,6 +133,7 @@ class SessionRegistry:
             live.discard(session)
             if not live:
                 del self._sessions[key]
+        self._entries.pop(session, None)
 
     def sessions(self, instance_uuid=None):
         """
@@ -124,6 +203,13 @@ class SessionTimer:
 
     def activity(self):
         self._last = self._clock.seconds()
+
+    @property
+    def last_activity(self):
+        """
+        The clock time of the last traffic either way (the start until there is any).
+        """
+        return self._last
 
     def _check_idle(self):
         quiet = self._clock.seconds() - self._last

@@ -207,6 +207,29 @@ class TokenStore:
             self._resumable[grant._key] = (
                 replace(grant, session_started_at=session_started_at), deadline)
 
+    def reservations(self, instance_uuid, now=None):
+        """
+        The reconnect-grace reservations of one instance: C{(grant, deadline)} pairs, each a
+        dropped session's token that may open one more session until C{deadline}.
+        """
+        if now is None:
+            now = self._clock.seconds()
+        self._sweep(now)
+        return [(grant, deadline) for grant, deadline in self._resumable.values()
+                if grant.instance_uuid == instance_uuid]
+
+    def cancel_reservation(self, instance_uuid, grant_id):
+        """
+        Make a reconnect-grace reservation unusable.
+
+        @return: the cancelled L{Grant}, or C{None} when there was no such reservation.
+        """
+        for key, (grant, _) in list(self._resumable.items()):
+            if grant.instance_uuid == instance_uuid and grant.id == grant_id:
+                del self._resumable[key]
+                return grant
+        return None
+
     def _sweep(self, now):
         expired = [k for k, g in self._grants.items() if g.expires_at <= now]
         for k in expired:

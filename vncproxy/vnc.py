@@ -182,6 +182,19 @@ class VncSession:
         self.bytes_from_viewer = 0
         self.bytes_spliced = 0  # the part of bytes_to_viewer that went by splice (zerocopy)
 
+    # the registry's inventory (vncproxy.sessions)
+    @property
+    def grant(self):
+        return self._grant
+
+    @property
+    def peer(self):
+        return self._peer
+
+    @property
+    def timer(self):
+        return self._timer
+
     # -- lifecycle -------------------------------------------------------------------------------
 
     def start(self):

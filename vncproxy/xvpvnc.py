@@ -209,7 +209,7 @@ class XvpVncProtocol(Protocol):
             return
         session = VncSession(ctx, grant, TcpViewer(self), self._peer)
         try:
-            ctx.sessions.admit(grant.instance_uuid, "vnc", session)
+            ctx.sessions.admit(grant.instance_uuid, "vnc", session, "xvpvnc")
         except LimitReached as e:
             ctx.tokens.release(grant, resumable=True, session_started_at=grant.session_started_at)
             self._respond(409, str(e))
@@ -285,7 +285,7 @@ class XvpVncProtocol(Protocol):
             return
         session = VncSession(ctx, grant, TcpViewer(self), self._peer, downstream=self._machine)
         try:
-            ctx.sessions.admit(grant.instance_uuid, "vnc", session)
+            ctx.sessions.admit(grant.instance_uuid, "vnc", session, "xvpvnc")
         except LimitReached as e:
             self._reject(CloseCode.LIMIT_REACHED, str(e), f"limit reached: {e}")
             return

@@ -158,7 +158,7 @@ def test_serial_token_is_not_a_vnc_console(env):
 def test_connect_at_the_session_limit(env):
     """An instance at its session limit gets 409 Conflict."""
     for _ in range(2):
-        env.sessions.admit("uuid-1", "vnc", object())
+        env.sessions.admit("uuid-1", "vnc", object(), "xvpvnc")
     token, _ = env.tokens.mint("uuid-1", "vnc")
     protocol, transport = connect(env)
     protocol.dataReceived(f"CONNECT /console?token={token} HTTP/1.1\r\n\r\n".encode())
@@ -276,7 +276,7 @@ def test_failures_count_only_against_instances_with_live_passwords(env):
 def test_native_session_limit(env):
     """A native login to an instance at its limit fails with the reason."""
     for _ in range(2):
-        env.sessions.admit("uuid-1", "vnc", object())
+        env.sessions.admit("uuid-1", "vnc", object(), "xvpvnc")
     _, grant = env.tokens.mint("uuid-1", "vnc")
     protocol, transport = connect(env)
     native_login(protocol, transport, env, grant.vnc_password.encode())

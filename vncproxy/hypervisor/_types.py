@@ -32,6 +32,12 @@ class ConsoleUnavailable(HypervisorError):
     """
 
 
+class InstanceNotRunning(HypervisorError):
+    """
+    The domain exists but is not running, so it cannot take keys or an NMI.
+    """
+
+
 @dataclass(frozen=True)
 class VncEndpoint:
     """

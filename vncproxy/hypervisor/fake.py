@@ -22,7 +22,7 @@ domain's console at a time: a second open fails unless forced, and a forced one 
 """
 
 import uuid as _uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from twisted.application.service import Service
 from twisted.internet import defer
@@ -36,6 +36,7 @@ from vncproxy.hypervisor._types import (
     DomainInfo,
     DomainState,
     HypervisorError,
+    InstanceNotRunning,
     LifecycleEvent,
     LifecycleKind,
     NoSuchInstance,
@@ -68,6 +69,7 @@ class _Domain:
     state: DomainState
     vnc: VncEndpoint | None
     serial_pty: str | None
+    keys_sent: list = field(default_factory=list)
 
     def info(self) -> DomainInfo:
         active = self.state in _ACTIVE
@@ -270,8 +272,32 @@ class FakeHypervisor(Service):
         self._consoles[domain.uuid] = (source, on_closed)
         return defer.succeed(source)
 
+    def send_keys(self, instance, keycodes, hold_ms):
+        return self._on_running(instance, lambda d: d.keys_sent.append(tuple(keycodes)))
+
+    def inject_nmi(self, instance):
+        return self._on_running(instance, lambda d: d.keys_sent.append("nmi"))
+
+    def keys_sent(self, instance: str) -> list:
+        """
+        What L{send_keys} (a tuple of key codes each) and L{inject_nmi} (C{"nmi"}) delivered to
+        a domain, in order.
+        """
+        return list(self._get(instance).keys_sent)
+
     def ping(self):
         return defer.succeed(bool(self.available))
+
+    def _on_running(self, instance, action):
+        if not self.available:
+            return defer.fail(HypervisorError("the fake hypervisor is unavailable"))
+        domain = self._find(instance)
+        if domain is None:
+            return defer.fail(NoSuchInstance(instance))
+        if domain.state not in _ACTIVE:
+            return defer.fail(InstanceNotRunning(f"instance {instance} is not running"))
+        action(domain)
+        return defer.succeed(None)
 
     # -- internals ------------------------------------------------------------------------
 

@@ -42,6 +42,7 @@ from vncproxy.hypervisor._types import (
     DomainInfo,
     DomainState,
     HypervisorError,
+    InstanceNotRunning,
     LifecycleEvent,
     LifecycleKind,
     NoSuchInstance,
@@ -239,6 +240,14 @@ class LibvirtHypervisor(Service):
 
     def open_console(self, instance, on_data, on_closed, force=False):
         return self._call(self._open_console, instance, on_data, on_closed, force)
+
+    def send_keys(self, instance, keycodes, hold_ms):
+        keycodes = list(keycodes)
+        return self._call(self._on_running, instance, lambda dom: dom.sendKey(
+            libvirt.VIR_KEYCODE_SET_LINUX, hold_ms, keycodes, len(keycodes), 0))
+
+    def inject_nmi(self, instance):
+        return self._call(self._on_running, instance, lambda dom: dom.injectNMI(0))
 
     def ping(self):
         d = self._call(lambda conn: conn.getLibVersion())
@@ -464,6 +473,21 @@ class LibvirtHypervisor(Service):
         except libvirt.libvirtError as e:
             if _error_code(e) == libvirt.VIR_ERR_NO_DOMAIN:  # undefined meanwhile
                 raise NoSuchInstance(instance) from None
+            raise
+
+    def _on_running(self, conn, instance: str, action) -> None:
+        """
+        Run C{action(dom)} on a running domain: a stopped one is L{InstanceNotRunning}.
+        """
+        dom = self._lookup(conn, instance)
+        try:
+            action(dom)
+        except libvirt.libvirtError as e:
+            code = _error_code(e)
+            if code == libvirt.VIR_ERR_NO_DOMAIN:  # undefined meanwhile
+                raise NoSuchInstance(instance) from None
+            if code == libvirt.VIR_ERR_OPERATION_INVALID and not dom.isActive():
+                raise InstanceNotRunning(f"instance {instance} is not running") from None
             raise
 
     def _open_console(self, conn, instance: str, on_data, on_closed, force: bool):

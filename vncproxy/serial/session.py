@@ -59,6 +59,19 @@ class SerialSession:
         self._timer = SessionTimer(ctx.reactor, ctx.config.idle_timeout, ctx.config.max_session,
                                    lambda code: self._end(code, None))
 
+    # the registry's inventory (vncproxy.sessions)
+    @property
+    def grant(self):
+        return self._grant
+
+    @property
+    def peer(self):
+        return self._peer
+
+    @property
+    def timer(self):
+        return self._timer
+
     @property
     def interactive(self):
         return not self._grant.read_only
@@ -73,8 +86,9 @@ class SerialSession:
 
     # -- the WebSocket's side ----------------------------------------------------------------
 
-    def admit(self):
+    def admit(self, listener):
         """
+        @param listener: the listener the viewer came in on (for the session inventory).
         @raise SerialRefused: 409 when the console is busy, full or not being captured.
         """
         grant, manager = self._grant, self._ctx.serial
@@ -91,7 +105,7 @@ class SerialSession:
         except HubFull as e:
             raise SerialRefused(409, CloseCode.LIMIT_REACHED, str(e)) from None
         try:
-            self._ctx.sessions.admit(grant.instance_uuid, "serial", self)
+            self._ctx.sessions.admit(grant.instance_uuid, "serial", self, listener)
         except Exception:
             self._place.leave()
             raise

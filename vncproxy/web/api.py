@@ -10,6 +10,8 @@ Three families of routes, each in the shape its clients already speak (INTERFACE
     POST /v2.1/{project_id}/servers/{server_id}/action             (os-getVNCConsole, ...)
     GET|DELETE /v1/instances/{instance}/console_log[?tail=N]     serial console log (raw bytes)
     GET|DELETE /1.0/instances/{name}/console                     the same, LXD shape
+    GET /v1/instances/{instance}/console_sessions, DELETE .../{id},
+    POST /v1/instances/{instance}/console_actions                operators (web/operator.py)
     GET  /healthz  GET /metrics  GET /openapi.json               no key needed
 
 The route table is the single list of what exists; C{openapi.json} describes the same routes
@@ -20,7 +22,6 @@ turns it into C{{"error": {"code", "message"}}}. Tokens appear only in response 
 import json
 import os
 import re
-from datetime import datetime, timezone
 from urllib.parse import quote, unquote, urlsplit
 
 from twisted.internet import defer
@@ -36,6 +37,7 @@ from vncproxy.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from vncproxy.sessions import LimitReached
 from vncproxy.web.auth import presented_key
 from vncproxy.web.errors import ApiError, read_json_object, render_error, render_json
+from vncproxy.web.operator import OperatorRoutes, iso_utc
 
 MAX_BODY = 64 * 1024
 _TAIL = re.compile(r"[0-9]{1,15}")
@@ -60,10 +62,6 @@ LEGACY_ACTIONS = {
     "os-getSPICEConsole": "spice",
     "os-getRDPConsole": "rdp",
 }
-
-
-def _iso(timestamp):
-    return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _compile(template):
@@ -131,6 +129,7 @@ class ApiResource(Resource):
             ("DELETE", "/v1/instances/{instance}/console_log", self._clear_log, True),
             ("GET", "/1.0/instances/{name}/console", self._get_log, True),
             ("DELETE", "/1.0/instances/{name}/console", self._clear_log_lxd, True),
+            *OperatorRoutes(ctx, self._lookup).routes(),
             ("GET", "/healthz", self._healthz, False),
             ("GET", "/metrics", self._metrics, False),
             ("GET", "/openapi.json", self._openapi, False),
@@ -256,8 +255,8 @@ class ApiResource(Resource):
         body = {
             "access_token": secret,
             "console_type": console_type,
-            "created_at": _iso(grant.created_at),
-            "expires_at": _iso(grant.expires_at),
+            "created_at": iso_utc(grant.created_at),
+            "expires_at": iso_utc(grant.expires_at),
             "force": force,
             "href": href,
         }

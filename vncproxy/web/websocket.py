@@ -29,7 +29,7 @@ from twisted.web import http
 from vncproxy.audit import audit
 from vncproxy.closecodes import REASONS, CloseCode
 from vncproxy.serial.session import SerialRefused, SerialSession
-from vncproxy.sessions import LimitReached
+from vncproxy.sessions import LimitReached, peer_host
 from vncproxy.tokens import TokenRejected
 from vncproxy.vnc import VncSession
 from vncproxy.zerocopy import websocket_header
@@ -43,14 +43,6 @@ _NO_CONSOLE_HERE = "no console at this path"
 _INTERNAL_ERROR = "internal error"
 #: The refusal reasons we write ourselves (never a secret); any other comes from Autobahn.
 _OWN_REASONS = set(REASONS.values()) | {_NO_CONSOLE_HERE, _INTERNAL_ERROR}
-
-
-def _source_address(peer):
-    """
-    The host part of Autobahn's peer string (C{tcp:1.2.3.4:5678}, C{tcp6:::1:5678}, C{unix}).
-    """
-    kind, _, rest = peer.partition(":")
-    return rest.rpartition(":")[0] if kind in ("tcp", "tcp4", "tcp6") else peer
 
 
 def _default_port(scheme):
@@ -172,7 +164,7 @@ class ConsoleServerProtocol(WebSocketServerProtocol):
 
     def _admit(self, request):
         ctx = self.factory.ctx
-        source = _source_address(request.peer)
+        source = peer_host(request.peer)
         path_instance = None
         match = _INSTANCE_PATH.fullmatch(request.path)
         if match:
@@ -199,7 +191,7 @@ class ConsoleServerProtocol(WebSocketServerProtocol):
             return self._admit_serial(request, grant)
         session = VncSession(ctx, grant, _WebSocketViewer(self), request.peer)
         try:
-            ctx.sessions.admit(grant.instance_uuid, "vnc", session)
+            ctx.sessions.admit(grant.instance_uuid, "vnc", session, "websocket")
         except LimitReached as e:
             ctx.tokens.release(grant, resumable=True, session_started_at=grant.session_started_at)
             return self._refuse(request, CloseCode.LIMIT_REACHED, 409, str(e))
@@ -210,7 +202,7 @@ class ConsoleServerProtocol(WebSocketServerProtocol):
         ctx = self.factory.ctx
         session = SerialSession(ctx, grant, _WebSocketViewer(self), request.peer)
         try:
-            session.admit()
+            session.admit("websocket")
         except SerialRefused as e:
             ctx.tokens.release(grant, resumable=True, session_started_at=grant.session_started_at)
             return self._refuse(request, e.close_code, e.status, e.message)
