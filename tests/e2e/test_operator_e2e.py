@@ -1,0 +1,102 @@
+"""
+End to end, real service, real guest: the operator lists the sessions of a VM (a VNC viewer on
+the WebSocket listener, one on the xvpvnc port, a serial viewer), ends one (its viewer sees
+4014), and sends console actions that the guest's kernel acknowledges on its serial console:
+Alt+SysRq+S ("sysrq: Emergency Sync") and an NMI ("NMI received for unknown reason").
+"""
+
+import time
+
+import pytest
+
+from tests.e2e.service import ServiceProcess
+from tests.support import api
+from tests.support.serialclient import SerialClient
+from tests.support.viewer import PipeClosed, RfbViewer, WebSocketPipe, open_websocket, xvp_connect
+from vncproxy.closecodes import CloseCode
+
+
+@pytest.fixture(scope="module")
+def service(vnc_guest, tmp_path_factory):
+    proc = ServiceProcess(tmp_path_factory.mktemp("operator"), serial__domains=vnc_guest.name)
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+def grant(service, guest, console_type="vnc", **body):
+    status, response = api.grant(service.api_url, service.key, guest.name, console_type, **body)
+    assert status == 200, response
+    return response
+
+
+def sessions(service, guest):
+    status, body = api.call(f"{service.api_url}/v1/instances/{guest.uuid}/console_sessions",
+                            key=service.key)
+    assert status == 200, body
+    return body["sessions"]
+
+
+def action(service, guest, body):
+    return api.call(f"{service.api_url}/v1/instances/{guest.name}/console_actions", "POST",
+                    body, key=service.key)
+
+
+def test_sessions_are_listed_and_one_is_ended_with_4014(service, vnc_guest):
+    """Three sessions of three kinds are listed; DELETE ends the WebSocket VNC one (its viewer
+    gets 4014), the others go on."""
+    ws_viewer = RfbViewer(WebSocketPipe(open_websocket(grant(service, vnc_guest)["href"])))
+    assert ws_viewer.handshake().name == f"QEMU ({vnc_guest.name})"
+    token = grant(service, vnc_guest)["access_token"]
+    response, pipe = xvp_connect("127.0.0.1", service.xvpvnc_port, f"/console?token={token}")
+    assert response.startswith(b"HTTP/1.1 200")
+    xvp_viewer = RfbViewer(pipe)
+    xvp_viewer.handshake()
+    serial = SerialClient(grant(service, vnc_guest, "serial", read_only=True)["href"])
+    try:
+        time.sleep(0.5)
+        rows = sessions(service, vnc_guest)
+        kinds = sorted((r["console_type"], r["listener"], r["mode"]) for r in rows)
+        assert kinds == [("serial", "websocket", "read_only"), ("vnc", "websocket", "interactive"),
+                         ("vnc", "xvpvnc", "interactive")]
+        assert all(r["client"] == "127.0.0.1" and r["state"] == "open" for r in rows)
+        target = next(r for r in rows if r["listener"] == "websocket" and r["console_type"] == "vnc")
+        status, _ = api.call(f"{service.api_url}/v1/instances/{vnc_guest.name}/console_sessions/"
+                             f"{target['id']}", "DELETE", key=service.key)
+        assert status == 204
+        with pytest.raises(PipeClosed) as closed:
+            while True:
+                ws_viewer.framebuffer_update(incremental=True)
+        assert closed.value.args[0] == (CloseCode.ENDED_BY_OPERATOR, "ended by operator")
+        xvp_viewer.framebuffer_update(incremental=False)  # still served
+        assert target["id"] not in [r["id"] for r in sessions(service, vnc_guest)]
+        assert len(sessions(service, vnc_guest)) == 2
+    finally:
+        serial.disconnect()
+        pipe.close()
+
+
+def test_sysrq_reaches_the_guest_kernel(service, vnc_guest):
+    """Alt+SysRq+S through virDomainSendKey: the kernel prints its acknowledgement."""
+    since = vnc_guest.serial_offset()
+    status, body = action(service, vnc_guest, {"action": "sysrq", "key": "s"})
+    assert status == 202, body
+    vnc_guest.wait_for_serial(b"sysrq: Emergency Sync", timeout=30, since=since)
+
+
+def test_nmi_reaches_the_guest_kernel(service, vnc_guest):
+    """virDomainInjectNMI: the kernel logs the NMI it cannot attribute to any source."""
+    since = vnc_guest.serial_offset()
+    status, body = action(service, vnc_guest, {"action": "nmi"})
+    assert status == 202, body
+    vnc_guest.wait_for_serial(b"NMI received for unknown reason", timeout=30, since=since)
+
+
+def test_send_keys_types_on_the_guest_console(service, vnc_guest):
+    """send-keys presses the named keys together on the VM's keyboard: Alt+SysRq+H spelled as
+    Linux key names makes the kernel print its SysRq help."""
+    since = vnc_guest.serial_offset()
+    status, body = action(service, vnc_guest, {"action": "send-keys",
+                                               "keys": ["KEY_LEFTALT", "KEY_SYSRQ", "KEY_H"]})
+    assert status == 202, body
+    vnc_guest.wait_for_serial(b"sysrq: HELP", timeout=30, since=since)
