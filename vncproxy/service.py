@@ -24,7 +24,8 @@ from vncproxy.web.api import ApiResource
 from vncproxy.web.auth import KeyChecker
 from vncproxy.web.clients import WebClients
 from vncproxy.web.site import ConsoleRoot, make_site
-from vncproxy.web.websocket import CLOSE_HANDSHAKE_TIMEOUT, make_factory
+from vncproxy.web.pageactions import PageActions
+from vncproxy.web.websocket import CLOSE_HANDSHAKE_TIMEOUT, make_factory, origin_allowed
 from vncproxy.xvpvnc import XvpVncFactory
 
 # Lifecycle events after which the domain's QEMU process is gone.
@@ -80,7 +81,9 @@ class ConsoleProxyService(MultiService):
                          allowed_origins=config.allowed_origins)
         self._console_factory = make_factory(self.ctx, secure)
         console_site = make_site(
-            ConsoleRoot(WebSocketResource(self._console_factory), web), config,
+            ConsoleRoot(WebSocketResource(self._console_factory), web,
+                        PageActions(self.ctx, lambda origin, host: origin_allowed(
+                            origin, host, config, secure))), config,
             reactor=reactor)
         self._listen("console", config.console_listen, console_site)
         self._listen("xvpvnc", config.xvpvnc_listen, XvpVncFactory(self.ctx))

@@ -123,6 +123,15 @@ class SessionRegistry:
                 return entry
         return None
 
+    def holder(self, token_key):
+        """
+        The L{Entry} of the live session that the token with this key opened, or C{None}.
+        """
+        if token_key is None:
+            return None
+        return next((e for e in list(self._entries.values())
+                     if e.session.grant._key == token_key), None)
+
     def release(self, instance_uuid, console_type, session):
         """
         Forget a session; calling it twice is harmless.

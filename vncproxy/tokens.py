@@ -99,6 +99,13 @@ class TokenStore:
     def __len__(self):
         return len(self._grants)
 
+    @staticmethod
+    def key_of(secret):
+        """
+        What a grant keeps of its token (C{Grant._key}): to recognise a token's session later.
+        """
+        return _digest(secret) if isinstance(secret, str) and secret else None
+
     def mint(self, instance_uuid, console_type, force=False, caller=None, instance_name="",
              read_only=False):
         if console_type not in CONSOLE_TYPES:

@@ -2,18 +2,24 @@
 End to end, real service, real guest: the operator lists the sessions of a VM (a VNC viewer on
 the WebSocket listener, one on the xvpvnc port, a serial viewer), ends one (its viewer sees
 4014), and sends console actions that the guest's kernel acknowledges on its serial console:
-Alt+SysRq+S ("sysrq: Emergency Sync") and an NMI ("NMI received for unknown reason").
+Alt+SysRq+S ("sysrq: Emergency Sync") and an NMI ("NMI received for unknown reason"); in
+Chromium, the serial page's menu sends SysRq for the interactive holder, never a read-only
+viewer.
 """
 
 import time
+from pathlib import Path
 
 import pytest
 
 from tests.e2e.service import ServiceProcess
 from tests.support import api
+from tests.support.browser import wait_for_line, watch
 from tests.support.serialclient import SerialClient
 from tests.support.viewer import PipeClosed, RfbViewer, WebSocketPipe, open_websocket, xvp_connect
 from vncproxy.closecodes import CloseCode
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
 @pytest.fixture(scope="module")
@@ -100,3 +106,49 @@ def test_send_keys_types_on_the_guest_console(service, vnc_guest):
                                                "keys": ["KEY_LEFTALT", "KEY_SYSRQ", "KEY_H"]})
     assert status == 202, body
     vnc_guest.wait_for_serial(b"sysrq: HELP", timeout=30, since=since)
+
+
+def _serial_page(browser, service, token):
+    context = browser.new_context(viewport={"width": 1024, "height": 600})
+    page = context.new_page()
+    log = watch(page)
+    page.goto(f"http://127.0.0.1:{service.console_port}/serial.html?token={token}")
+    page.wait_for_function("() => document.body.dataset.state === 'open'", timeout=15000)
+    return context, page, log
+
+
+def _send_from_menu(page, label):
+    page.click("#actions summary")
+    page.click(f"#actions button:has-text('{label}')")
+    page.wait_for_function(
+        "() => /^(Sent|Not sent)/.test(document.getElementById('action-status').textContent)",
+        timeout=15000)
+    return page.inner_text("#action-status")
+
+
+def test_serial_page_menu_sends_sysrq_for_the_writer_only(service, vnc_guest, browser):
+    """In Chromium, the serial page's "Send…" menu of a read-only viewer is refused and the
+    kernel prints nothing; the interactive holder's page sends Alt+SysRq+H and both terminals
+    show the kernel's SysRq help."""
+    watcher = grant(service, vnc_guest, "serial", read_only=True)["access_token"]
+    writer = grant(service, vnc_guest, "serial")["access_token"]
+    ro_context, ro_page, ro_log = _serial_page(browser, service, watcher)
+    rw_context, rw_page, rw_log = _serial_page(browser, service, writer)
+    try:
+        since = vnc_guest.serial_offset()
+        said = _send_from_menu(ro_page, "SysRq: help (h)")
+        assert said == "Not sent: a read-only session cannot send console actions"
+        time.sleep(3)
+        assert b"sysrq: HELP" not in vnc_guest.serial_output(since)
+        assert _send_from_menu(rw_page, "SysRq: help (h)") == "Sent SysRq: help (h)"
+        vnc_guest.wait_for_serial(b"sysrq: HELP", timeout=30, since=since)
+        wait_for_line(rw_page, "sysrq: HELP", timeout=15000)
+        wait_for_line(ro_page, "sysrq: HELP", timeout=15000)
+        ARTIFACTS.mkdir(exist_ok=True)
+        rw_page.screenshot(path=str(ARTIFACTS / "serial-page-sysrq-menu.png"))
+        for log, page in ((ro_log, ro_page), (rw_log, rw_page)):
+            # the read-only page's refused POST shows as a failed resource load, nothing else
+            assert [p for p in log.problems(page) if "403" not in p] == []
+    finally:
+        ro_context.close()
+        rw_context.close()

@@ -169,3 +169,51 @@ def test_console_actions_reach_the_hypervisor(proxy):
         action(proxy, {"action": "nmi"}, "off1"), action(proxy, {"action": "nmi"}, "nope")])
     assert [r[0] for r in refusals] == [400, 400, 400, 409, 404]
     assert "KEY_NOPE" in refusals[2][1]["error"]["message"]
+
+
+def page_action(proxy, body, origin=None):
+    headers = {"Origin": origin} if origin else {}
+    return api.call(f"{proxy.ws_url.replace('ws://', 'http://')}/console_actions", "POST", body,
+                    headers=headers)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_console_page_sends_actions_with_its_own_token_while_its_session_is_open(
+        proxy, serial_guest):
+    """On the console listener, the token of an open interactive session sends actions; a
+    read-only viewer's token, a token without a session, another site's page and a session
+    that ended are refused."""
+    def scenario():
+        writer_grant = grant(proxy, "ser1", "serial")
+        writer = SerialClient(local(proxy, writer_grant))
+        viewer_grant = grant(proxy, "ser1", "serial", read_only=True)
+        viewer = SerialClient(local(proxy, viewer_grant))
+        unused = grant(proxy, "ser1", "serial", read_only=True)
+        time.sleep(0.3)
+        own = f"http://127.0.0.1:{proxy.ws_url.rsplit(':', 1)[1]}"
+        answers = {
+            "writer": page_action(proxy, {"token": writer_grant["access_token"],
+                                          "action": "sysrq", "key": "h"}, origin=own),
+            "viewer": page_action(proxy, {"token": viewer_grant["access_token"],
+                                          "action": "nmi"}),
+            "unopened": page_action(proxy, {"token": unused["access_token"], "action": "nmi"}),
+            "bogus": page_action(proxy, {"token": "x" * 43, "action": "nmi"}),
+            "elsewhere": page_action(proxy, {"token": writer_grant["access_token"],
+                                             "action": "nmi"}, origin="https://evil.example"),
+            "bad": page_action(proxy, {"token": writer_grant["access_token"], "action": "x"}),
+        }
+        writer.disconnect()
+        viewer.disconnect()
+        time.sleep(0.3)
+        answers["ended"] = page_action(proxy, {"token": writer_grant["access_token"],
+                                               "action": "nmi"})
+        answers["get"] = api.call(f"{proxy.ws_url.replace('ws://', 'http://')}/console_actions")
+        return answers
+    answers = yield in_thread(scenario)
+    assert answers["writer"][0] == 202
+    assert proxy.hypervisor.keys_sent("ser1") == [(56, 99, 35)]
+    assert answers["viewer"] == (403, {"error": {
+        "code": 403, "message": "a read-only session cannot send console actions"}})
+    assert answers["unopened"][0] == answers["bogus"][0] == answers["ended"][0] == 401
+    assert answers["elsewhere"][0] == 403 and answers["bad"][0] == 400
+    assert answers["get"][0] == 405

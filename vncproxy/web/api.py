@@ -30,14 +30,13 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from vncproxy.audit import audit
-from vncproxy.hypervisor import HypervisorError, NoSuchInstance
 from vncproxy.serial.hub import HubBusy, HubFull
 from vncproxy.serial.manager import SerialUnavailable, capturable
 from vncproxy.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from vncproxy.sessions import LimitReached
 from vncproxy.web.auth import presented_key
 from vncproxy.web.errors import ApiError, read_json_object, render_error, render_json
-from vncproxy.web.operator import OperatorRoutes, iso_utc
+from vncproxy.web.operator import OperatorRoutes, describe_instance, iso_utc
 
 MAX_BODY = 64 * 1024
 _TAIL = re.compile(r"[0-9]{1,15}")
@@ -129,7 +128,7 @@ class ApiResource(Resource):
             ("DELETE", "/v1/instances/{instance}/console_log", self._clear_log, True),
             ("GET", "/1.0/instances/{name}/console", self._get_log, True),
             ("DELETE", "/1.0/instances/{name}/console", self._clear_log_lxd, True),
-            *OperatorRoutes(ctx, self._lookup).routes(),
+            *OperatorRoutes(ctx).routes(),
             ("GET", "/healthz", self._healthz, False),
             ("GET", "/metrics", self._metrics, False),
             ("GET", "/openapi.json", self._openapi, False),
@@ -190,21 +189,8 @@ class ApiResource(Resource):
 
     # -- minting -------------------------------------------------------------------------------
 
-    @defer.inlineCallbacks
     def _lookup(self, instance):
-        """
-        Describe C{instance}: 404 when there is no such domain, 503 when libvirt cannot say.
-        """
-        try:
-            info = yield self._ctx.hypervisor.describe(instance)
-        except NoSuchInstance:
-            raise ApiError(404, f"instance {instance} not found") from None
-        except HypervisorError as e:
-            # An expected fault (libvirtd down or restarting): one line, no traceback.
-            self._log.warn("hypervisor lookup of {instance} failed: {error}", instance=instance,
-                           error=str(e))
-            raise ApiError(503, "hypervisor unavailable") from None
-        return info
+        return describe_instance(self._ctx, instance)
 
     @defer.inlineCallbacks
     def _mint(self, instance, console_type, force, caller, read_only=False):

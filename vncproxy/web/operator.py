@@ -15,6 +15,7 @@ audited with the API key's id.
 from datetime import datetime, timezone
 
 from twisted.internet import defer
+from twisted.logger import Logger
 
 from vncproxy.actions import BadAction, parse_action
 from vncproxy.audit import audit
@@ -24,6 +25,7 @@ from vncproxy.web.errors import ApiError, read_json_object
 
 MAX_BODY = 64 * 1024
 GRACE_PREFIX = "grace-"
+_log = Logger()
 
 
 def iso_utc(timestamp):
@@ -33,6 +35,24 @@ def iso_utc(timestamp):
     if timestamp is None:
         return None
     return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@defer.inlineCallbacks
+def describe_instance(ctx, instance):
+    """
+    Describe C{instance}: L{ApiError} 404 when there is no such domain, 503 when libvirt cannot
+    say.
+    """
+    try:
+        info = yield ctx.hypervisor.describe(instance)
+    except NoSuchInstance:
+        raise ApiError(404, f"instance {instance} not found") from None
+    except HypervisorError as e:
+        # An expected fault (libvirtd down or restarting): one line, no traceback.
+        _log.warn("hypervisor lookup of {instance} failed: {error}", instance=instance,
+                  error=str(e))
+        raise ApiError(503, "hypervisor unavailable") from None
+    return info
 
 
 def _reservation_row(grant, deadline):
@@ -55,13 +75,13 @@ def _reservation_row(grant, deadline):
 class OperatorRoutes:
     """
     @param ctx: the L{vncproxy.context.ProxyContext}.
-    @param lookup: C{lookup(instance)} -> Deferred L{DomainInfo}, failing with L{ApiError} 404
-        or 503 (the API's own lookup).
     """
 
-    def __init__(self, ctx, lookup):
+    def __init__(self, ctx):
         self._ctx = ctx
-        self._lookup = lookup
+
+    def _lookup(self, instance):
+        return describe_instance(self._ctx, instance)
 
     def routes(self):
         """
