@@ -4,11 +4,13 @@ the WebSocket listener, one on the xvpvnc port, a serial viewer), ends one (its 
 4014), and sends console actions that the guest's kernel acknowledges on its serial console:
 Alt+SysRq+S ("sysrq: Emergency Sync") and an NMI ("NMI received for unknown reason"); in
 Chromium, the serial page's menu sends SysRq for the interactive holder, never a read-only
-viewer.
+viewer; following the console log delivers a line typed later.
 """
 
+import http.client
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -152,3 +154,26 @@ def test_serial_page_menu_sends_sysrq_for_the_writer_only(service, vnc_guest, br
     finally:
         ro_context.close()
         rw_context.close()
+
+
+def test_follow_delivers_a_line_typed_later(service, vnc_guest):
+    """GET console_log?follow=true&tail=...: a command typed afterwards on the serial console
+    comes through the open response as the guest prints its output."""
+    parts = urlsplit(service.api_url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    conn.request("GET", f"/v1/instances/{vnc_guest.uuid}/console_log?follow=true&tail=0",
+                 headers={"X-Auth-Token": service.key})
+    response = conn.getresponse()
+    assert response.status == 200 and response.getheader("transfer-encoding") == "chunked"
+    writer = SerialClient(grant(service, vnc_guest, "serial")["href"])
+    try:
+        writer.type(b"echo follow-$((6*7))\r")
+        got = b""
+        deadline = time.monotonic() + 30
+        while b"follow-42\r\n" not in got:
+            assert time.monotonic() < deadline, got[-300:]
+            got += response.read1(65536)
+        assert b"echo follow-$((6*7))" in got  # the echo of the typing, then its output
+    finally:
+        writer.disconnect()
+        conn.close()

@@ -35,11 +35,13 @@ from vncproxy.serial.manager import SerialUnavailable, capturable
 from vncproxy.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from vncproxy.sessions import LimitReached
 from vncproxy.web.auth import presented_key
+from vncproxy.web.logfollow import LogFollower
 from vncproxy.web.errors import ApiError, read_json_object, render_error, render_json
 from vncproxy.web.operator import OperatorRoutes, describe_instance, iso_utc
 
 MAX_BODY = 64 * 1024
 _TAIL = re.compile(r"[0-9]{1,15}")
+_BOOLEANS = {b"true": True, b"1": True, b"false": False, b"0": False}
 OPENAPI_PATH = os.path.join(os.path.dirname(__file__), "openapi.json")
 
 # Nova: remote-consoles exists from 2.6; we answer as the newest microversion we know.
@@ -140,8 +142,8 @@ class ApiResource(Resource):
         request.notifyFinish().addBoth(finished.append)
 
         def respond(result):
-            if isinstance(result, bytes):  # a handler that wrote its own headers
-                return result
+            if isinstance(result, bytes) or result is NOT_DONE_YET:
+                return result  # a handler that wrote its own headers (or streams its answer)
             code, body = result
             return render_json(request, code, body)
 
@@ -152,6 +154,8 @@ class ApiResource(Resource):
             return render_error(request, ApiError(500, "internal error"))
 
         def write(data):
+            if data is NOT_DONE_YET:
+                return
             if not finished:  # the client may have gone away meanwhile
                 request.write(data)
                 request.finish()
@@ -290,12 +294,30 @@ class ApiResource(Resource):
             if not _TAIL.fullmatch(text):
                 raise ApiError(400, "tail must be a number of bytes")
             tail = int(text)
+        follow = request.args.get(b"follow", [b"false"])[0]
+        if follow not in _BOOLEANS:
+            raise ApiError(400, "follow must be true or false")
         info = yield self._console_log(instance)
-        data = self._ctx.serial.log(info.uuid).tail(tail)
+        manager = self._ctx.serial
+        follower = None
+        if _BOOLEANS[follow] and manager.is_captured(info.uuid):
+            follower = LogFollower(request, info.uuid)
+            try:  # joined before the tail is read: nothing is lost or repeated in between
+                place = manager.attach(info.uuid, follower, interactive=False, scrollback=False)
+            except (HubFull, SerialUnavailable) as e:
+                raise ApiError(409, f"cannot follow the console log: {e}") from None
+        data = manager.log(info.uuid).tail(tail)
         request.setResponseCode(200)
         request.setHeader(b"content-type", b"application/octet-stream")
         request.setHeader(b"cache-control", b"no-store")
-        return data
+        if follower is None:
+            return data
+        request.setHeader(b"x-content-type-options", b"nosniff")
+        request.write(data)
+        follower.follow(place)
+        self._log.info("{caller} follows the console log of {instance}", caller=caller,
+                       instance=info.uuid, event="follow_log")
+        return NOT_DONE_YET
 
     @defer.inlineCallbacks
     def _clear_log(self, request, caller, instance):
