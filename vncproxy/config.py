@@ -109,6 +109,7 @@ SCHEMA = {
     ("tokens", "token_ttl"): ("token_ttl", _positive(float), "180"),
     ("tokens", "reconnect_grace"): ("reconnect_grace", _non_negative(float), "15"),
     ("sessions", "max_vnc_sessions"): ("max_vnc_sessions", _positive(int), "2"),
+    ("sessions", "max_vnc_viewers"): ("max_vnc_viewers", _non_negative(int), "8"),
     ("sessions", "idle_timeout"): ("idle_timeout", _positive(float), "600"),
     ("sessions", "max_session"): ("max_session", _positive(float), "3600"),
     ("ratelimit", "window"): ("ratelimit_window", _positive(float), "60"),
@@ -161,6 +162,7 @@ class Config:
     token_ttl: float
     reconnect_grace: float
     max_vnc_sessions: int
+    max_vnc_viewers: int
     idle_timeout: float
     max_session: float
     ratelimit_window: float

@@ -54,7 +54,7 @@ class ConsoleProxyService(MultiService):
     def __init__(self, config, reactor, hypervisor, api_keys):
         super().__init__()
         tokens = TokenStore(reactor, config.token_ttl, config.reconnect_grace)
-        sessions = SessionRegistry(config.max_vnc_sessions)
+        sessions = SessionRegistry(config.max_vnc_sessions, config.max_vnc_viewers)
         self.ctx = ProxyContext(
             config=config,
             reactor=reactor,

@@ -72,26 +72,40 @@ class LimitReached(Exception):
     """
 
 
+def _read_only(session):
+    grant = getattr(session, "grant", None)
+    return bool(getattr(grant, "read_only", False))
+
+
 class SessionRegistry:
     """
-    @param max_vnc: the most VNC sessions one instance may have at once.
+    @param max_vnc: the most interactive VNC sessions one instance may have at once.
+    @param max_vnc_viewers: the most view-only VNC sessions one instance may have besides.
     """
 
-    def __init__(self, max_vnc):
-        self._limits = {"vnc": max_vnc}
+    def __init__(self, max_vnc, max_vnc_viewers=8):
+        self._limits = {("vnc", False): max_vnc, ("vnc", True): max_vnc_viewers}
         self._sessions = defaultdict(set)  # (instance_uuid, console_type) -> {session}
         self._entries = {}  # session -> Entry
 
-    def count(self, instance_uuid, console_type):
-        return len(self._sessions.get((instance_uuid, console_type), ()))
+    def count(self, instance_uuid, console_type, read_only=None):
+        """
+        The live sessions of one type (only the view-only ones, or only the others, when
+        C{read_only} is given).
+        """
+        live = self._sessions.get((instance_uuid, console_type), ())
+        if read_only is None:
+            return len(live)
+        return sum(1 for s in live if _read_only(s) == read_only)
 
-    def check(self, instance_uuid, console_type):
+    def check(self, instance_uuid, console_type, read_only=False):
         """
-        @raise LimitReached: when a new session of this type would exceed the limit.
+        @raise LimitReached: when a new session of this type (and mode) would exceed the limit.
         """
-        limit = self._limits.get(console_type)
-        if limit is not None and self.count(instance_uuid, console_type) >= limit:
-            raise LimitReached(f"{console_type} console limit reached ({limit} sessions)")
+        limit = self._limits.get((console_type, bool(read_only)))
+        if limit is not None and self.count(instance_uuid, console_type, bool(read_only)) >= limit:
+            kind = f"view-only {console_type}" if read_only else console_type
+            raise LimitReached(f"{kind} console limit reached ({limit} sessions)")
 
     def admit(self, instance_uuid, console_type, session, listener):
         """
@@ -101,7 +115,7 @@ class SessionRegistry:
         @return: its L{Entry}.
         @raise LimitReached: when the instance is at its limit.
         """
-        self.check(instance_uuid, console_type)
+        self.check(instance_uuid, console_type, _read_only(session))
         self._sessions[(instance_uuid, console_type)].add(session)
         entry = Entry(secrets.token_hex(6), instance_uuid, console_type, listener, session)
         self._entries[session] = entry

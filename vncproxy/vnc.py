@@ -56,6 +56,7 @@ from vncproxy.rfb import (
     StartTLS,
     UpstreamHandshake,
 )
+from vncproxy.rfb.clientmsgs import ClientProtocolError, ViewOnlyFilter
 from vncproxy.rfb.wire import client_init
 from vncproxy.sessions import SessionTimer
 from vncproxy import writethrough
@@ -178,6 +179,8 @@ class VncSession:
         self._cancel_on_end = None
         self._timer = SessionTimer(self._reactor, ctx.config.idle_timeout,
                                    ctx.config.max_session, lambda code: self._end(code, None))
+        # View-only sessions: the viewer->QEMU direction goes through this filter (input dropped).
+        self._view_only = ViewOnlyFilter() if grant.read_only else None
         self.bytes_to_viewer = 0
         self.bytes_from_viewer = 0
         self.bytes_spliced = 0  # the part of bytes_to_viewer that went by splice (zerocopy)
@@ -421,7 +424,10 @@ class VncSession:
         if self._relaying:
             self._timer.activity()
             self.bytes_from_viewer += len(data)
-            self._qemu.write(data)
+            if self._view_only is not None:
+                data = self._filter_input(data)
+            if data:
+                self._qemu.write(data)
             return
         if self._downstream is None:
             self._early += data
@@ -451,6 +457,17 @@ class VncSession:
         self._end(None, "viewer dropped" if resumable else "viewer closed",
                   resumable=resumable)
 
+    def _filter_input(self, data):
+        """
+        A view-only session's bytes toward QEMU without the viewer's input; a message that
+        cannot be read ends the session (4011).
+        """
+        try:
+            return self._view_only.receive(data)
+        except ClientProtocolError as e:
+            self._end(CloseCode.PROTOCOL_ERROR, str(e))
+            return b""
+
     # -- relay -----------------------------------------------------------------------------------
 
     def _start_relay(self, leftover):
@@ -459,8 +476,12 @@ class VncSession:
             return
         self._cancel_timeout()
         self._relaying = True
-        self._qemu.write(client_init(True) + leftover)
         self.bytes_from_viewer += len(leftover)
+        if self._view_only is not None:
+            leftover = self._filter_input(leftover)
+            if self._closed:
+                return
+        self._qemu.write(client_init(True) + leftover)
         pending, self._to_viewer_after_handshake = self._to_viewer_after_handshake, b""
         if pending:
             self.bytes_to_viewer += len(pending)
@@ -538,4 +559,6 @@ class VncSession:
               grant_id=self._grant.id, caller=self._grant.caller,
               duration=now - (self._started_at or now), reason=reason,
               code=int(code) if code is not None else None,
-              bytes_to_viewer=self.bytes_to_viewer, bytes_from_viewer=self.bytes_from_viewer)
+              bytes_to_viewer=self.bytes_to_viewer, bytes_from_viewer=self.bytes_from_viewer,
+              mode="read-only" if self._view_only is not None else "interactive",
+              input_dropped=self._view_only.dropped_total if self._view_only is not None else 0)

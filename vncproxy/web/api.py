@@ -213,7 +213,7 @@ class ApiResource(Resource):
         if console_type == "serial":
             self._check_serial(info, force, read_only)
         try:
-            self._ctx.sessions.check(info.uuid, console_type)
+            self._ctx.sessions.check(info.uuid, console_type, read_only)
         except LimitReached as e:
             raise ApiError(409, str(e)) from None
         secret, grant = self._ctx.tokens.mint(
@@ -237,8 +237,6 @@ class ApiResource(Resource):
         read_only = body.get("read_only", False)
         if not isinstance(read_only, bool):
             raise ApiError(400, "read_only must be true or false")
-        if read_only and console_type != "serial":
-            raise ApiError(400, "read_only applies to serial consoles only")
         secret, grant = yield self._mint(instance, console_type, force, caller, read_only)
         href = (f"{self._ctx.config.websocket_base_url}/v1/instances/{grant.instance_uuid}"
                 f"/console?access_token={secret}")
@@ -375,7 +373,10 @@ class ApiResource(Resource):
             raise ApiError(400, "body must have a remote_console object")
         protocol, console_type = console.get("protocol"), console.get("type")
         self._check_pair(protocol, console_type)
-        secret, _ = yield self._mint(server_id, protocol, False, caller)
+        read_only = console.get("read_only", False)  # our extension of Nova's body
+        if not isinstance(read_only, bool):
+            raise ApiError(400, "read_only must be true or false")
+        secret, _ = yield self._mint(server_id, protocol, False, caller, read_only)
         return 200, {"remote_console": {
             "protocol": protocol, "type": console_type,
             "url": self._console_url(console_type, secret)}}
