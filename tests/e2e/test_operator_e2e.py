@@ -4,7 +4,9 @@ the WebSocket listener, one on the xvpvnc port, a serial viewer), ends one (its 
 4014), and sends console actions that the guest's kernel acknowledges on its serial console:
 Alt+SysRq+S ("sysrq: Emergency Sync") and an NMI ("NMI received for unknown reason"); in
 Chromium, the serial page's menu sends SysRq for the interactive holder, never a read-only
-viewer; following the console log delivers a line typed later.
+viewer; following the console log delivers a line typed later; noVNC on a read_only token
+types into the VM's screen and the guest never sees it, while an interactive session's typing
+runs.
 """
 
 import http.client
@@ -16,6 +18,7 @@ import pytest
 
 from tests.e2e.service import ServiceProcess
 from tests.support import api
+from tests.e2e.test_web_e2e import nova_url, wait_for_connected_canvas
 from tests.support.browser import wait_for_line, watch
 from tests.support.serialclient import SerialClient
 from tests.support.viewer import PipeClosed, RfbViewer, WebSocketPipe, open_websocket, xvp_connect
@@ -177,3 +180,51 @@ def test_follow_delivers_a_line_typed_later(service, vnc_guest):
     finally:
         writer.disconnect()
         conn.close()
+
+
+def _novnc_page(browser, service, guest, token):
+    context = browser.new_context(viewport={"width": 1024, "height": 768})
+    page = context.new_page()
+    log = watch(page)
+    page.goto(nova_url(f"http://127.0.0.1:{service.console_port}", token))
+    wait_for_connected_canvas(page, "#status", f"Connected to QEMU ({guest.name})",
+                              "#screen canvas")
+    return context, page, log
+
+
+def _echo_to_serial(page, word):
+    """Type `echo WORD > /dev/ttyS0` and Enter on the VM's screen. Shift is pressed for '>'
+    itself: QEMU maps key codes, and a '>' without Shift down arrives as '.' (NOTES.md)."""
+    page.click("#screen canvas")
+    page.keyboard.type(f"echo {word} ", delay=30)
+    page.keyboard.press("Shift+Period")
+    page.keyboard.type(" /dev/ttyS0", delay=30)
+    page.keyboard.press("Enter")
+
+
+def test_view_only_novnc_types_and_the_guest_never_sees_it(service, vnc_guest, browser):
+    """In Chromium, noVNC on a read_only token types a command into the VM's screen (its shell
+    on tty1): it never runs; the same typed on an interactive token runs (its output reaches
+    the serial log)."""
+    status, ro = api.grant(service.api_url, service.key, vnc_guest.name, "vnc", read_only=True)
+    assert status == 200 and ro["read_only"] is True, ro
+    since = vnc_guest.serial_offset()
+    context, page, log = _novnc_page(browser, service, vnc_guest, ro["access_token"])
+    try:
+        _echo_to_serial(page, "view-only-typed")
+        time.sleep(4)
+        row = next(r for r in sessions(service, vnc_guest) if r["mode"] == "read_only")
+        assert row["bytes_from_viewer"] > 0  # the keys left the browser...
+        page.screenshot(path=str(ARTIFACTS / "novnc-view-only-typed.png"))
+    finally:
+        context.close()
+    assert b"view-only-typed" not in vnc_guest.serial_output(since)  # ...and never ran
+    context, page, log = _novnc_page(browser, service, vnc_guest,
+                                     grant(service, vnc_guest)["access_token"])
+    try:
+        _echo_to_serial(page, "interactive-typed")
+        vnc_guest.wait_for_serial(b"interactive-typed", timeout=30, since=since)
+        page.screenshot(path=str(ARTIFACTS / "novnc-interactive-typed.png"))
+    finally:
+        context.close()
+    assert b"view-only-typed" not in vnc_guest.serial_output(since)
