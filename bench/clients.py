@@ -533,7 +533,7 @@ class WebsockifyTarget(_WebSocketTarget):
 
 class ProxyXvpTarget(_ProxyTarget):
     """
-    The xvpvnc listener (INTERFACE.md): C{CONNECT /console?token=T HTTP/1.1}, a blank line,
+    The xvpvnc listener (docs/api.md): C{CONNECT /console?token=T HTTP/1.1}, a blank line,
     C{HTTP/1.1 200 OK} back, then RFB with security None.
     """
 

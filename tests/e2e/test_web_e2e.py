@@ -82,7 +82,7 @@ def remote_console_url(service, instance):
 
 
 def nova_url(base, token):
-    """The URL Nova's remote-consoles returns for noVNC (INTERFACE.md), on C{base}."""
+    """The URL Nova's remote-consoles returns for noVNC (docs/api.md), on C{base}."""
     return f"{base}/vnc_auto.html?path={quote(f'websockify?token={token}', safe='')}"
 
 

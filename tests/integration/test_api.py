@@ -1,5 +1,5 @@
 """
-The token API over real HTTP: authentication, every status code of INTERFACE.md, JSON errors.
+The token API over real HTTP: authentication, every status code of docs/api.md, JSON errors.
 """
 
 import pytest

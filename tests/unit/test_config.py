@@ -13,7 +13,7 @@ ETC = pathlib.Path(__file__).resolve().parents[2] / "etc" / "consoleproxy.conf"
 
 
 def test_runs_on_builtin_defaults():
-    """With no file, the listeners and timeouts of INTERFACE.md apply."""
+    """With no file, the documented listeners and timeouts (docs/api.md, etc/consoleproxy.conf) apply."""
     c = config.load()
     assert c.api_listen == "tcp:6090:interface=127.0.0.1"
     assert c.console_listen == "tcp:6080"

@@ -1,7 +1,7 @@
 """
 Tests for L{vncproxy.rfb.downstream.DownstreamHandshake}, the RFB server the
 proxy runs toward a viewer.  The challenge is the one QEMU 7.2 sent in the
-testbed (NOTES.md); the viewer's responses are what a viewer computes.
+testbed (docs/qemu-facts.md); the viewer's responses are what a viewer computes.
 """
 
 import struct

@@ -1,7 +1,7 @@
 """
 Tests for L{vncproxy.rfb.upstream.UpstreamHandshake}, the RFB client the
 proxy runs toward QEMU.  Server bytes are those QEMU 7.2 sent in the testbed
-(NOTES.md, "Raw RFB bytes QEMU 7.2 sends").
+(docs/qemu-facts.md, "Raw RFB bytes QEMU 7.2 sends").
 """
 
 import struct

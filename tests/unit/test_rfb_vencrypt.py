@@ -1,7 +1,7 @@
 """
 Tests for the VeNCrypt (security type 19) part of
 L{vncproxy.rfb.upstream.UpstreamHandshake}.  Server bytes are those QEMU 7.2
-sent in the testbed (NOTES.md, "VNC with TLS (VeNCrypt)"): version 0.2, one
+sent in the testbed (docs/qemu-facts.md, "VNC with TLS (VeNCrypt)"): version 0.2, one
 subtype (X509Vnc with a password, X509None without), accept byte 1, then TLS.
 
 A transcript has a part in the clear (up to the accept byte) and a part

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from vncproxy.rfb.vncauth import check_response, new_challenge, vnc_response
 
-#: The challenge QEMU 7.2 sent in the testbed (NOTES.md).
+#: The challenge QEMU 7.2 sent in the testbed (docs/qemu-facts.md).
 QEMU_CHALLENGE = bytes.fromhex("737da4e29ed60ba9a0324f57f08a4053")
 
 KNOWN_ANSWERS = [
