@@ -194,7 +194,7 @@ def _novnc_page(browser, service, guest, token):
 
 def _echo_to_serial(page, word):
     """Type `echo WORD > /dev/ttyS0` and Enter on the VM's screen. Shift is pressed for '>'
-    itself: QEMU maps key codes, and a '>' without Shift down arrives as '.' (NOTES.md)."""
+    itself: QEMU maps key codes, and a '>' without Shift down arrives as '.' (docs/qemu-facts.md)."""
     page.click("#screen canvas")
     page.keyboard.type(f"echo {word} ", delay=30)
     page.keyboard.press("Shift+Period")
