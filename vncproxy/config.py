@@ -123,6 +123,7 @@ SCHEMA = {
     ("vnc", "tls_hostname"): ("vnc_tls_hostname", str, ""),
     ("vnc", "tls_anonymous"): ("vnc_tls_anonymous", _boolean, "false"),
     ("vnc", "zero_copy"): ("vnc_zero_copy", _boolean, "true"),
+    ("vnc", "connect"): ("vnc_connect", _one_of("graphics-fd", "tcp"), "graphics-fd"),
     ("xvpvnc", "native_wait"): ("xvpvnc_native_wait", _positive(float), "2"),
     ("xvpvnc", "max_pending_per_address"): ("xvpvnc_max_pending_per_address", _positive(int),
                                             "32"),
@@ -176,6 +177,7 @@ class Config:
     vnc_tls_hostname: str
     vnc_tls_anonymous: bool
     vnc_zero_copy: bool
+    vnc_connect: str
     xvpvnc_native_wait: float
     xvpvnc_max_pending_per_address: int
     xvpvnc_max_failures_per_instance: int

@@ -20,6 +20,8 @@ class ProxyContext:
         C{None} where serial consoles are not wired up.
     @ivar vnc_tls: the L{vncproxy.vnctls.VncTls} settings toward VNC servers (default: none,
         so a VNC server requiring TLS is refused).
+    @ivar vnc_connect: C{"graphics-fd"} or C{"tcp"}, the mode in effect (see
+        L{vncproxy.vncconnect.effective_mode}).
     """
 
     config: Config
@@ -31,3 +33,4 @@ class ProxyContext:
     metrics: object = None
     limiter: object = None  # FailureLimiter for token redemption failures, per source address
     vnc_tls: VncTls = field(default_factory=VncTls)
+    vnc_connect: str = "tcp"  # how sessions reach QEMU's VNC server (vncproxy.vncconnect)

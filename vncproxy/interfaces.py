@@ -74,6 +74,19 @@ class IHypervisor(Interface):
             L{vncproxy.hypervisor.InstanceNotRunning} or L{vncproxy.hypervisor.HypervisorError}.
         """
 
+    def open_graphics(instance):
+        """
+        A socket connected to a running domain's VNC server, already authenticated
+        (libvirt's C{virDomainOpenGraphicsFD} with C{VIR_DOMAIN_OPEN_GRAPHICS_SKIPAUTH}): the
+        server offers security type None on it.
+
+        @return: a L{Deferred} firing with the file descriptor of a connected UNIX stream
+            socket (the caller owns and closes it), or failing with
+            L{vncproxy.hypervisor.NoSuchInstance}, L{vncproxy.hypervisor.InstanceNotRunning},
+            L{vncproxy.hypervisor.GraphicsUnavailable} (the driver or the domain cannot) or
+            L{vncproxy.hypervisor.HypervisorError}.
+        """
+
     def inject_nmi(instance):
         """
         Send a non-maskable interrupt to a running domain (libvirt's C{virDomainInjectNMI}).

@@ -19,6 +19,7 @@ from vncproxy.serial.manager import SerialManager
 from vncproxy.sessions import SessionRegistry
 from vncproxy.tlslisten import is_tls, tls_server_endpoint
 from vncproxy.tokens import TokenStore
+from vncproxy import vncconnect
 from vncproxy.vnctls import VncTls
 from vncproxy.web.api import ApiResource
 from vncproxy.web.auth import KeyChecker
@@ -65,6 +66,7 @@ class ConsoleProxyService(MultiService):
             limiter=FailureLimiter(reactor, config.ratelimit_window,
                                    config.ratelimit_slow_after, config.ratelimit_refuse_after),
             vnc_tls=VncTls.from_config(config),
+            vnc_connect=vncconnect.effective_mode(config)[0],
         )
         self._reactor = reactor
         self._unsubscribe = None
@@ -98,6 +100,10 @@ class ConsoleProxyService(MultiService):
         service.setServiceParent(self)
 
     def startService(self):
+        mode, why = vncconnect.effective_mode(self.ctx.config)
+        if why:
+            self._log.info("VNC consoles connect over {mode}, not {configured}: {why}",
+                           mode=mode, configured=self.ctx.config.vnc_connect, why=why)
         self._unsubscribe = self.ctx.hypervisor.subscribe(self._lifecycle)
         super().startService()
         self._log.info("consoleproxy started: api {api}, console {console}, xvpvnc {xvpvnc}",

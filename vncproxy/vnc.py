@@ -30,6 +30,7 @@ C{resume_reading()} and a C{network_transport} attribute (the transport carrying
 """
 
 import ipaddress
+import os
 
 from twisted.internet import defer
 from twisted.internet.endpoints import (
@@ -46,7 +47,13 @@ from zope.interface import implementer
 
 from vncproxy.audit import audit
 from vncproxy.closecodes import CloseCode, reason_for
-from vncproxy.hypervisor import HypervisorError, NoSuchInstance
+from vncproxy import vncconnect
+from vncproxy.hypervisor import (
+    GraphicsUnavailable,
+    HypervisorError,
+    InstanceNotRunning,
+    NoSuchInstance,
+)
 from vncproxy.rfb import (
     ClientInitReceived,
     DownstreamHandshake,
@@ -237,15 +244,45 @@ class VncSession:
         vnc = info.vnc
         if vnc is None:
             raise _Refused(CloseCode.CONSOLE_UNAVAILABLE, "instance has no VNC console")
+        self._vnc_host = vnc.host
+        self._connect_started = self._reactor.seconds()
+        if self._ctx.vnc_connect == vncconnect.GRAPHICS_FD:
+            # Not kept in _connecting: cancelling it would lose the descriptor libvirt hands
+            # over; _adopt closes it when the session ended meanwhile.
+            d = self._ctx.hypervisor.open_graphics(info.uuid)
+            d.addCallback(self._adopt)
+            d.addErrback(self._graphics_refused, vnc)
+            return d
+        return self._connect_tcp(vnc)
+
+    def _adopt(self, fd):
+        """
+        libvirt's socket to QEMU's VNC server, past its authentication: QEMU offers security
+        type None on it.
+        """
+        if self._closed:
+            os.close(fd)
+            return
+        self._upstream = UpstreamHandshake(password=None, tls=None)
+        vncconnect.adopt(self._reactor, fd, _QemuProtocol(self))
+
+    def _graphics_refused(self, failure, vnc):
+        failure.trap(GraphicsUnavailable)
+        if self._closed:
+            return None
+        self._log.info("vnc session {grant_id}: libvirt gives no graphics socket for {instance} "
+                       "({error}); connecting over tcp", grant_id=self._grant.id,
+                       instance=self._grant.instance_uuid, error=failure.getErrorMessage())
+        return self._connect_tcp(vnc)
+
+    def _connect_tcp(self, vnc):
         timeout = self._ctx.config.vnc_connect_timeout
         if vnc.socket:
             endpoint = UNIXClientEndpoint(self._reactor, vnc.socket, timeout=timeout)
         else:
             endpoint = _tcp_endpoint(self._reactor, vnc.host, vnc.port, timeout)
         password = vnc.password.encode("utf-8") if vnc.password else None
-        self._vnc_host = vnc.host
         self._upstream = UpstreamHandshake(password=password, tls=self._ctx.vnc_tls.mode)
-        self._connect_started = self._reactor.seconds()
         self._connecting = connectProtocol(endpoint, _QemuProtocol(self))
         return self._connecting
 
@@ -256,6 +293,8 @@ class VncSession:
             self._refuse(failure.value.code, failure.value.detail)
         elif failure.check(NoSuchInstance):
             self._refuse(CloseCode.INSTANCE_STOPPED, "instance no longer exists")
+        elif failure.check(InstanceNotRunning):
+            self._refuse(CloseCode.INSTANCE_STOPPED, "instance is not running")
         elif failure.check(HypervisorError):
             self._refuse(CloseCode.CONSOLE_UNAVAILABLE, "hypervisor unavailable")
         elif failure.check(defer.CancelledError):

@@ -22,6 +22,7 @@ from vncproxy.hypervisor import (
     ConsoleUnavailable,
     DomainInfo,
     DomainState,
+    GraphicsUnavailable,
     HypervisorError,
     InstanceNotRunning,
     LifecycleEvent,
@@ -287,6 +288,21 @@ def test_keys_and_nmi_to_unknown_fail_with_no_such_instance(world, instance):
         yield world.hypervisor.send_keys(instance, [28], 100)
     with pytest.raises(NoSuchInstance):
         yield world.hypervisor.inject_nmi(instance)
+
+
+@pytest_twisted.inlineCallbacks
+def test_open_graphics_where_the_driver_cannot(world):
+    """libvirt's test driver cannot hand over a VNC socket: GraphicsUnavailable for a running
+    domain (the fake, by default, the same); a stopped one is InstanceNotRunning, an unknown one
+    NoSuchInstance."""
+    name, _, _ = _start_one(world)
+    with pytest.raises(GraphicsUnavailable, match="not supported"):
+        yield world.hypervisor.open_graphics(name)
+    with pytest.raises(NoSuchInstance):
+        yield world.hypervisor.open_graphics("contract-no-such-domain")
+    world.destroy(name)
+    with pytest.raises(InstanceNotRunning):
+        yield world.hypervisor.open_graphics(name)
 
 
 @pytest_twisted.inlineCallbacks

@@ -6,10 +6,13 @@ Alt+SysRq+S ("sysrq: Emergency Sync") and an NMI ("NMI received for unknown reas
 Chromium, the serial page's menu sends SysRq for the interactive holder, never a read-only
 viewer; following the console log delivers a line typed later; noVNC on a read_only token
 types into the VM's screen and the guest never sees it, while an interactive session's typing
-runs.
+runs; with graphics-fd (the default) the console opens while QEMU's VNC password is unknown to
+the service.
 """
 
 import http.client
+import secrets
+import subprocess
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -21,7 +24,8 @@ from tests.support import api
 from tests.e2e.test_web_e2e import nova_url, wait_for_connected_canvas
 from tests.support.browser import wait_for_line, watch
 from tests.support.serialclient import SerialClient
-from tests.support.viewer import PipeClosed, RfbViewer, WebSocketPipe, open_websocket, xvp_connect
+from tests.support.viewer import (
+    PipeClosed, RfbRefused, RfbViewer, WebSocketPipe, open_websocket, xvp_connect)
 from vncproxy.closecodes import CloseCode
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -168,7 +172,7 @@ def test_follow_delivers_a_line_typed_later(service, vnc_guest):
                  headers={"X-Auth-Token": service.key})
     response = conn.getresponse()
     assert response.status == 200 and response.getheader("transfer-encoding") == "chunked"
-    writer = SerialClient(grant(service, vnc_guest, "serial")["href"])
+    writer = SerialClient(grant(service, vnc_guest, "serial", force=True)["href"])
     try:
         writer.type(b"echo follow-$((6*7))\r")
         got = b""
@@ -228,3 +232,32 @@ def test_view_only_novnc_types_and_the_guest_never_sees_it(service, vnc_guest, b
     finally:
         context.close()
     assert b"view-only-typed" not in vnc_guest.serial_output(since)
+
+
+def _set_vnc_password(guest, password):
+    """Change the password QEMU's VNC server checks, behind libvirt's back (its XML keeps the
+    old one), as if it were a secret the service has no way to read."""
+    subprocess.run(["virsh", "-q", "-c", "qemu:///system", "qemu-monitor-command", guest.name,
+                    "--hmp", f"set_password vnc {password}"], check=True, capture_output=True)
+
+
+def test_graphics_fd_works_with_the_vnc_password_unknown(service, vnc_guest, tmp_path_factory):
+    """The service (default [vnc] connect = graphics-fd) opens the console while QEMU's VNC
+    password is one that appears nowhere, not even in libvirt's XML; a tcp-mode service, which
+    reads the password from the XML, cannot."""
+    tcp = ServiceProcess(tmp_path_factory.mktemp("operator-tcp"), vnc__connect="tcp").start()
+    _set_vnc_password(vnc_guest, secrets.token_hex(4))
+    try:
+        viewer = RfbViewer(WebSocketPipe(open_websocket(grant(service, vnc_guest)["href"])))
+        assert viewer.handshake().name == f"QEMU ({vnc_guest.name})"
+        assert len(viewer.framebuffer_update()) > 0
+        viewer.pipe.close()
+        status, body = api.grant(tcp.api_url, tcp.key, vnc_guest.name, "vnc")
+        assert status == 200, body
+        with pytest.raises(RfbRefused, match="(?i)auth"):
+            RfbViewer(WebSocketPipe(open_websocket(body["href"]))).handshake()
+    finally:
+        _set_vnc_password(vnc_guest, vnc_guest.vnc_password)
+        tcp.stop()
+    assert "connecting over tcp" not in service.log()
+    assert "secret1" not in service.log()

@@ -38,6 +38,13 @@ class InstanceNotRunning(HypervisorError):
     """
 
 
+class GraphicsUnavailable(HypervisorError):
+    """
+    The hypervisor will not hand over a socket to the domain's VNC server (the driver cannot,
+    the domain has no VNC graphics, QEMU refused).
+    """
+
+
 @dataclass(frozen=True)
 class VncEndpoint:
     """

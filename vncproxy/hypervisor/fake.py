@@ -35,6 +35,7 @@ from vncproxy.hypervisor._types import (
     ConsoleUnavailable,
     DomainInfo,
     DomainState,
+    GraphicsUnavailable,
     HypervisorError,
     InstanceNotRunning,
     LifecycleEvent,
@@ -133,6 +134,7 @@ class FakeHypervisor(Service):
 
     def __init__(self, reactor=None):
         self.available = True
+        self.graphics = None  # see open_graphics
         self._reactor = reactor
         self._domains: dict[str, _Domain] = {}
         self._listeners = Subscribers()
@@ -275,6 +277,20 @@ class FakeHypervisor(Service):
     def send_keys(self, instance, keycodes, hold_ms):
         return self._on_running(instance, lambda d: d.keys_sent.append(tuple(keycodes)))
 
+    def open_graphics(self, instance):
+        """
+        Like libvirt's test driver: not supported, unless C{graphics} was set to a callable
+        C{graphics(uuid) -> fd} (a test's stand-in for QEMU's authenticated socket).
+        """
+        def open_():
+            domain = self._running(instance)
+            if self.graphics is None:
+                raise GraphicsUnavailable("this function is not supported by the connection "
+                                          "driver")
+            return self.graphics(domain.uuid)
+
+        return defer.maybeDeferred(open_)
+
     def inject_nmi(self, instance):
         return self._on_running(instance, lambda d: d.keys_sent.append("nmi"))
 
@@ -288,16 +304,18 @@ class FakeHypervisor(Service):
     def ping(self):
         return defer.succeed(bool(self.available))
 
-    def _on_running(self, instance, action):
+    def _running(self, instance):
         if not self.available:
-            return defer.fail(HypervisorError("the fake hypervisor is unavailable"))
+            raise HypervisorError("the fake hypervisor is unavailable")
         domain = self._find(instance)
         if domain is None:
-            return defer.fail(NoSuchInstance(instance))
+            raise NoSuchInstance(instance)
         if domain.state not in _ACTIVE:
-            return defer.fail(InstanceNotRunning(f"instance {instance} is not running"))
-        action(domain)
-        return defer.succeed(None)
+            raise InstanceNotRunning(f"instance {instance} is not running")
+        return domain
+
+    def _on_running(self, instance, action):
+        return defer.maybeDeferred(lambda: action(self._running(instance)) and None)
 
     # -- internals ------------------------------------------------------------------------
 
