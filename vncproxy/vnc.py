@@ -310,8 +310,11 @@ class VncSession:
             transport.abortConnection()
             return
         self._qemu = transport
-        if hasattr(transport, "setTcpNoDelay"):  # UNIX sockets have no Nagle to switch off
-            transport.setTcpNoDelay(True)
+        if hasattr(transport, "setTcpNoDelay"):
+            try:
+                transport.setTcpNoDelay(True)
+            except OSError:  # a UNIX socket (adopted by Twisted < 23 as TCP) has no Nagle
+                pass
         if hasattr(transport, "bufferSize"):  # Twisted's recv() size (and write buffer mark)
             transport.bufferSize = READ_CHUNK
 
