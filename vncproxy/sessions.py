@@ -26,7 +26,9 @@ def peer_host(peer):
     The host part of a peer string (Autobahn's C{tcp:1.2.3.4:5678}, C{tcp6:::1:5678}, C{unix});
     anything else (already a bare address) unchanged.
     """
-    kind, sep, rest = (peer or "").partition(":")
+    if not peer:
+        return None
+    kind, sep, rest = peer.partition(":")
     if sep and kind in ("tcp", "tcp4", "tcp6"):
         return rest.rpartition(":")[0]
     return peer
@@ -50,20 +52,26 @@ class Entry:
         """
         session = self.session
         grant = session.grant
-        timer = session.timer
         return {
             "id": self.id,
             "state": "open",
             "console_type": self.console_type,
             "mode": "read_only" if grant.read_only else "interactive",
-            "client": peer_host(session.peer),
+            "client": peer_host(getattr(session, "peer", None)),
             "listener": self.listener,
-            "started_at": timer.started_at,
-            "last_activity_at": timer.last_activity,
-            "bytes_to_viewer": session.bytes_to_viewer,
-            "bytes_from_viewer": session.bytes_from_viewer,
+            "started_at": self.started_at,
+            "last_activity_at": getattr(getattr(session, "timer", None), "last_activity", None),
+            "bytes_to_viewer": getattr(session, "bytes_to_viewer", 0),
+            "bytes_from_viewer": getattr(session, "bytes_from_viewer", 0),
             "grant_id": grant.id,
         }
+
+    @property
+    def started_at(self):
+        """
+        When the session started (clock time), or C{None} before it did.
+        """
+        return getattr(getattr(self.session, "timer", None), "started_at", None)
 
 
 class LimitReached(Exception):
@@ -126,7 +134,7 @@ class SessionRegistry:
         The L{Entry} of every live session of one instance, oldest first.
         """
         live = [self._entries[s] for s in self.sessions(instance_uuid) if s in self._entries]
-        return sorted(live, key=lambda e: (e.session.timer.started_at or 0, e.id))
+        return sorted(live, key=lambda e: (e.started_at or 0, e.id))
 
     def find(self, instance_uuid, session_id):
         """

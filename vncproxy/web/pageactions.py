@@ -16,7 +16,6 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from vncproxy.actions import BadAction, parse_action
-from vncproxy.sessions import peer_host
 from vncproxy.web.errors import ApiError, read_json_object, render_error, render_json
 from vncproxy.web.operator import describe_instance, perform
 
@@ -61,7 +60,7 @@ class PageActions(Resource):
     @defer.inlineCallbacks
     def _act(self, request):
         ctx = self._ctx
-        source = peer_host(getattr(request.getClientAddress(), "host", None) or "")
+        source = getattr(request.getClientAddress(), "host", None) or "unix"
         if ctx.limiter.blocked(source):
             raise ApiError(429, "too many failed attempts")
         origin = request.getHeader(b"origin")
