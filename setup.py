@@ -1,12 +1,14 @@
 from setuptools import setup
 
-# Floors are Debian 12's own packages (the .deb depends on them).
+# Floors are Debian 12's own packages (the .deb depends on them). Twisted and Autobahn have an
+# upper bound too: the relay's fast paths (vncproxy/relay/) use their private names, checked at
+# start; constraints-tested.txt records the newest versions the whole suite passed on.
 setup(
     name="consoleproxy",
     version="0.1.0",
     description="Hypervisor-side console proxy for virtual machines (VNC over WebSocket, serial)",
     packages=["vncproxy", "vncproxy.rfb", "vncproxy.web", "vncproxy.hypervisor", "vncproxy.serial",
-              "twisted.plugins"],
+              "vncproxy.relay", "twisted.plugins"],
     # The web clients: our pages, and what tools/webclients.sh installed from npm (xterm.js, and
     # noVNC's library as the fallback for hosts without the system package novnc): run it first.
     package_data={
@@ -15,8 +17,8 @@ setup(
     },
     python_requires=">=3.11",
     install_requires=[
-        "twisted[tls]>=22.4",
-        "autobahn>=22.7",
+        "twisted[tls]>=22.4,<27",
+        "autobahn>=22.7,<27",
         "pyopenssl>=23.0",
         "service-identity>=18.1",
         "libvirt-python>=9.0",

@@ -7,6 +7,7 @@ ClientInit with a ServerInit, then obeys one-byte commands from its client::
     S <u64 n>     stream n bytes (byte i of a stream is i % 256), then wait for a command
     E             echo every byte that follows, for the rest of the connection
     R <u32 rate>  read and discard at most rate bytes per second, for the rest of the connection
+    U <u64 n>     read and discard n bytes (an upload), answer "D", then wait for a command
     (nothing)     stay idle
 
 Through the proxy the commands are ordinary client-to-server bytes (the relay passes bytes
@@ -29,7 +30,7 @@ NAME = b"bench backend"
 SERVER_INIT = struct.pack("!HH", 1024, 768) + PIXEL_FORMAT + struct.pack("!I", len(NAME)) + NAME
 CHUNK = bytes(range(256)) * 1024  # 256 KiB; a multiple of 256 keeps the i % 256 pattern
 
-_VERSION, _SECURITY, _CLIENT_INIT, _COMMAND, _ECHO, _SINK = range(6)
+_VERSION, _SECURITY, _CLIENT_INIT, _COMMAND, _ECHO, _SINK, _UPLOAD = range(7)
 
 
 class RfbBackend(asyncio.Protocol):
@@ -61,6 +62,16 @@ class RfbBackend(asyncio.Protocol):
         if state == _SINK:
             self._sink(len(data))
             return
+        if state == _UPLOAD:
+            self.received += len(data)
+            if len(data) < self._left:
+                self._left -= len(data)
+                return
+            data, self._left = data[self._left:], 0
+            self._state = _COMMAND
+            self.transport.write(b"D")
+            if not data:
+                return
         if state == _COMMAND:
             self.received += len(data)
         self._buf += data
@@ -116,6 +127,16 @@ class RfbBackend(asyncio.Protocol):
                 self._left = struct.unpack("!Q", buf[1:9])[0]
                 self._buf = buf[9:]
                 self._stream()
+            elif command == b"U":
+                if len(buf) < 9:
+                    return False
+                self._left = struct.unpack("!Q", buf[1:9])[0]
+                self._buf = buf[9:]
+                self._state = _UPLOAD
+                if self._buf:
+                    rest, self._buf = self._buf, b""
+                    self.data_received(rest)
+                    self.received -= len(rest)  # counted twice otherwise
             elif command == b"R":
                 if len(buf) < 5:
                     return False

@@ -160,6 +160,13 @@ class SyncConn:
             elif opcode == wsframe.OP_CLOSE:
                 raise Closed("close frame %s %s" % wsframe.close_code(payload))
 
+    @property
+    def websocket(self):
+        """
+        Whether this connection carries WebSocket frames (after the upgrade).
+        """
+        return self._decoder is not None
+
     def send(self, data):
         if self._decoder is not None:
             data = wsframe.encode(data)
@@ -503,9 +510,18 @@ class _ProxyTarget(Target):
     def __init__(self, info):
         self.port = info[self.listener]
         self._api = TokenApi(info["api_url"], info["key"], info["instance"])
+        self._instances = info.get("instances") or [info["instance"]]
 
     def prepare(self):
         return self._api.mint()
+
+    def prepare_many(self, count):
+        """
+        C{count} tokens, spread over the service's domains in turn.
+        """
+        instances = self._instances
+        return [self._api.grant(instance=instances[i % len(instances)])["access_token"]
+                for i in range(count)]
 
 
 class ProxyWebSocketTarget(_ProxyTarget, _WebSocketTarget):

@@ -83,3 +83,10 @@ def tree_total(pid, measure):
         except (OSError, ValueError):
             pass
     return total
+
+
+def descriptors(pid):
+    """
+    How many descriptors process C{pid} has open.
+    """
+    return len(os.listdir(f"/proc/{pid}/fd"))

@@ -36,12 +36,14 @@ from bench.service import REPO, SERIAL_SETTINGS, ServiceProcess, free_port, rais
 BENCH_VENV = REPO / ".bench-venv"
 
 PROFILES = {
-    "full": dict(bulk_bytes=256 << 20, repeats=5, rtt_count=2000, setup_count=100,
+    "full": dict(bulk_bytes=256 << 20, upload_bytes=128 << 20, repeats=5, rtt_count=2000, setup_count=100,
                  idle_sessions=1000, memory_repeats=2, websockify_idle_sessions=200,
-                 active_sessions=100, active_seconds=2.0, active_repeats=3),
-    "quick": dict(bulk_bytes=64 << 20, repeats=3, rtt_count=1000, setup_count=50,
+                 active_sessions=100, active_seconds=2.0, active_repeats=3,
+                 scale_sessions=10000, storm_sessions=1000, scale_domains=100),
+    "quick": dict(bulk_bytes=64 << 20, upload_bytes=32 << 20, repeats=3, rtt_count=1000, setup_count=50,
                   idle_sessions=1000, memory_repeats=1, websockify_idle_sessions=100,
-                  active_sessions=100, active_seconds=1.5, active_repeats=2),
+                  active_sessions=100, active_seconds=1.5, active_repeats=2,
+                  scale_sessions=2000, storm_sessions=1000, scale_domains=100),
 }
 
 # Serial fan-out (measures.serial_fanout): source output per run, viewers, runs.
@@ -104,6 +106,7 @@ class Bench:
         self.workdir = Path(tempfile.mkdtemp(prefix="consoleproxy-bench-"))
         self.websockify_path = find_websockify(args.websockify)
         self.profile_out = args.profile
+        self.service_settings = list(args.set)
         self.notes = []
         self.backend = None
         self.service = None
@@ -140,7 +143,8 @@ class Bench:
         self.service = ServiceProcess(f"127.0.0.1:{self.backend_port}",
                                       self.workdir / f"service-{time.monotonic_ns()}",
                                       settings=[f"{key}={value}"
-                                                for key, value in SERIAL_SETTINGS.items()],
+                                                for key, value in SERIAL_SETTINGS.items()]
+                                      + self.service_settings,
                                       serial_ptys=[os.ttyname(self._serial_follower)])
         self.info = self.service.info
         if self.profile_out and self.py_spy is None:
@@ -186,6 +190,20 @@ class Bench:
         if name == "bare":
             return self.bare.pid
         return None
+
+    def scale_service(self):
+        """
+        A fresh service with C{scale_domains} domains for the scale measure, and its WebSocket
+        target (the caller stops the service).
+        """
+        service = ServiceProcess(f"127.0.0.1:{self.backend_port}",
+                                 self.workdir / f"scale-{time.monotonic_ns()}",
+                                 # every connection comes from 127.0.0.1 here: lift the cap
+                                 # on one address's unfinished requests (32 by default)
+                                 settings=["http.max_pending_per_address=1000000",
+                                           *self.service_settings],
+                                 domains=self.scale_domains)
+        return service, ProxyWebSocketTarget(service.info)
 
     def memory_targets(self):
         out = []
@@ -255,6 +273,9 @@ def main(argv=None):
     parser.add_argument("--profile", default="",
                         help="record a py-spy profile of the service (.svg flame graph or "
                              ".json speedscope)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="a configuration value of the service under test (repeatable), "
+                             "e.g. relay.websocket_receive=false for an A/B run")
     parser.add_argument("--setup", action="store_true",
                         help="install websockify and py-spy into .bench-venv, then exit")
     args = parser.parse_args(argv)

@@ -101,7 +101,7 @@ def _run(args):
     from twisted.logger import globalLogBeginner, textFileLogObserver
 
     from vncproxy import config as _config
-    from vncproxy import eventloop
+    from vncproxy import relay
     from vncproxy.hypervisor import VncEndpoint
     from vncproxy.hypervisor.fake import FakeHypervisor
     from vncproxy.service import ConsoleProxyService
@@ -138,7 +138,7 @@ def _run(args):
     for i, (uuid, path) in enumerate(zip(serial_instances, args.serial_pty)):
         hypervisor.add_domain(f"bench-serial-{i}", uuid=uuid, serial_pty=path)
     key = "bench-" + os.urandom(16).hex()
-    eventloop.enable(reactor)  # as vncproxy.tap.makeService does
+    relay.enable_dispatch(reactor, config)  # as vncproxy.tap.makeService does
     service = ConsoleProxyService(config, reactor, hypervisor, [key])
     has_xvpvnc = "xvpvnc" in getattr(service, "namedServices", {})
 

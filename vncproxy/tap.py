@@ -51,12 +51,11 @@ def makeService(options, reactor=None, hypervisor=None):
     """
     if reactor is None:
         from twisted.internet import reactor
-    from vncproxy import eventloop
+    from vncproxy import relay
     from vncproxy.service import ConsoleProxyService
 
-    eventloop.enable(reactor)  # a cheaper dispatch per socket event (see vncproxy.eventloop)
-
     config = options["config_obj"]
+    relay.enable_dispatch(reactor, config)  # a cheaper dispatch per socket event
     try:
         keys = load_api_keys(config)
     except (KeyFileError, OSError) as e:

@@ -14,7 +14,8 @@ from twisted.internet import ssl
 from twisted.internet.endpoints import SSL4ServerEndpoint
 from twisted.python.filepath import FilePath
 
-from vncproxy.config import ConfigError, _parse_args
+from vncproxy.config import ConfigError
+from vncproxy.endpoints import parse_args as _parse_args
 
 #: The oldest protocol version a TLS listener speaks.
 MINIMUM_TLS = ssl.TLSVersion.TLSv1_2

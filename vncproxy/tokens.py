@@ -22,6 +22,7 @@ the token or the password consumes the grant. Passwords do not resume.
 
 import hashlib
 import secrets
+from itertools import islice
 from dataclasses import dataclass, field, replace
 
 from zope.interface import implementer
@@ -77,6 +78,17 @@ def _digest(secret):
 
 
 @implementer(ITokenStore)
+def _oldest(entries, batch=64):
+    """
+    The keys of C{entries} from the oldest, a few at a time (the caller deletes as it goes).
+    """
+    while entries:
+        keys = list(islice(entries, batch))
+        yield from keys
+        if len(keys) < batch:
+            return
+
+
 class TokenStore:
     """
     In-memory token store.
@@ -149,9 +161,12 @@ class TokenStore:
         key = _digest(secret)
         grant = self._grants.pop(key, None)
         self._passwords.pop(key, None)
+        if grant is not None and grant.expires_at <= now:
+            self.expired += 1
+            grant = None
         if grant is None:
             resumable = self._resumable.pop(key, None)
-            if resumable is None:
+            if resumable is None or resumable[1] <= now:
                 raise TokenRejected("token invalid, used or expired")
             grant = resumable[0]
         self.consumed[grant.console_type] = self.consumed.get(grant.console_type, 0) + 1
@@ -238,11 +253,23 @@ class TokenStore:
         return None
 
     def _sweep(self, now):
-        expired = [k for k, g in self._grants.items() if g.expires_at <= now]
-        for k in expired:
-            del self._grants[k]
+        # Every grant lives ttl seconds and every resumable entry reconnect_grace, so both
+        # dicts are in order of expiry (insertion order): the sweep stops at the first live
+        # entry, and costs nothing per call while nothing expires (not a scan of every live
+        # token on each mint and redemption: with 10,000 sessions that was the set-up's
+        # largest cost). A clock set back can leave an expired entry behind a live one:
+        # consume() checks each entry's own deadline too.
+        grants = self._grants
+        expired = 0
+        for k in _oldest(grants):
+            if grants[k].expires_at > now:
+                break
+            del grants[k]
             self._passwords.pop(k, None)
-        self.expired += len(expired)
-        stale = [k for k, (_, deadline) in self._resumable.items() if deadline <= now]
-        for k in stale:
-            del self._resumable[k]
+            expired += 1
+        self.expired += expired
+        resumable = self._resumable
+        for k in _oldest(resumable):
+            if resumable[k][1] > now:
+                break
+            del resumable[k]

@@ -38,13 +38,13 @@ from twisted.internet.endpoints import (
     TCP4ClientEndpoint,
     TCP6ClientEndpoint,
     UNIXClientEndpoint,
-    connectProtocol,
 )
 from twisted.internet.interfaces import IPushProducer
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from vncproxy.admission import Refusal, Refused
 from vncproxy.audit import audit
 from vncproxy.closecodes import CloseCode, reason_for
 from vncproxy import vncconnect
@@ -65,10 +65,9 @@ from vncproxy.rfb import (
 )
 from vncproxy.rfb.clientmsgs import ClientProtocolError, ViewOnlyFilter
 from vncproxy.rfb.wire import client_init
-from vncproxy.sessions import SessionTimer
-from vncproxy import writethrough
+from vncproxy.sessions import LimitReached, SessionTimer
+from vncproxy import relay
 from vncproxy.vnctls import TlsUnavailable
-from vncproxy.zerocopy import SpliceRelay
 
 # Bytes a viewer may send before the downstream handshake starts (it should send none).
 MAX_EARLY_BYTES = 64 * 1024
@@ -76,11 +75,9 @@ MAX_EARLY_BYTES = 64 * 1024
 STOP_EVENT_WAIT = 3.0
 # Relay tuning, measured with bench/ (docs/performance.md): QEMU's bytes are read in 256 KiB
 # chunks instead of Twisted's 64 KiB, so a screen update costs a quarter of the reads, WebSocket
-# frames and sends (bulk throughput +40-60%, server CPU per GB -45%); each chunk goes to the
-# viewer's socket in one send() (Twisted's default caps a send at 128 KiB). Flow control is
-# unchanged: the viewer's transport still pauses QEMU as soon as one chunk is waiting.
+# frames and sends (bulk throughput +40-60%, server CPU per GB -45%); see also
+# vncproxy.relay.VIEWER_SEND_LIMIT.
 READ_CHUNK = 256 * 1024
-VIEWER_SEND_LIMIT = 1024 * 1024
 
 
 def _tcp_endpoint(reactor, host, port, timeout):
@@ -95,6 +92,21 @@ def _tcp_endpoint(reactor, host, port, timeout):
         return HostnameEndpoint(reactor, host, port, timeout=timeout)
     endpoint = TCP6ClientEndpoint if family == 6 else TCP4ClientEndpoint
     return endpoint(reactor, host, port, timeout=timeout)
+
+
+class _QemuFactory(Factory):
+    """
+    C{connectProtocol}'s one-shot factory, without its "Starting factory" and "Stopping
+    factory" log lines for every session (C{noisy}).
+    """
+
+    noisy = False
+
+    def __init__(self, protocol):
+        self._protocol = protocol
+
+    def buildProtocol(self, addr):
+        return self._protocol
 
 
 class _Gone:
@@ -207,6 +219,19 @@ class VncSession:
 
     # -- lifecycle -------------------------------------------------------------------------------
 
+    def register(self):
+        """
+        Count against the instance's VNC session limit (L{vncproxy.admission}, step 4).
+
+        @raise Refused: 409 when the instance is at its limit.
+        """
+        try:
+            self._ctx.sessions.admit(self._grant.instance_uuid, "vnc", self,
+                                     self._viewer.listener)
+        except LimitReached as e:
+            raise Refused(Refusal(CloseCode.LIMIT_REACHED, 409, str(e),
+                                  f"limit reached: {e}")) from None
+
     def start(self):
         self._started_at = self._reactor.seconds()
         self._timer.start(self._grant.session_started_at)
@@ -264,7 +289,7 @@ class VncSession:
             os.close(fd)
             return
         self._upstream = UpstreamHandshake(password=None, tls=None)
-        vncconnect.adopt(self._reactor, fd, _QemuProtocol(self))
+        vncconnect.adopt(self._reactor, fd, _QemuFactory(_QemuProtocol(self)))
 
     def _graphics_refused(self, failure, vnc):
         failure.trap(GraphicsUnavailable)
@@ -283,7 +308,7 @@ class VncSession:
             endpoint = _tcp_endpoint(self._reactor, vnc.host, vnc.port, timeout)
         password = vnc.password.encode("utf-8") if vnc.password else None
         self._upstream = UpstreamHandshake(password=password, tls=self._ctx.vnc_tls.mode)
-        self._connecting = connectProtocol(endpoint, _QemuProtocol(self))
+        self._connecting = endpoint.connect(_QemuFactory(_QemuProtocol(self)))
         return self._connecting
 
     def _connect_failed(self, failure):
@@ -528,17 +553,7 @@ class VncSession:
         if pending:
             self.bytes_to_viewer += len(pending)
             self._viewer.send(pending)
-        viewer_transport = self._viewer.network_transport
-        if hasattr(viewer_transport, "SEND_LIMIT"):
-            viewer_transport.SEND_LIMIT = VIEWER_SEND_LIMIT
-        # Keystrokes and screen updates go out in the call that received them, not a reactor
-        # turn later (see vncproxy.writethrough).
-        writethrough.enable(self._qemu)
-        writethrough.enable(viewer_transport)
-        # Screen updates go from QEMU's socket to the viewer's without a copy when both are
-        # plain sockets (see vncproxy.zerocopy).
-        if self._ctx.config.vnc_zero_copy:
-            self._splice = SpliceRelay.install(self._qemu, self._viewer, self._spliced)
+        self._splice = relay.start(self._ctx.fast_paths, self._qemu, self._viewer, self._spliced)
         # Each side throttles the other: when the viewer's socket buffer fills, reading from
         # QEMU pauses, and the other way round.
         self._viewer.network_transport.registerProducer(_Throttle(self._qemu), True)

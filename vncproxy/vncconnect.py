@@ -20,8 +20,6 @@ import os
 import socket
 from urllib.parse import urlsplit
 
-from twisted.internet.protocol import Factory
-
 GRAPHICS_FD = "graphics-fd"
 TCP = "tcp"
 MODES = (GRAPHICS_FD, TCP)
@@ -51,23 +49,14 @@ def effective_mode(config):
     return GRAPHICS_FD, None
 
 
-def adopt(reactor, fd, protocol):
+def adopt(reactor, fd, factory):
     """
-    Hand the connected UNIX stream socket C{fd} to the reactor, running C{protocol} on it;
-    C{fd} is closed (the reactor keeps its own copy).
+    Hand the connected UNIX stream socket C{fd} to the reactor, with a protocol from
+    C{factory}; C{fd} is closed (the reactor keeps its own copy).
 
     @return: the transport.
     """
     try:
-        return reactor.adoptStreamConnection(fd, socket.AF_UNIX, _Once(protocol))
+        return reactor.adoptStreamConnection(fd, socket.AF_UNIX, factory)
     finally:
         os.close(fd)
-
-
-class _Once(Factory):
-    def __init__(self, protocol):
-        self._protocol = protocol
-
-    def buildProtocol(self, addr):
-        self._protocol.factory = self
-        return self._protocol

@@ -38,24 +38,15 @@ slowloris-style client cannot take the service's descriptors.
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
-from vncproxy.audit import audit
+from dataclasses import replace
+
+from vncproxy.admission import (ADDRESS_LOCKED, INSTANCE_LOCKED, WRONG_PASSWORD, XVPVNC,
+                                PasswordCredential, Refusal, TokenCredential)
 from vncproxy.closecodes import REASONS, CloseCode
 from vncproxy.httpconnect import RESPONSES, BadRequest, ConnectRequestParser
-from vncproxy.ratelimit import FailureLimiter, PendingPerAddress
+from vncproxy.ratelimit import PendingPerAddress
 from vncproxy.rfb import AuthResponse, DownstreamHandshake, HandshakeFailed
-from vncproxy.sessions import LimitReached
-from vncproxy.tokens import TokenRejected
 from vncproxy.vnc import VncSession
-
-WRONG_PASSWORD = "authentication failed"
-ADDRESS_LOCKED = "too many failed attempts from your address; try again later"
-INSTANCE_LOCKED = ("too many failed password attempts for this console; "
-                   "request a new console password later")
-
-#: HTTP status of each CONNECT refusal -> the close code it is counted and audited as.
-_STATUS_CODES = {400: CloseCode.TOKEN_INVALID, 401: CloseCode.TOKEN_INVALID,
-                 409: CloseCode.LIMIT_REACHED, 429: CloseCode.RATE_LIMITED}
-
 
 def _peer_host(transport):
     peer = transport.getPeer()
@@ -129,16 +120,16 @@ class XvpVncProtocol(Protocol):
 
     def _timed_out(self):
         self._deadline = None
-        self._refused(CloseCode.PROTOCOL_ERROR, "handshake timed out")
+        self._refused(Refusal(CloseCode.PROTOCOL_ERROR, 408, "handshake timed out"))
         self._close()
 
-    def _refused(self, code, detail):
+    def _refused(self, refusal, where=""):
         """
-        Count and audit a refusal (C{detail} never holds a secret).
+        Count and audit a refusal (its detail never holds a secret).
         """
-        reason = REASONS[code]
-        self.factory.ctx.metrics.refused(reason.replace(" ", "_"))
-        audit("refusal", console_type="vnc", peer=self._peer, reason=f"{reason}: {detail}")
+        if where:
+            refusal = replace(refusal, detail=f"{where}: {refusal.detail}")
+        self.factory.ctx.admission.record(self._peer, refusal, console_type="vnc")
 
     def _later(self, delay, action, *args):
         """
@@ -177,15 +168,15 @@ class XvpVncProtocol(Protocol):
         try:
             request = self._parser.receive_data(data)
         except BadRequest as e:
-            self._respond(400, f"bad request: {e}")
+            self._respond(Refusal(CloseCode.TOKEN_INVALID, 400, f"bad request: {e}"))
             return
         if request is not None:
             self._admit_connect(request)
 
-    def _respond(self, status, why, delay=0.0):
-        self._refused(_STATUS_CODES[status], f"CONNECT {status}: {why}")
+    def _respond(self, refusal):
+        self._refused(refusal, f"CONNECT {refusal.status}")
         self._parser = _Done()  # whatever else arrives is ignored
-        self._later(delay, self._send_refusal, status)
+        self._later(refusal.delay, self._send_refusal, refusal.status)
 
     def _send_refusal(self, status):
         self.transport.write(RESPONSES[status])
@@ -193,27 +184,15 @@ class XvpVncProtocol(Protocol):
 
     def _admit_connect(self, request):
         ctx = self.factory.ctx
-        if ctx.limiter.blocked(self._peer):
-            self._respond(429, "too many failed attempts from this address")
+        if request.token is None and not ctx.limiter.blocked(self._peer):
+            self._respond(Refusal(CloseCode.TOKEN_INVALID, 400, "no token"))
             return
-        if request.token is None:
-            self._respond(400, "no token")
+        outcome = ctx.admission.admit(self._peer, TokenCredential(request.token), XVPVNC,
+                                      self._open_session)
+        if isinstance(outcome, Refusal):
+            self._respond(outcome)
             return
-        try:
-            grant = ctx.tokens.consume(request.token)
-        except TokenRejected as e:
-            self._respond(401, str(e), delay=ctx.limiter.failed(self._peer))
-            return
-        if grant.console_type != "vnc":
-            self._respond(401, f"token {grant.id} is for a {grant.console_type} console")
-            return
-        session = VncSession(ctx, grant, TcpViewer(self), self._peer)
-        try:
-            ctx.sessions.admit(grant.instance_uuid, "vnc", session, "xvpvnc")
-        except LimitReached as e:
-            ctx.tokens.release(grant, resumable=True, session_started_at=grant.session_started_at)
-            self._respond(409, str(e))
-            return
+        grant, session = outcome.grant, outcome.session
         self._log.info("xvpvnc CONNECT from {peer} admitted with token {grant_id} for "
                        "{instance}", peer=self._peer, grant_id=grant.id,
                        instance=grant.instance_uuid)
@@ -221,6 +200,10 @@ class XvpVncProtocol(Protocol):
         self._hand_over(session)
         if request.leftover:
             session.viewer_data(request.leftover)
+
+    def _open_session(self, grant, downstream=None):
+        return VncSession(self.factory.ctx, grant, TcpViewer(self), self._peer,
+                          downstream=downstream)
 
     # -- native mode -----------------------------------------------------------------------------
 
@@ -247,52 +230,33 @@ class XvpVncProtocol(Protocol):
                 self._authenticate(event)
             elif isinstance(event, HandshakeFailed):
                 if not self._rejected:
-                    self._refused(CloseCode.PROTOCOL_ERROR, f"native viewer: {event.reason}")
+                    self._refused(Refusal(CloseCode.PROTOCOL_ERROR, 400,
+                                          f"native viewer: {event.reason}"))
                 self._close()
 
-    def _reject(self, code, detail, answer, delay=0.0):
+    def _reject(self, refusal):
         """
-        Refuse the native login: counted, audited, and C{answer} told to the viewer (after
-        C{delay} seconds when rate limiting).
+        Refuse the native login: counted, audited, and the refusal's text told to the viewer
+        (after its delay when rate limiting).
         """
         self._rejected = True
-        self._refused(code, f"native login: {detail}")
-        self._later(delay, lambda: self._native_events(self._machine.reject(answer)))
+        self._refused(refusal, "native login")
+        self._later(refusal.delay,
+                    lambda: self._native_events(self._machine.reject(refusal.text)))
 
     def _authenticate(self, event):
-        ctx, instances = self.factory.ctx, self.factory.instance_failures
-        if ctx.limiter.blocked(self._peer):
-            self._reject(CloseCode.RATE_LIMITED, "too many failed attempts from this address",
-                         ADDRESS_LOCKED)
+        ctx = self.factory.ctx
+        outcome = ctx.admission.admit(
+            self._peer, PasswordCredential(event.challenge, event.response), XVPVNC,
+            lambda grant: self._open_session(grant, downstream=self._machine))
+        if isinstance(outcome, Refusal):
+            self._reject(outcome)
             return
-        grant = ctx.tokens.match_vnc_response(event.challenge, event.response)
-        if grant is None:
-            for instance in ctx.tokens.password_instances():
-                instances.failed(instance)
-            self._reject(CloseCode.TOKEN_INVALID, "wrong password", WRONG_PASSWORD,
-                         delay=ctx.limiter.failed(self._peer))
-            return
-        if instances.blocked(grant.instance_uuid):
-            ctx.tokens.revoke_password(grant)
-            self._reject(CloseCode.RATE_LIMITED,
-                         f"too many wrong passwords for {grant.instance_uuid}; the password of "
-                         f"grant {grant.id} is revoked", INSTANCE_LOCKED)
-            return
-        try:
-            grant = ctx.tokens.consume_grant(grant)
-        except TokenRejected:
-            self._reject(CloseCode.TOKEN_INVALID, "password expired meanwhile", WRONG_PASSWORD)
-            return
-        session = VncSession(ctx, grant, TcpViewer(self), self._peer, downstream=self._machine)
-        try:
-            ctx.sessions.admit(grant.instance_uuid, "vnc", session, "xvpvnc")
-        except LimitReached as e:
-            self._reject(CloseCode.LIMIT_REACHED, str(e), f"limit reached: {e}")
-            return
+        grant = outcome.grant
         self._log.info("native vnc login from {peer} admitted with the password of grant "
                        "{grant_id} for {instance}", peer=self._peer, grant_id=grant.id,
                        instance=grant.instance_uuid)
-        self._hand_over(session)
+        self._hand_over(outcome.session)
 
 
 class TcpViewer:
@@ -300,6 +264,8 @@ class TcpViewer:
     Adapts an L{XvpVncProtocol} to the viewer shape L{VncSession} drives. Raw TCP has no close
     codes: the RFB refusal (when there is one) already told the viewer why.
     """
+
+    listener = "xvpvnc"  # its name in the session inventory
 
     def __init__(self, protocol):
         self._protocol = protocol
@@ -314,7 +280,7 @@ class TcpViewer:
             transport.write(data)
 
     def splice_ready(self):
-        return True  # raw TCP: any byte may go at any time (vncproxy.zerocopy)
+        return True  # raw TCP: any byte may go at any time (vncproxy.relay.zerocopy)
 
     def splice_header(self, n):
         return b""
@@ -352,10 +318,7 @@ class XvpVncFactory(Factory):
     def __init__(self, ctx):
         self.ctx = ctx
         self.pending = PendingPerAddress(ctx.config.xvpvnc_max_pending_per_address)
-        limit = ctx.config.xvpvnc_max_failures_per_instance
-        # Wrong passwords per instance with a live password: no slowing down, only refusal.
-        self.instance_failures = FailureLimiter(ctx.reactor, ctx.config.ratelimit_window,
-                                                slow_after=limit, refuse_after=limit)
 
 
-__all__ = ["TcpViewer", "XvpVncFactory", "XvpVncProtocol"]
+__all__ = ["ADDRESS_LOCKED", "INSTANCE_LOCKED", "TcpViewer", "WRONG_PASSWORD", "XvpVncFactory",
+           "XvpVncProtocol"]

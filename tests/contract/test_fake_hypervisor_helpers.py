@@ -140,6 +140,7 @@ def test_unavailable(fake):
     fake.available = False
     assert result_of(fake.describe("a")).check(HypervisorError)
     assert result_of(fake.list_active()).check(HypervisorError)
+    assert result_of(fake.list_all()).check(HypervisorError)
     assert result_of(fake.ping()) is False
     fake.available = True
     assert result_of(fake.ping()) is True

@@ -204,6 +204,23 @@ def test_list_active_lists_only_active_domains(world):
     assert all(info.active for info in infos)
 
 
+@pytest_twisted.inlineCallbacks
+def test_list_all_lists_stopped_domains_too(world):
+    """
+    list_all describes every domain: the running one as describe does, the stopped one with
+    its state and without console details.
+    """
+    running, running_uuid, _ = _start_one(world, "all-running", port=5915)
+    stopped, stopped_uuid, _ = _start_one(world, "all-stopped", port=5916)
+    world.destroy(stopped)
+    infos = yield world.hypervisor.list_all()
+    by_uuid = {info.uuid: info for info in infos}
+    assert by_uuid[running_uuid] == (yield world.hypervisor.describe(running))
+    assert by_uuid[stopped_uuid].name == stopped
+    assert by_uuid[stopped_uuid].state is DomainState.SHUTOFF
+    assert by_uuid[stopped_uuid].vnc is None
+
+
 @pytest.mark.parametrize("instance", ["contract-no-such-domain", str(uuid.uuid4())])
 @pytest_twisted.inlineCallbacks
 def test_open_console_of_unknown_fails_with_no_such_instance(world, instance):

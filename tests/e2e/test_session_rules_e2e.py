@@ -84,7 +84,7 @@ def test_third_vnc_session_is_refused_with_its_close_code(service, vnc_guest):
     viewers = [viewer_for(api.grant(service.api_url, service.key, vnc_guest.name)[1]["href"])
                for _ in range(2)]
     status, body = api.grant(service.api_url, service.key, vnc_guest.name)
-    assert status == 409
+    assert status == 409 and body["errors"][0]["close_code"] == CloseCode.LIMIT_REACHED
     with pytest.raises(websocket.WebSocketBadStatusException) as refused:
         open_websocket(early["href"])
     assert refused.value.status_code == 409

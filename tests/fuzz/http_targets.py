@@ -11,7 +11,6 @@ nothing is logged as a failure, and the service's bounds hold.
 
 import re
 
-import txaio
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import globalLogPublisher
@@ -87,17 +86,7 @@ def exchange(site, data, clock, chunk=None):
     Feed C{data} to a new channel of C{site}, let the clock run past every deadline, and
     return what was written back.
     """
-    # Autobahn schedules its timers on txaio's global loop: the memory clock for this exchange
-    # only. Left set, it would swallow the timers of every later test in the process (a close
-    # handshake that never times out).
-    previous, txaio.config.loop = txaio.config.loop, clock
-    try:
-        return _exchange(site, data, clock, chunk)
-    finally:
-        txaio.config.loop = previous
-
-
-def _exchange(site, data, clock, chunk):
+    # (Autobahn's timers run on the service's reactor, this clock: vncproxy.relay.)
     channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
     transport = _Transport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000))
     transport.protocol = channel  # as on a TCP transport; Autobahn swaps it on an upgrade

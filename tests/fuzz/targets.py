@@ -12,6 +12,7 @@ those too.
 import random
 import unicodedata
 
+from tests.fuzz import wsframe_targets
 from vncproxy.httpconnect import MAX_REQUEST, BadRequest, ConnectRequest, ConnectRequestParser
 from vncproxy.rfb import (
     AuthResponse,
@@ -213,10 +214,12 @@ SEEDS = {
     "rfb_upstream": UPSTREAM_SEEDS,
     "rfb_downstream": DOWNSTREAM_SEEDS,
     "connect_request": CONNECT_SEEDS,
+    "websocket_frames": wsframe_targets.SEEDS,
 }
 
 TARGETS = {
     "rfb_upstream": rfb_upstream,
     "rfb_downstream": rfb_downstream,
     "connect_request": connect_request,
+    "websocket_frames": wsframe_targets.websocket_frames,
 }

@@ -2,11 +2,14 @@
 The token API over real HTTP: authentication, every status code of docs/api.md, JSON errors.
 """
 
+import re
+
 import pytest
 import pytest_twisted
 from twisted.internet import threads
 
 from tests.support import api
+from vncproxy.web.errors import error_message
 
 in_thread = threads.deferToThread
 VM = "6f1b3c55-2f0e-4b8e-9a57-1f2d3c4b5a69"
@@ -46,7 +49,11 @@ def test_missing_or_wrong_key_is_401(proxy, headers):
     status, body = yield in_thread(api.call, grant_url(proxy), "POST", {"console_type": "vnc"},
                                    headers=headers)
     assert status == 401
-    assert body == {"error": {"code": 401, "message": "missing or invalid API key"}}
+    # IBM's error format, which ibm-cloud-sdk-core turns into ApiException's message
+    trace = body.pop("trace")
+    assert re.fullmatch(r"[0-9a-f-]{36}", trace)
+    assert body == {"errors": [{"code": "not_authorized", "message": "missing or invalid API key",
+                                "more_info": "/openapi.json"}], "status_code": 401}
 
 
 @pytest.mark.parametrize("raw, message", [
@@ -64,7 +71,7 @@ def test_bad_bodies_are_400(proxy, raw, message):
     """Garbage, wrong shapes and wrong types get 400 with a message saying what is wrong."""
     status, body = yield in_thread(api.call, grant_url(proxy), "POST", raw=raw, key=proxy.key)
     assert status == 400
-    assert message in body["error"]["message"]
+    assert message in error_message(body)[1]
 
 
 @pytest_twisted.inlineCallbacks
@@ -80,7 +87,8 @@ def test_unknown_instance_is_404(proxy):
     """A name or UUID no domain has gets 404."""
     status, body = yield in_thread(api.grant, proxy.api_url, proxy.key, "nosuchvm")
     assert status == 404
-    assert body["error"] == {"code": 404, "message": "instance nosuchvm not found"}
+    assert body["errors"][0]["code"] == "not_found"
+    assert error_message(body) == (404, "instance nosuchvm not found")
 
 
 @pytest_twisted.inlineCallbacks
@@ -88,7 +96,7 @@ def test_stopped_instance_is_409(proxy):
     """A domain that is not running gets 409."""
     status, body = yield in_thread(api.grant, proxy.api_url, proxy.key, "off1")
     assert status == 409
-    assert "not running" in body["error"]["message"]
+    assert "not running" in error_message(body)[1]
 
 
 @pytest_twisted.inlineCallbacks
@@ -97,7 +105,7 @@ def test_instance_without_vnc_is_409(proxy):
     proxy.hypervisor.add_domain("headless")
     status, body = yield in_thread(api.grant, proxy.api_url, proxy.key, "headless")
     assert status == 409
-    assert "no VNC console" in body["error"]["message"]
+    assert "no VNC console" in error_message(body)[1]
 
 
 @pytest_twisted.inlineCallbacks
@@ -107,7 +115,8 @@ def test_unknown_path_is_404_and_wrong_method_405(proxy):
         api.call(f"{proxy.api_url}/v1/nothing", key=proxy.key),
         api.call(grant_url(proxy), "GET", key=proxy.key),
     ))
-    assert results[0] == (404, {"error": {"code": 404, "message": "no such resource"}})
+    assert results[0][0] == 404
+    assert error_message(results[0][1]) == (404, "no such resource")
     assert results[1][0] == 405
 
 

@@ -79,7 +79,7 @@ def test_follow_of_a_stopped_instance_is_its_log(proxy, serial_guest):
 def test_bad_follow_values_are_refused(proxy, serial_guest):
     status, body = yield in_thread(
         api.call, f"{proxy.api_url}/v1/instances/ser1/console_log?follow=yes", key=proxy.key)
-    assert status == 400 and body["error"]["message"] == "follow must be true or false"
+    assert status == 400 and body["errors"][0]["message"] == "follow must be true or false"
 
 
 @pytest_twisted.inlineCallbacks

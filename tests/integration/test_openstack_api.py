@@ -116,7 +116,8 @@ def test_protocol_type_pairs(proxy, protocol, type_, status):
     """A pair Nova does not define is 400; spice, rdp and mks (which we do not serve) are 501."""
     got, body = yield in_thread(remote, proxy, protocol, type_)
     assert got == status
-    assert body["error"]["code"] == status
+    name = {400: "badRequest", 501: "notImplemented"}[status]
+    assert list(body) == [name] and body[name]["code"] == status
 
 
 @pytest.mark.parametrize("body, status", [
@@ -138,16 +139,18 @@ def test_legacy_action_errors(proxy, body, status):
 @pytest_twisted.inlineCallbacks
 def test_openstack_instance_errors(proxy, server, status):
     """Unknown servers are 404, stopped ones 409, in the OpenStack routes too."""
-    got, _ = yield in_thread(remote, proxy, "vnc", "novnc", server=server)
+    got, body = yield in_thread(remote, proxy, "vnc", "novnc", server=server)
     assert got == status
+    assert list(body) == [{404: "itemNotFound", 409: "conflictingRequest"}[status]]
 
 
 @pytest_twisted.inlineCallbacks
 def test_openstack_routes_need_a_key(proxy):
     """Without a key, the OpenStack routes are 401."""
-    got, _ = yield in_thread(api.call, f"{proxy.api_url}/v2.1/servers/{VM}/remote-consoles",
+    got, body = yield in_thread(api.call, f"{proxy.api_url}/v2.1/servers/{VM}/remote-consoles",
                              "POST", {"remote_console": {"protocol": "vnc", "type": "novnc"}})
     assert got == 401
+    assert body == {"unauthorized": {"code": 401, "message": "missing or invalid API key"}}
 
 
 @pytest.mark.parametrize("console", [

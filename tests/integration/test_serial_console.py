@@ -18,6 +18,7 @@ from tests.support.serialclient import SerialClient
 from tests.support.viewer import open_websocket
 from vncproxy.closecodes import CloseCode
 from vncproxy.hypervisor import DomainState
+from vncproxy.web.errors import error_message
 
 in_thread = threads.deferToThread
 PROMPT = b"[ser1 /]# "
@@ -115,7 +116,8 @@ def test_second_interactive_session_is_refused_and_force_takes_over(proxy, seria
         second.disconnect()
         return status, body, refused_at_connect, closed
     status, body, refused_at_connect, closed = yield in_thread(scenario)
-    assert status == 409 and "in use" in body["error"]["message"]
+    assert status == 409 and "in use" in error_message(body)[1]
+    assert body["errors"][0]["close_code"] == CloseCode.LIMIT_REACHED  # as the WebSocket says
     assert refused_at_connect == 409
     assert closed == (CloseCode.TAKEN_OVER, "taken over: another session took the console over")
 
@@ -168,7 +170,7 @@ def test_viewer_limit(proxy, serial_guest):
             c.disconnect()
         return status, body
     status, body = yield in_thread(scenario)
-    assert status == 409 and "limit" in body["error"]["message"]
+    assert status == 409 and "limit" in error_message(body)[1]
 
 
 @pytest_twisted.inlineCallbacks
@@ -196,8 +198,8 @@ def test_stopped_instance_gets_no_serial_token(proxy, serial_guest):
         return (api.grant(proxy.api_url, proxy.key, "ser1", "serial"),
                 api.grant(proxy.api_url, proxy.key, "vm1", "serial"))
     stopped, no_serial = yield in_thread(scenario)
-    assert stopped[0] == 409 and "not running" in stopped[1]["error"]["message"]
-    assert no_serial[0] == 409 and "no serial console" in no_serial[1]["error"]["message"]
+    assert stopped[0] == 409 and "not running" in error_message(stopped[1])[1]
+    assert no_serial[0] == 409 and "no serial console" in error_message(no_serial[1])[1]
 
 
 @pytest_twisted.inlineCallbacks

@@ -84,7 +84,7 @@ def test_view_only_sessions_have_their_own_limit(make_proxy):
             v.pipe.close()
         return third_ro, third_rw, listed["sessions"]
     third_ro, third_rw, listed = yield in_thread(scenario)
-    assert third_ro[0] == 409 and "view-only vnc console limit" in third_ro[1]["error"]["message"]
+    assert third_ro[0] == 409 and "view-only vnc console limit" in third_ro[1]["errors"][0]["message"]
     assert third_rw[0] == 409
     assert sorted(r["mode"] for r in listed) == ["interactive"] * 2 + ["read_only"] * 2
 

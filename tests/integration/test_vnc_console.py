@@ -15,6 +15,7 @@ from tests.support.fakevnc import HEIGHT, WIDTH, pattern
 from tests.support.viewer import PipeClosed, RfbRefused, RfbViewer, WebSocketPipe, open_websocket
 from vncproxy.closecodes import CloseCode
 from vncproxy.hypervisor import DomainState
+from vncproxy.web.errors import error_message
 
 in_thread = threads.deferToThread
 
@@ -182,7 +183,7 @@ def test_third_vnc_session_is_refused(proxy):
         return status, body
     status, body = yield in_thread(scenario)
     assert status == 409
-    assert "limit" in body["error"]["message"]
+    assert "limit" in error_message(body)[1]
 
 
 def close_of(viewer_fn):

@@ -1,5 +1,5 @@
 """
-Screen updates relayed without a copy (vncproxy.zerocopy), through the real service: a stream
+Screen updates relayed without a copy (vncproxy.relay.zerocopy), through the real service: a stream
 from the VNC server reaches WebSocket and xvpvnc viewers intact, and the service's metrics say
 most of it was spliced.
 
@@ -17,7 +17,7 @@ import pytest
 
 from bench.clients import ProxyWebSocketTarget, ProxyXvpTarget
 from bench.service import REPO, ServiceProcess
-from vncproxy import zerocopy
+from vncproxy.relay import zerocopy
 
 pytestmark = pytest.mark.skipif(not zerocopy.available(), reason="no os.splice on this platform")
 

@@ -76,22 +76,6 @@ def test_overrides_apply_and_are_validated():
         config.from_string("", "f", [("tokens", "nope", "1")])
 
 
-def test_public_url_shapes_returned_urls():
-    """Returned URLs use public_url when set, in http and ws forms."""
-    c = config.from_string("[console]\npublic_url = https://console.example.com:8443/\n")
-    assert c.console_base_url == "https://console.example.com:8443"
-    assert c.websocket_base_url == "wss://console.example.com:8443"
-    assert c.xvpvnc_base_url == "http://console.example.com:6081"
-
-
-def test_urls_derived_from_a_listener_interface():
-    """Without public_url, a listener bound to one address yields URLs on that address."""
-    c = config.from_string("[listen]\nconsole = tcp:7080:interface=192.0.2.7\n")
-    assert c.websocket_base_url == "ws://192.0.2.7:7080"
-    c = config.from_string("[listen]\nconsole = tcp:7080:interface=\\:\\:1\n")
-    assert c.websocket_base_url == "ws://[::1]:7080"
-
-
 def test_example_file_documents_every_key_with_its_default():
     """etc/consoleproxy.conf lists every key of the schema with its default, and loads."""
     parser = configparser.ConfigParser(interpolation=None)
@@ -129,10 +113,3 @@ def test_inconsistent_tls_settings_are_errors(text, message):
     with pytest.raises(config.ConfigError) as e:
         config.from_string(text, "f.conf")
     assert str(e.value).startswith("f.conf: " + message)
-
-
-def test_native_vnc_url_names_the_xvpvnc_listener():
-    """The vnc:// URL carries the one-time password and the xvpvnc listener's public address."""
-    c = config.from_string("[console]\npublic_url = https://console.example.com\n"
-                           "[listen]\nxvpvnc = tcp:5999\n")
-    assert c.native_vnc_url("Ab3dEf7h") == "vnc://:Ab3dEf7h@console.example.com:5999"

@@ -1,5 +1,5 @@
 """
-The lean event dispatch (vncproxy.eventloop) on a private epoll reactor (never run, never the
+The lean event dispatch (vncproxy.relay.eventloop) on a private epoll reactor (never run, never the
 global one): one iteration at a time over real socket pairs.
 """
 
@@ -11,7 +11,7 @@ from twisted.internet import epollreactor, selectreactor
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 
-from vncproxy import eventloop
+from vncproxy.relay import eventloop
 
 
 class _Reader:

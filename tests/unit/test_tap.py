@@ -52,10 +52,10 @@ def test_make_service_builds_named_listeners(tmp_path):
 
 
 def test_make_service_gives_an_epoll_reactor_the_lean_dispatch(tmp_path):
-    """makeService switches Twisted's epoll reactor to vncproxy.eventloop's dispatch."""
+    """makeService switches Twisted's epoll reactor to vncproxy.relay.eventloop's dispatch."""
     from twisted.internet.epollreactor import EPollReactor
 
-    from vncproxy import eventloop
+    from vncproxy.relay import eventloop
 
     options = tap.Options()
     options.parseOptions(["--set", f"service.state_dir={tmp_path}/state"])

@@ -222,3 +222,35 @@ def test_counters_for_metrics():
     assert tokens.issued == {"vnc": 2, "serial": 1}
     assert tokens.consumed == {"vnc": 1}
     assert tokens.expired == 1
+
+
+def test_expiry_holds_when_the_clock_was_set_back():
+    """
+    A token minted after the clock was set back expires before the older ones in front of
+    it, which the sweep (oldest first) stops at: it is still refused at its own deadline, and
+    the rest are swept when their time comes.
+    """
+    clock, tokens = store(ttl=180)
+    old = [tokens.mint("u", "vnc")[0] for _ in range(100)]
+    clock.advance(-60)  # wall clock set back
+    late, _ = tokens.mint("u", "vnc")
+    clock.advance(60 + 150)  # late expired 30 s ago; the older ones have 30 s left
+    with pytest.raises(TokenRejected):
+        tokens.consume(late)
+    assert len(tokens) == 100
+    clock.advance(30)
+    with pytest.raises(TokenRejected):
+        tokens.consume(old[-1])
+    assert len(tokens) == 0 and tokens.expired == 101
+
+
+def test_a_live_token_behind_an_expired_clock_jump_keeps_working():
+    """Sweeping stops at the first live token; the ones after it are still checked one by one."""
+    clock, tokens = store(ttl=180)
+    first, _ = tokens.mint("u", "vnc")
+    clock.advance(100)
+    second, _ = tokens.mint("u", "vnc")
+    clock.advance(100)  # first expired, second has 80 s left
+    with pytest.raises(TokenRejected):
+        tokens.consume(first)
+    assert tokens.consume(second).instance_uuid == "u"

@@ -8,13 +8,16 @@ the real one).
 
 import os
 import struct
+from types import SimpleNamespace
 
 import pytest
 from autobahn.twisted.websocket import WebSocketServerProtocol
 from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
+from vncproxy.relay import FastPaths
 from vncproxy.web import websocket
 
 UPGRADE = (b"GET /websockify HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
@@ -60,14 +63,19 @@ def _frame(payload, opcode=2, fin=True, mask=b"\x1f\x2e\x3d\x4c"):
     return head + mask + masked
 
 
-@pytest.fixture
-def opened():
+ALL_ON = FastPaths(write_through=True, zero_copy=True, websocket_send=True,
+                   websocket_receive=True)
+
+
+@pytest.fixture(params=[ALL_ON, FastPaths.off()], ids=["fast-paths-on", "fast-paths-off"])
+def opened(request):
     """
-    A protocol through its opening handshake, its transport cleared; closed afterwards.
+    A protocol through its opening handshake, its transport cleared; closed afterwards. Every
+    test runs with the WebSocket fast paths on and off: the bytes must be the same.
     """
-    factory = websocket.make_factory(ctx=None)
+    factory = websocket.make_factory(ctx=SimpleNamespace(reactor=Clock(),
+                                                         fast_paths=request.param))
     factory.protocol = _Protocol
-    # no timers on the global reactor: this test never runs it
     factory.setProtocolOptions(autoPingInterval=0, openHandshakeTimeout=0,
                                closeHandshakeTimeout=0)
     protocol = factory.buildProtocol(None)

@@ -1,5 +1,5 @@
 """
-Write-through transports (vncproxy.writethrough) over real loopback TCP connections.
+Write-through transports (vncproxy.relay.writethrough) over real loopback TCP connections.
 """
 
 import socket
@@ -13,7 +13,7 @@ from twisted.internet.testing import StringTransport
 from twisted.internet.threads import deferToThread
 from zope.interface import implementer
 
-from vncproxy import writethrough
+from vncproxy.relay import writethrough
 
 
 class _Server(protocol.Protocol):

@@ -19,6 +19,7 @@ from vncproxy.ratelimit import FailureLimiter
 from vncproxy.rfb import DownstreamState, vnc_response
 from vncproxy.sessions import SessionRegistry
 from vncproxy.tokens import TokenStore
+from vncproxy.vnc import VncSession
 
 WAIT, TIMEOUT = 2.0, 15.0
 GREETING = b"RFB 003.008\n"
@@ -27,10 +28,16 @@ CHALLENGE = bytes(range(16))
 
 class RecordedSession:
     def __init__(self, ctx, grant, viewer, peer, downstream=None):
+        self.ctx = ctx
         self.grant, self.viewer, self.peer, self.downstream = grant, viewer, peer, downstream
         self.started = False
         self.data = b""
         self.lost = False
+
+    register = VncSession.register
+    _ctx = property(lambda self: self.ctx)
+    _grant = property(lambda self: self.grant)
+    _viewer = property(lambda self: self.viewer)
 
     def start(self):
         self.started = True

@@ -1,5 +1,5 @@
 """
-The splice(2) relay (vncproxy.zerocopy) between two real loopback TCP connections: a "VNC
+The splice(2) relay (vncproxy.relay.zerocopy) between two real loopback TCP connections: a "VNC
 server" socket feeding a Twisted transport, relayed to a Twisted transport whose peer is the
 "viewer" socket.
 """
@@ -16,8 +16,9 @@ from twisted.internet.testing import StringTransport
 from twisted.internet.threads import deferToThread
 from zope.interface import implementer
 
-from vncproxy import writethrough, zerocopy
-from vncproxy.zerocopy import SpliceRelay, websocket_header
+from vncproxy.relay import writethrough, zerocopy
+from vncproxy.relay.wsframes import websocket_header
+from vncproxy.relay.zerocopy import SpliceRelay
 
 pytestmark = pytest.mark.skipif(not zerocopy.available(), reason="no os.splice on this platform")
 

@@ -245,6 +245,11 @@ class FakeHypervisor(Service):
             [d.info() for d in self._domains.values() if d.state in _ACTIVE]
         )
 
+    def list_all(self):
+        if not self.available:
+            return defer.fail(HypervisorError("the fake hypervisor is unavailable"))
+        return defer.succeed([d.info() for d in self._domains.values()])
+
     def subscribe(self, listener):
         return self._listeners.add(listener)
 

@@ -237,6 +237,9 @@ class LibvirtHypervisor(Service):
     def list_active(self):
         return self._call(self._list_active)
 
+    def list_all(self):
+        return self._call(self._list_all)
+
     def subscribe(self, listener):
         unsubscribe = self._listeners.add(listener)
         self._keep_connected()
@@ -548,16 +551,21 @@ class LibvirtHypervisor(Service):
         return console
 
     def _list_active(self, conn) -> list[DomainInfo]:
+        return [info for info in self._infos(conn, libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+                if info.active]
+
+    def _list_all(self, conn) -> list[DomainInfo]:
+        return self._infos(conn, 0)
+
+    def _infos(self, conn, flags) -> list[DomainInfo]:
         infos = []
-        for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+        for dom in conn.listAllDomains(flags):
             try:
-                info = self._info(dom)
+                infos.append(self._info(dom))
             except libvirt.libvirtError as e:
-                if _error_code(e) == libvirt.VIR_ERR_NO_DOMAIN:
+                if _error_code(e) == libvirt.VIR_ERR_NO_DOMAIN:  # undefined meanwhile
                     continue
                 raise
-            if info.active:
-                infos.append(info)
         return infos
 
     def _info(self, dom) -> DomainInfo:

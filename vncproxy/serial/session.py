@@ -3,7 +3,7 @@ L{SerialSession}: one WebSocket viewer of an instance's serial hub.
 
 ::
 
-    onConnect   admit(): join the hub (HubBusy / HubFull / SerialUnavailable -> HTTP 409;
+    onConnect   register(): join the hub (HubBusy / HubFull / SerialUnavailable -> HTTP 409;
                 a forced token closes the current writer with TAKEN_OVER), register with the
                 session registry (so power-off and service stop close it too)
     onOpen      start(): idle and max-length timers; the hub sends the scrollback, then live
@@ -19,24 +19,12 @@ The viewer adapter is the WebSocket side: C{send_chunk(chunk)}, C{close(code, re
 C{pause_reading()}, C{resume_reading()}, C{network_transport}.
 """
 
+from vncproxy.admission import Refusal, Refused
 from vncproxy.audit import audit
 from vncproxy.closecodes import CloseCode, reason_for
 from vncproxy.serial.hub import HubBusy, HubFull
 from vncproxy.serial.manager import SerialUnavailable
 from vncproxy.sessions import SessionTimer
-
-
-class SerialRefused(Exception):
-    """
-    The viewer cannot attach: HTTP C{status}, close code C{close_code}; C{message} is safe to
-    show.
-    """
-
-    def __init__(self, status, close_code, message):
-        super().__init__(message)
-        self.status = status
-        self.close_code = close_code
-        self.message = message
 
 
 class SerialSession:
@@ -86,26 +74,29 @@ class SerialSession:
 
     # -- the WebSocket's side ----------------------------------------------------------------
 
-    def admit(self, listener):
+    def register(self):
         """
-        @param listener: the listener the viewer came in on (for the session inventory).
-        @raise SerialRefused: 409 when the console is busy, full or not being captured.
+        Join the hub and the session registry (L{vncproxy.admission}, step 4), under the name
+        of the listener the viewer came in on (its adapter's C{listener}).
+
+        @raise Refused: 409 when the console is busy, full or not being captured.
         """
         grant, manager = self._grant, self._ctx.serial
         if manager is None:
-            raise SerialRefused(501, CloseCode.CONSOLE_UNAVAILABLE,
-                                "serial consoles are not enabled")
+            raise Refused(Refusal(CloseCode.CONSOLE_UNAVAILABLE, 501,
+                                  "serial consoles are not enabled"))
         try:
             self._place = manager.attach(grant.instance_uuid, self, self.interactive,
                                          force=grant.force)
         except SerialUnavailable as e:
-            raise SerialRefused(409, CloseCode.CONSOLE_UNAVAILABLE, str(e)) from None
+            raise Refused(Refusal(CloseCode.CONSOLE_UNAVAILABLE, 409, str(e))) from None
         except HubBusy:
-            raise SerialRefused(409, CloseCode.LIMIT_REACHED, "serial console in use") from None
+            raise Refused(Refusal(CloseCode.LIMIT_REACHED, 409,
+                                  "serial console in use")) from None
         except HubFull as e:
-            raise SerialRefused(409, CloseCode.LIMIT_REACHED, str(e)) from None
+            raise Refused(Refusal(CloseCode.LIMIT_REACHED, 409, str(e))) from None
         try:
-            self._ctx.sessions.admit(grant.instance_uuid, "serial", self, listener)
+            self._ctx.sessions.admit(grant.instance_uuid, "serial", self, self._ws.listener)
         except Exception:
             self._place.leave()
             raise

@@ -8,6 +8,9 @@ Three families of routes, each in the shape its clients already speak (INTERFACE
     POST /v2.1/{project_id}/servers/{server_id}/remote-consoles
     POST /v2.1/servers/{server_id}/action                        OpenStack legacy actions
     POST /v2.1/{project_id}/servers/{server_id}/action             (os-getVNCConsole, ...)
+    GET  / , /v2.1 , /v2.1/                                       Nova's version documents
+    GET  /v2.1[/{project_id}]/servers[/detail][?name=N]           the servers, from libvirt
+    GET  /v2.1[/{project_id}]/servers/{server_id}
     GET|DELETE /v1/instances/{instance}/console_log[?tail=N]     serial console log (raw bytes)
     GET|DELETE /1.0/instances/{name}/console                     the same, LXD shape
     GET /v1/instances/{instance}/console_sessions, DELETE .../{id},
@@ -16,13 +19,14 @@ Three families of routes, each in the shape its clients already speak (INTERFACE
 
 The route table is the single list of what exists; C{openapi.json} describes the same routes
 and a test holds the two together. Every handler raises L{ApiError} for a refusal; one renderer
-turns it into C{{"error": {"code", "message"}}}. Tokens appear only in response bodies.
+answers it in the format of the path's API family (L{family_of}). Tokens appear only in
+response bodies.
 """
 
 import json
 import os
 import re
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import unquote
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -30,39 +34,26 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from vncproxy.audit import audit
+from vncproxy.closecodes import CloseCode
+from vncproxy.hypervisor import HypervisorError
 from vncproxy.serial.hub import HubBusy, HubFull
 from vncproxy.serial.manager import SerialUnavailable, capturable
 from vncproxy.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from vncproxy.sessions import LimitReached
+from vncproxy.web import nova
 from vncproxy.web.auth import presented_key
+from vncproxy.web.errors import (ApiError, family_of, read_json_object, render_error,
+                                 render_json)
 from vncproxy.web.logfollow import LogFollower
-from vncproxy.web.errors import ApiError, read_json_object, render_error, render_json
-from vncproxy.web.operator import OperatorRoutes, describe_instance, iso_utc
+from vncproxy.web.lookup import describe_instance, hypervisor_down, iso_utc
+from vncproxy.web.nova import base_url, negotiate_microversion
+from vncproxy.web.operator import OperatorRoutes
 
 MAX_BODY = 64 * 1024
 _TAIL = re.compile(r"[0-9]{1,15}")
 _BOOLEANS = {b"true": True, b"1": True, b"false": False, b"0": False}
 OPENAPI_PATH = os.path.join(os.path.dirname(__file__), "openapi.json")
 
-# Nova: remote-consoles exists from 2.6; we answer as the newest microversion we know.
-MIN_REMOTE_CONSOLES = (2, 6)
-MAX_MICROVERSION = (2, 100)
-
-# OpenStack protocol -> the console types Nova defines for it. Types of protocols we do not
-# serve are known so that they get 501 (not 400), as Nova's drivers answer.
-NOVA_TYPES = {
-    "vnc": ("novnc", "xvpvnc"),
-    "serial": ("serial",),
-    "spice": ("spice-html5",),
-    "rdp": ("rdp-html5",),
-    "mks": ("webmks",),
-}
-LEGACY_ACTIONS = {
-    "os-getVNCConsole": "vnc",
-    "os-getSerialConsole": "serial",
-    "os-getSPICEConsole": "spice",
-    "os-getRDPConsole": "rdp",
-}
 
 
 def _compile(template):
@@ -70,36 +61,6 @@ def _compile(template):
     C{/v1/instances/{instance}/x} -> a regex with one group per path parameter.
     """
     return re.compile(re.sub(r"\\\{[a-z_]+\\\}", "([^/]+)", re.escape(template)))
-
-
-def parse_microversion(request):
-    """
-    The compute microversion a request asks for, as a tuple, or C{None} when it names none.
-
-    @raise ApiError: 400 for a malformed version, 406 for one newer than we implement.
-    """
-    value = None
-    header = request.getHeader(b"openstack-api-version")
-    if header:
-        service, _, version = header.decode("latin-1").strip().partition(" ")
-        if service.lower() == "compute":
-            value = version.strip()
-    if value is None:
-        legacy = request.getHeader(b"x-openstack-nova-api-version")
-        if legacy:
-            value = legacy.decode("latin-1").strip()
-    if value is None:
-        return None
-    if value.lower() == "latest":
-        return MAX_MICROVERSION
-    match = re.fullmatch(r"(\d+)\.(\d+)", value)
-    if not match:
-        raise ApiError(400, f"invalid microversion {value[:20]!r}")
-    version = (int(match.group(1)), int(match.group(2)))
-    if version < (2, 1) or version > MAX_MICROVERSION:
-        raise ApiError(406, f"microversion {value} is not supported (2.1 to "
-                            f"{MAX_MICROVERSION[0]}.{MAX_MICROVERSION[1]})")
-    return version
 
 
 class ApiResource(Resource):
@@ -126,6 +87,15 @@ class ApiResource(Resource):
             ("POST", "/v2.1/servers/{server_id}/action", self._server_action, True),
             ("POST", "/v2.1/{project_id}/servers/{server_id}/action",
              self._server_action_project, True),
+            ("GET", "/", self._versions, False),
+            ("GET", "/v2.1", self._version, False),
+            ("GET", "/v2.1/", self._version, False),
+            ("GET", "/v2.1/servers", self._servers, True),
+            ("GET", "/v2.1/servers/detail", self._servers_detail, True),
+            ("GET", "/v2.1/servers/{server_id}", self._server, True),
+            ("GET", "/v2.1/{project_id}/servers", self._servers, True),
+            ("GET", "/v2.1/{project_id}/servers/detail", self._servers_detail, True),
+            ("GET", "/v2.1/{project_id}/servers/{server_id}", self._server_project, True),
             ("GET", "/v1/instances/{instance}/console_log", self._get_log, True),
             ("DELETE", "/v1/instances/{instance}/console_log", self._clear_log, True),
             ("GET", "/1.0/instances/{name}/console", self._get_log, True),
@@ -147,11 +117,13 @@ class ApiResource(Resource):
             code, body = result
             return render_json(request, code, body)
 
+        family = family_of(request.path.decode("utf-8", "replace"))
+
         def fail(failure):
             if failure.check(ApiError):
-                return render_error(request, failure.value)
+                return render_error(request, failure.value, family)
             self._log.failure("API request failed", failure)
-            return render_error(request, ApiError(500, "internal error"))
+            return render_error(request, ApiError(500, "internal error"), family)
 
         def write(data):
             if data is NOT_DONE_YET:
@@ -193,8 +165,8 @@ class ApiResource(Resource):
 
     # -- minting -------------------------------------------------------------------------------
 
-    def _lookup(self, instance):
-        return describe_instance(self._ctx, instance)
+    def _lookup(self, instance, missing="instance {} not found"):
+        return describe_instance(self._ctx, instance, missing)
 
     @defer.inlineCallbacks
     def _mint(self, instance, console_type, force, caller, read_only=False):
@@ -215,7 +187,7 @@ class ApiResource(Resource):
         try:
             self._ctx.sessions.check(info.uuid, console_type, read_only)
         except LimitReached as e:
-            raise ApiError(409, str(e)) from None
+            raise ApiError(409, str(e), CloseCode.LIMIT_REACHED) from None
         secret, grant = self._ctx.tokens.mint(
             info.uuid, console_type, force=force, caller=caller, instance_name=info.name,
             read_only=read_only)
@@ -238,8 +210,7 @@ class ApiResource(Resource):
         if not isinstance(read_only, bool):
             raise ApiError(400, "read_only must be true or false")
         secret, grant = yield self._mint(instance, console_type, force, caller, read_only)
-        href = (f"{self._ctx.config.websocket_base_url}/v1/instances/{grant.instance_uuid}"
-                f"/console?access_token={secret}")
+        href = self._ctx.urls.ibm_href(grant.instance_uuid, secret)
         body = {
             "access_token": secret,
             "console_type": console_type,
@@ -248,9 +219,9 @@ class ApiResource(Resource):
             "force": force,
             "href": href,
         }
-        if grant.vnc_password is not None:  # for native viewers on the xvpvnc port
+        if grant.vnc_password is not None:  # for native viewers ([listen] vnc, xvpvnc)
             body["password"] = grant.vnc_password
-            body["vnc_url"] = self._ctx.config.native_vnc_url(grant.vnc_password)
+            body["vnc_url"] = self._ctx.urls.vnc(grant.vnc_password)
         if read_only:
             body["read_only"] = True
         return 200, body
@@ -265,16 +236,17 @@ class ApiResource(Resource):
             raise ApiError(409, f"instance {info.name} has no serial console")
         if not self._ctx.serial.capturable(info):
             raise ApiError(409, f"serial console of instance {info.name} is not served here "
-                                "([serial] domains)")
+                                "([serial] domains)", CloseCode.CONSOLE_UNAVAILABLE)
         try:
             self._ctx.serial.check_attach(info.uuid, interactive=not read_only, force=force)
         except SerialUnavailable as e:
-            raise ApiError(409, f"{e} for instance {info.name}") from None
+            raise ApiError(409, f"{e} for instance {info.name}",
+                           CloseCode.CONSOLE_UNAVAILABLE) from None
         except HubBusy:
             raise ApiError(409, "serial console in use (force: true takes it over, "
-                                "read_only: true watches)") from None
+                                "read_only: true watches)", CloseCode.LIMIT_REACHED) from None
         except HubFull as e:
-            raise ApiError(409, str(e)) from None
+            raise ApiError(409, str(e), CloseCode.LIMIT_REACHED) from None
 
     # -- serial console logs -------------------------------------------------------------------
 
@@ -336,43 +308,27 @@ class ApiResource(Resource):
     # -- OpenStack -----------------------------------------------------------------------------
 
     def _console_url(self, console_type, secret):
-        config = self._ctx.config
+        urls = self._ctx.urls
         if console_type == "novnc":
-            # noVNC resolves path= against the host's root, not the page: behind a reverse
-            # proxy that publishes us under a prefix (public_url https://cloud/console/), the
-            # WebSocket path carries the prefix too.
-            base = config.console_base_url
-            prefix = urlsplit(base).path.strip("/")
-            path = f"{prefix}/websockify" if prefix else "websockify"
-            return f"{base}/vnc_auto.html?path=" + quote(f"{path}?token={secret}", safe="")
+            return urls.novnc(secret)
         if console_type == "xvpvnc":
-            return f"{config.xvpvnc_base_url}/console?token={secret}"
-        return f"{config.websocket_base_url}/?token={secret}"
-
-    def _check_pair(self, protocol, console_type):
-        if not isinstance(protocol, str) or protocol not in NOVA_TYPES:
-            raise ApiError(400, f"invalid protocol {str(protocol)[:20]!r}")
-        if console_type not in NOVA_TYPES[protocol]:
-            raise ApiError(400, f"console type {str(console_type)[:20]!r} is not valid for "
-                                f"protocol {protocol!r}")
-        if protocol not in ("vnc", "serial"):
-            raise ApiError(501, f"{protocol} consoles are not implemented")
+            return urls.xvpvnc(secret)
+        return urls.serial(secret)
 
     def _remote_console_project(self, request, caller, project_id, server_id):
         return self._remote_console(request, caller, server_id)
 
     @defer.inlineCallbacks
     def _remote_console(self, request, caller, server_id):
-        version = parse_microversion(request)
-        self._microversion_headers(request, version)
-        if version is not None and version < MIN_REMOTE_CONSOLES:
+        version = negotiate_microversion(request)
+        if version is not None and version < nova.MIN_REMOTE_CONSOLES:
             raise ApiError(404, "remote-consoles needs microversion 2.6 or later")
         body = read_json_object(request, MAX_BODY)
         console = body.get("remote_console")
         if not isinstance(console, dict):
             raise ApiError(400, "body must have a remote_console object")
         protocol, console_type = console.get("protocol"), console.get("type")
-        self._check_pair(protocol, console_type)
+        nova.check_pair(protocol, console_type)
         read_only = console.get("read_only", False)  # our extension of Nova's body
         if not isinstance(read_only, bool):
             raise ApiError(400, "read_only must be true or false")
@@ -386,28 +342,59 @@ class ApiResource(Resource):
 
     @defer.inlineCallbacks
     def _server_action(self, request, caller, server_id):
-        self._microversion_headers(request, parse_microversion(request))
+        negotiate_microversion(request)
         body = read_json_object(request, MAX_BODY)
-        actions = [name for name in body if name in LEGACY_ACTIONS]
+        actions = [name for name in body if name in nova.LEGACY_ACTIONS]
         if len(actions) != 1 or len(body) != 1:
             raise ApiError(400, "body must hold exactly one of "
-                                + ", ".join(sorted(LEGACY_ACTIONS)))
+                                + ", ".join(sorted(nova.LEGACY_ACTIONS)))
         action = actions[0]
         arguments = body[action]
         if not isinstance(arguments, dict):
             raise ApiError(400, f"{action} must be an object")
-        protocol, console_type = LEGACY_ACTIONS[action], arguments.get("type")
-        self._check_pair(protocol, console_type)
+        protocol, console_type = nova.LEGACY_ACTIONS[action], arguments.get("type")
+        nova.check_pair(protocol, console_type)
         secret, _ = yield self._mint(server_id, protocol, False, caller)
         return 200, {"console": {"type": console_type,
                                  "url": self._console_url(console_type, secret)}}
 
-    @staticmethod
-    def _microversion_headers(request, version):
-        major, minor = version or MAX_MICROVERSION
-        request.setHeader(b"openstack-api-version", f"compute {major}.{minor}".encode())
-        request.setHeader(b"x-openstack-nova-api-version", f"{major}.{minor}".encode())
-        request.setHeader(b"vary", b"OpenStack-API-Version, X-OpenStack-Nova-API-Version")
+    # -- OpenStack: discovery and servers -----------------------------------------------------
+
+    def _versions(self, request, caller):
+        return 200, nova.versions_document(base_url(request))
+
+    def _version(self, request, caller):
+        return 200, nova.version_document(base_url(request))
+
+    @defer.inlineCallbacks
+    def _servers(self, request, caller, project_id=None, detail=False):
+        negotiate_microversion(request)
+        name = nova.name_filter(request.args)
+        try:
+            infos = yield self._ctx.hypervisor.list_all()
+        except HypervisorError as e:
+            hypervisor_down(e)
+        base = base_url(request)
+        return 200, {"servers": [
+            nova.server_view(info, base, project_id, detail)
+            for info in sorted(infos, key=lambda i: (i.name, i.uuid))
+            if name is None or info.name == name]}
+
+    def _servers_detail(self, request, caller, project_id=None):
+        return self._servers(request, caller, project_id, detail=True)
+
+    def _server_project(self, request, caller, project_id, server_id):
+        return self._server(request, caller, server_id, project_id)
+
+    @defer.inlineCallbacks
+    def _server(self, request, caller, server_id, project_id=None):
+        negotiate_microversion(request)
+        missing = "Instance {} could not be found."
+        if not nova.is_server_id(server_id):  # Nova looks servers up by UUID only
+            raise ApiError(404, missing.format(server_id))
+        info = yield self._lookup(server_id, missing)
+        return 200, {"server": nova.server_view(info, base_url(request), project_id,
+                                                detail=True)}
 
     # -- operations ----------------------------------------------------------------------------
 

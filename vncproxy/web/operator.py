@@ -12,47 +12,17 @@ reopen it: listed with C{"state": "reconnect_grace"}, id C{grace-GRANTID}). Each
 audited with the API key's id.
 """
 
-from datetime import datetime, timezone
-
 from twisted.internet import defer
-from twisted.logger import Logger
 
 from vncproxy.actions import BadAction, parse_action
 from vncproxy.audit import audit
 from vncproxy.closecodes import CloseCode
 from vncproxy.hypervisor import HypervisorError, InstanceNotRunning, NoSuchInstance
 from vncproxy.web.errors import ApiError, read_json_object
+from vncproxy.web.lookup import describe_instance, iso_utc
 
 MAX_BODY = 64 * 1024
 GRACE_PREFIX = "grace-"
-_log = Logger()
-
-
-def iso_utc(timestamp):
-    """
-    A clock time as an ISO 8601 UTC timestamp (C{None} stays C{None}).
-    """
-    if timestamp is None:
-        return None
-    return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-@defer.inlineCallbacks
-def describe_instance(ctx, instance):
-    """
-    Describe C{instance}: L{ApiError} 404 when there is no such domain, 503 when libvirt cannot
-    say.
-    """
-    try:
-        info = yield ctx.hypervisor.describe(instance)
-    except NoSuchInstance:
-        raise ApiError(404, f"instance {instance} not found") from None
-    except HypervisorError as e:
-        # An expected fault (libvirtd down or restarting): one line, no traceback.
-        _log.warn("hypervisor lookup of {instance} failed: {error}", instance=instance,
-                  error=str(e))
-        raise ApiError(503, "hypervisor unavailable") from None
-    return info
 
 
 def _reservation_row(grant, deadline):

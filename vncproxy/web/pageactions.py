@@ -17,7 +17,8 @@ from twisted.web.server import NOT_DONE_YET
 
 from vncproxy.actions import BadAction, parse_action
 from vncproxy.web.errors import ApiError, read_json_object, render_error, render_json
-from vncproxy.web.operator import describe_instance, perform
+from vncproxy.web.lookup import describe_instance
+from vncproxy.web.operator import perform
 
 MAX_BODY = 4096
 

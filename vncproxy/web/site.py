@@ -14,6 +14,7 @@ from twisted.web.server import Request, Site
 
 from vncproxy.ratelimit import PendingPerAddress
 from vncproxy.web.clients import ASSET_POLICY
+from vncproxy.web.errors import ApiError, error_document, family_of
 from vncproxy.web.websocket import _INSTANCE_PATH
 
 _WEBSOCKET_PATHS = (b"/", b"/websockify")
@@ -158,7 +159,7 @@ class BoundedHTTPChannel(HTTPChannel):
             if len(parts) == 3 and parts[2] not in (b"HTTP/1.0", b"HTTP/1.1"):
                 # Twisted 22.4 (Debian 12) would answer in whatever version was asked
                 # ("HTTP/2.0 200 OK"); newer Twisted says 400, and so do we on every version.
-                self._respondToBadRequestAndDisconnect()
+                self._refuse(400, b"Bad Request", "unsupported HTTP version")
                 return None
         return super().lineReceived(line)
 
@@ -177,12 +178,21 @@ class BoundedHTTPChannel(HTTPChannel):
         if self._body_refused:
             return
         self._body_refused = True
-        limit = self.factory.max_body
-        body = json.dumps({"error": {"code": 413, "message": f"request body larger than "
-                                                              f"{limit} bytes"}}).encode()
-        self.transport.write(b"HTTP/1.1 413 Request Entity Too Large\r\n"
-                             b"Content-Type: application/json\r\nCache-Control: no-store\r\n"
-                             b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body)
+        self._refuse(413, b"Request Entity Too Large",
+                     f"request body larger than {self.factory.max_body} bytes")
+
+    def _refuse(self, code, phrase, message):
+        """
+        Answer C{code} at once with an error in the format of the path's API family, and
+        close, reading nothing more.
+        """
+        path = getattr(self, "_path", b"").split(b"?", 1)[0].decode("utf-8", "replace")
+        trace, document = error_document(ApiError(code, message), family_of(path))
+        body = json.dumps(document).encode()
+        self.transport.write(b"HTTP/1.1 %d %s\r\n" % (code, phrase)
+                             + b"Content-Type: application/json\r\nCache-Control: no-store\r\n"
+                             b"X-Request-Id: %s\r\n" % trace.encode("ascii")
+                             + b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body)
                              + body)
         self.transport.loseConnection()
 

@@ -26,13 +26,14 @@ from twisted.internet import task
 from twisted.logger import Logger
 from twisted.web import http
 
-from vncproxy.audit import audit
+from vncproxy import relay
+from vncproxy.admission import CONSOLE, Refusal, TokenCredential
 from vncproxy.closecodes import REASONS, CloseCode
-from vncproxy.serial.session import SerialRefused, SerialSession
-from vncproxy.sessions import LimitReached, peer_host
-from vncproxy.tokens import TokenRejected
+from vncproxy.serial.session import SerialSession
+from vncproxy.sessions import peer_host
 from vncproxy.vnc import VncSession
-from vncproxy.zerocopy import websocket_header
+from vncproxy.relay.wsframes import websocket_header
+from vncproxy.relay.wsprotocol import FastWebSocketMixin
 
 _INSTANCE_PATH = re.compile(r"/v1/instances/([^/]+)/console")
 MAX_MESSAGE = 1024 * 1024
@@ -111,7 +112,7 @@ def _token_from(request):
     return None
 
 
-class ConsoleServerProtocol(WebSocketServerProtocol):
+class ConsoleServerProtocol(FastWebSocketMixin, WebSocketServerProtocol):
     """
     One viewer's WebSocket. Autobahn owns C{self.log}; ours is C{_log}.
     """
@@ -144,70 +145,47 @@ class ConsoleServerProtocol(WebSocketServerProtocol):
             self._log.failure("refusing a console connection after an unexpected error")
             raise ConnectionDeny(500, _INTERNAL_ERROR) from None
 
-    def _refuse(self, request, close_code, status, detail=None, delay=0.0):
+    def _refuse(self, request, refusal):
         """
-        Refuse before the upgrade: HTTP C{status} with a JSON body naming C{close_code}; audited
-        and counted. With a C{delay}, the answer comes that much later (rate limiting).
+        Refuse before the upgrade: HTTP status with a JSON body naming the close code; audited
+        and counted. With a delay, the answer comes that much later (rate limiting).
         """
-        reason = REASONS[close_code]
         ctx = self.factory.ctx
-        ctx.metrics.refused(reason.replace(" ", "_"))
-        audit("refusal", peer=request.peer, reason=f"{reason}: {detail}" if detail else reason)
-        deny = ConnectionDeny(status, reason)
-        if delay <= 0:
+        ctx.admission.record(request.peer, refusal)
+        deny = ConnectionDeny(refusal.status, refusal.reason)
+        if refusal.delay <= 0:
             raise deny
 
         def later():
             raise deny
 
-        return task.deferLater(ctx.reactor, delay, later)
+        return task.deferLater(ctx.reactor, refusal.delay, later)
 
     def _admit(self, request):
         ctx = self.factory.ctx
-        source = peer_host(request.peer)
         path_instance = None
         match = _INSTANCE_PATH.fullmatch(request.path)
         if match:
             path_instance = unquote(match.group(1))
         elif request.path not in ("/", "/websockify"):
             raise ConnectionDeny(404, _NO_CONSOLE_HERE)
-        if ctx.limiter.blocked(source):
-            return self._refuse(request, CloseCode.RATE_LIMITED, 429)
+        source = peer_host(request.peer)
         origin = request.headers.get("origin")
-        if not origin_allowed(origin, request.headers.get("host"), ctx.config,
-                              self.factory.isSecure):
-            return self._refuse(request, CloseCode.ORIGIN_REFUSED, 403, f"origin {origin!r}")
-        try:
-            grant = ctx.tokens.consume(_token_from(request))
-        except TokenRejected as e:
-            return self._refuse(request, CloseCode.TOKEN_INVALID, 401, str(e),
-                                delay=ctx.limiter.failed(source))
-        if path_instance is not None and path_instance not in (grant.instance_uuid,
-                                                               grant.instance_name):
-            return self._refuse(request, CloseCode.TOKEN_INVALID, 401,
-                                f"token {grant.id} is for another instance",
-                                delay=ctx.limiter.failed(source))
-        if grant.console_type == "serial":
-            return self._admit_serial(request, grant)
-        session = VncSession(ctx, grant, _WebSocketViewer(self), request.peer)
-        try:
-            ctx.sessions.admit(grant.instance_uuid, "vnc", session, "websocket")
-        except LimitReached as e:
-            ctx.tokens.release(grant, resumable=True, session_started_at=grant.session_started_at)
-            return self._refuse(request, CloseCode.LIMIT_REACHED, 409, str(e))
-        self._session = session
+        if not ctx.limiter.blocked(source) and not origin_allowed(
+                origin, request.headers.get("host"), ctx.config, self.factory.isSecure):
+            return self._refuse(request, Refusal(CloseCode.ORIGIN_REFUSED, 403,
+                                                 f"origin {origin!r}"))
+        outcome = ctx.admission.admit(
+            source, TokenCredential(_token_from(request), path_instance), CONSOLE,
+            lambda grant: self._open_session(grant, request.peer))
+        if isinstance(outcome, Refusal):
+            return self._refuse(request, outcome)
+        self._session = outcome.session
         return "binary" if "binary" in request.protocols else None
 
-    def _admit_serial(self, request, grant):
-        ctx = self.factory.ctx
-        session = SerialSession(ctx, grant, _WebSocketViewer(self), request.peer)
-        try:
-            session.admit("websocket")
-        except SerialRefused as e:
-            ctx.tokens.release(grant, resumable=True, session_started_at=grant.session_started_at)
-            return self._refuse(request, e.close_code, e.status, e.message)
-        self._session = session
-        return "binary" if "binary" in request.protocols else None
+    def _open_session(self, grant, peer):
+        session = SerialSession if grant.console_type == "serial" else VncSession
+        return session(self.factory.ctx, grant, _WebSocketViewer(self), peer)
 
     def failHandshake(self, reason, code=400, responseHeaders=None):
         # Autobahn's version logs the reason, which for its own checks quotes the request line
@@ -237,6 +215,7 @@ class ConsoleServerProtocol(WebSocketServerProtocol):
         self.sendData(("\r\n".join(head) + "\r\n\r\n").encode("utf-8") + body)
 
     def onOpen(self):
+        super().onOpen()  # the receive fast path starts (vncproxy.relay.wsprotocol)
         if self._session is not None:
             self._session.start()
 
@@ -255,21 +234,7 @@ class ConsoleServerProtocol(WebSocketServerProtocol):
     def onMessageEnd(self):
         pass
 
-    # Autobahn's dataReceived and sendData each log a debug line whose arguments (hltype,
-    # hlval: qualified names, string styling) are built before the logger can discard them,
-    # on every read and every write. The relay's path skips those lines; anything unusual
-    # (Autobahn's send queue, sync or chopped sends, octet logging, a closing connection)
-    # still goes through Autobahn's sendData.
-    def dataReceived(self, data):
-        self._dataReceived(data)
-
-    def sendData(self, data, sync=False, chopsize=None):
-        if (sync or chopsize or self.send_queue or self.logOctets
-                or self.state != WebSocketServerProtocol.STATE_OPEN):
-            super().sendData(data, sync, chopsize)
-            return
-        self.transport.write(data)
-        self.trafficStats.outgoingOctetsWireLevel += len(data)
+    # dataReceived and sendData: the WebSocket fast paths (vncproxy.relay.wsprotocol).
 
     def onClose(self, wasClean, code, reason):
         if self._session is not None:
@@ -284,6 +249,8 @@ class _WebSocketViewer:
     Adapts a L{ConsoleServerProtocol} to the viewer shape that L{VncSession} drives.
     """
 
+    listener = "websocket"  # its name in the session inventory
+
     def __init__(self, protocol):
         self._protocol = protocol
 
@@ -297,7 +264,7 @@ class _WebSocketViewer:
 
     def splice_ready(self):
         """
-        Whether a frame we write ourselves may go now (vncproxy.zerocopy): the WebSocket is
+        Whether a frame we write ourselves may go now (vncproxy.relay.zerocopy): the WebSocket is
         open and Autobahn is not in the middle of sending anything.
         """
         protocol = self._protocol
@@ -340,7 +307,9 @@ def make_factory(ctx, secure=False):
     The WebSocket factory of the console listener.
     """
     # Autobahn derives isSecure from the URL; the host part is unused (externalPort unset).
-    factory = WebSocketServerFactory("wss://localhost" if secure else None, server="consoleproxy")
+    factory = WebSocketServerFactory("wss://localhost" if secure else None, server="consoleproxy",
+                                     reactor=ctx.reactor)
+    relay.tune_websocket(factory, ctx.reactor, ctx.fast_paths)
     factory.protocol = ConsoleServerProtocol
     factory.ctx = ctx
     factory.connections = set()  # open WebSocket connections (the service waits for them on stop)

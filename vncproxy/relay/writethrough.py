@@ -26,7 +26,7 @@ from twisted.internet import tcp
 def plain_socket(transport):
     """
     Whether C{transport} is a TCP or UNIX socket connection of Twisted's, without TLS: one
-    whose socket may be written (or spliced into, see L{vncproxy.zerocopy}) directly.
+    whose socket may be written (or spliced into, see L{vncproxy.relay.zerocopy}) directly.
     """
     return isinstance(transport, tcp.Connection) and not transport.TLS
 

@@ -29,12 +29,11 @@ import errno
 import fcntl
 import os
 import socket
-import struct
 
 from twisted.internet import main
 from twisted.logger import Logger
 
-from vncproxy.writethrough import nothing_queued, plain_socket
+from vncproxy.relay.writethrough import nothing_queued, plain_socket
 
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
@@ -46,18 +45,6 @@ CHUNK = 1024 * 1024
 THRESHOLD = 16 * 1024
 
 _log = Logger()
-
-
-def websocket_header(length):
-    """
-    The header of one unmasked, final, binary WebSocket frame carrying C{length} bytes (RFC 6455
-    section 5.2: 0x82, then the length in 7 bits, or 126 and 16 bits, or 127 and 64 bits).
-    """
-    if length < 126:
-        return bytes((0x82, length))
-    if length < 0x10000:
-        return struct.pack("!BBH", 0x82, 126, length)
-    return struct.pack("!BBQ", 0x82, 127, length)
 
 
 class _Pipe:
@@ -209,4 +196,4 @@ class SpliceRelay:
             sink.write(b"".join(rest))
 
 
-__all__ = ["CHUNK", "SpliceRelay", "THRESHOLD", "available", "websocket_header"]
+__all__ = ["CHUNK", "SpliceRelay", "THRESHOLD", "available"]

@@ -1,0 +1,97 @@
+"""
+The WebSocket fast paths, as a mixin for the console's Autobahn server protocol. Each is on
+only when its switch (L{vncproxy.relay.FastPaths}, on the factory) is, which it is only after
+its names passed L{vncproxy.relay._assumptions}.
+
+C{websocket_send}: Autobahn's C{dataReceived} and C{sendData} each log a debug line whose
+arguments (C{hltype}, C{hlval}: qualified names, string styling) are built before the logger
+can discard them, on every read and every write (about 25 us per keystroke round trip). The
+relay's writes skip those lines; anything unusual (Autobahn's send queue, sync or chopped
+sends, octet logging, a connection not open) still goes through Autobahn's C{sendData}. Copied
+from the fast branch of C{WebSocketProtocol.sendData} (Autobahn 22.7 to 26.11; the test of
+framework assumptions holds the digest of the code this mirrors).
+
+The same switch covers one set-up cost: Autobahn's C{_connectionMade} pretty-prints its 30
+options (C{pprint.pformat}) for a debug line on every connection, about a fifth of its CPU per
+upgrade; L{quiet_debug_lines} makes that module's C{pformat} format only while txaio's log
+level is debug (else it gives an empty string, which only such debug lines and the
+C{trackTimings} report would have shown).
+
+C{websocket_receive}: while the connection is open and Autobahn is between messages, the
+viewer's bytes go to a L{BinaryFrameReader} first; the payloads of the binary frames one read
+brought go to C{onMessageFrameData} joined (so to QEMU in one write, not one per frame),
+without Autobahn's per-frame work (a masker object made through cffi, about 25 calls). The first frame the reader
+does not take, and everything after it, goes to Autobahn, which keeps the connection until it
+is between messages again.
+"""
+
+import pprint
+
+import txaio
+from autobahn.websocket import protocol as _autobahn_protocol
+from autobahn.websocket.protocol import WebSocketProtocol
+
+from vncproxy.relay.wsframes import BinaryFrameReader
+
+_OPEN = WebSocketProtocol.STATE_OPEN
+
+
+def _pformat_for_debug(value, *args, **kw):
+    if txaio.get_global_log_level() in ("debug", "trace"):
+        return pprint.pformat(value, *args, **kw)
+    return ""
+
+
+def quiet_debug_lines():
+    """
+    Make Autobahn's protocol module pretty-print only for debug logging (see above).
+    """
+    _autobahn_protocol.pformat = _pformat_for_debug
+
+
+def _frame_limit(protocol):
+    limits = [n for n in (protocol.maxFramePayloadSize, protocol.maxMessagePayloadSize) if n]
+    return min(limits) if limits else 0
+
+
+class FastWebSocketMixin:
+    """
+    Mix in before Autobahn's C{WebSocketServerProtocol}; the factory carries C{fast_paths}.
+    """
+
+    _frames = None
+
+    def onOpen(self):
+        # (Autobahn's onOpen is an empty hook; the console's protocol calls this one first.)
+        if self.factory.fast_paths.websocket_receive and self._perMessageCompress is None:
+            self._frames = BinaryFrameReader(_frame_limit(self))
+
+    def _autobahn_between_messages(self):
+        return self.current_frame is None and not self.inside_message and not self.data
+
+    def dataReceived(self, data):
+        frames = self._frames
+        if frames is not None and self.state == _OPEN and (
+                frames.inside_frame or self._autobahn_between_messages()):
+            payloads, data = frames.receive(data)
+            if payloads:
+                # the console is a byte stream: what one read brought goes on in one write
+                self.onMessageFrameData(payloads[0] if len(payloads) == 1
+                                        else b"".join(payloads))
+            if data is None:
+                return
+        if self.factory.fast_paths.websocket_send:
+            self._dataReceived(data)
+        else:
+            super().dataReceived(data)
+
+    def sendData(self, data, sync=False, chopsize=None):
+        if (not self.factory.fast_paths.websocket_send or sync or chopsize or self.send_queue
+                or self.logOctets or self.state != _OPEN):
+            super().sendData(data, sync, chopsize)
+            return
+        self.transport.write(data)
+        self.trafficStats.outgoingOctetsWireLevel += len(data)
+
+
+__all__ = ["FastWebSocketMixin", "quiet_debug_lines"]
