@@ -5,12 +5,12 @@ from setuptools import setup
 # start; constraints-tested.txt records the newest versions the whole suite passed on.
 setup(
     name="consoleproxy",
-    version="0.1.0",
+    version="0.1.1",
     description="Hypervisor-side console proxy for virtual machines (VNC over WebSocket, serial)",
     packages=["vncproxy", "vncproxy.rfb", "vncproxy.web", "vncproxy.hypervisor", "vncproxy.serial",
-              "vncproxy.relay", "twisted.plugins"],
-    # The web clients: our pages, and what tools/webclients.sh installed from npm (xterm.js, and
-    # noVNC's library as the fallback for hosts without the system package novnc): run it first.
+              "vncproxy.lxd", "vncproxy.relay", "twisted.plugins"],
+    # The web clients: our pages, and the committed build of tools/webclients.sh (xterm.js, and
+    # noVNC's library as the fallback for hosts without the system package novnc).
     package_data={
         "vncproxy.web": ["openapi.json", "static/*.html", "static/serial/*", "static/vendor/**/*"],
         "twisted": ["plugins/consoleproxy.py"],
@@ -33,6 +33,9 @@ setup(
             "hypothesis>=6.67",
             "websocket-client>=1.6",
             "vncdotool>=1.2",
+            # The LXD console API's e2e tests (pylxd 2.4 needs cryptography 46; 2.3.9 runs on
+            # Debian 12's packages too: tools/testbed.sh).
+            "pylxd==2.3.9",
             # Browser tests drive Debian's chromium; never "playwright install".
             "playwright>=1.48",
         ],

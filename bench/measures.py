@@ -322,6 +322,8 @@ def scale(bench):
                 "s", "lower", target=("all succeed", None))
     failed = Row(f"storm: connections of {storm_n:,} that failed", "count", "lower",
                  target=("0", lambda r: _at_most(r, "websocket", 0)))
+    idle_failed = Row(f"idle sessions of {n:,} that failed to open (64 at a time)", "count",
+                      "lower", target=("0", lambda r: _at_most(r, "websocket", 0)))
     service, target = bench.scale_service()
     try:
         pid = service.pid
@@ -332,13 +334,16 @@ def scale(bench):
             conns, errors = await _open_many(target, tickets[:storm_n], parallel=storm_n)
             storm.add("websocket", time.perf_counter() - t0)
             failed.add("websocket", len(errors))
+            if errors:
+                failed.note = f"first failure: {errors[0]!r}"
             for conn in conns:
                 conn.close()
             await asyncio.sleep(2.0)
             rss0, fds0 = proc.rss(pid), proc.descriptors(pid)
             conns, errors = await _open_many(target, tickets[storm_n:], parallel=64)
+            idle_failed.add("websocket", len(errors))
             if errors:
-                raise RuntimeError(f"{len(errors)} of {n} sessions failed: {errors[0]!r}")
+                idle_failed.note = f"first failure: {errors[0]!r}"
             await asyncio.sleep(2.0)
             rss1, fds1 = proc.rss(pid), proc.descriptors(pid)
             for conn in conns:
@@ -347,14 +352,15 @@ def scale(bench):
             return rss0, rss1, fds0, fds1
 
         rss0, rss1, fds0, fds1 = asyncio.run(run())
-        per.add("websocket", (rss1 - rss0) / n / 1024)
+        held = n - idle_failed.values["websocket"][0]
+        per.add("websocket", (rss1 - rss0) / held / 1024)
         total.add("websocket", rss1 / 2**20)
-        fds.add("websocket", (fds1 - fds0) / n)
+        fds.add("websocket", (fds1 - fds0) / held)
     finally:
         service.stop()
     storm.note = ("one asyncio client opens them all at once, from one address (the "
                   "service's per-address cap on unfinished requests is lifted for this measure)")
-    return [storm, failed, per, total, fds]
+    return [storm, failed, idle_failed, per, total, fds]
 
 
 def _at_most(row, name, limit):

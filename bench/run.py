@@ -299,6 +299,8 @@ def main(argv=None):
                 rows += MEASURES[name](bench)
             except Skip as e:
                 bench.notes.append(str(e))
+            except Exception as e:  # one measure failing must not lose the others' figures
+                bench.notes.append(f"{name} failed: {type(e).__name__}: {e}")
             print(f"   {name} took {time.monotonic() - t0:.1f} s", file=sys.stderr, flush=True)
     finally:
         bench.stop()

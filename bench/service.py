@@ -119,6 +119,7 @@ def _run(args):
         "listen.api": f"tcp:{api_port}:interface=127.0.0.1",
         "listen.console": f"tcp:{console_port}:interface=127.0.0.1",
         "listen.xvpvnc": f"tcp:{xvp_port}:interface=127.0.0.1",
+        "listen.vnc": f"tcp:{free_port()}:interface=127.0.0.1",
         "console.public_url": f"http://127.0.0.1:{console_port}",
         "service.state_dir": str(workdir / "state"),
     })

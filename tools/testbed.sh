@@ -51,19 +51,26 @@ IMAGES_VERSION=1                      # bump when the image recipe below changes
 APT_PKGS=(qemu-system-x86 libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
           libvirt-dev pkg-config gcc busybox-static openssl
           novnc chromium              # web clients: noVNC served as is; browser tests
-          gvncviewer tigervnc-viewer virt-viewer xvfb)  # native VNC viewers (e2e), headless X
+          gvncviewer tigervnc-viewer tigervnc-tools virt-viewer  # native VNC viewers (e2e)
+          xvfb xdotool                # ... on a headless X server; xdotool types a password
+          lxd-client                  # lxc 5.0.2: the LXD console API's e2e tests
+          haproxy iproute2)           # the region test's front door; ss/ip for its checks
 GUEST_MODULES=(button evdev pvpanic pvpanic-mmio)
 # The runtime dependencies of the .deb (debian/control) and the test tools, from Debian 12.
 DEBIAN_PY_PKGS=(python3-twisted python3-autobahn python3-openssl python3-service-identity
                 python3-libvirt python3-zope.interface python3-cryptography
                 python3-prometheus-client python3-pytest python3-pytest-twisted
-                python3-hypothesis python3-websocket python3-pil python3-venv)
+                python3-hypothesis python3-websocket python3-pil python3-venv
+                python3-requests python3-requests-toolbelt python3-ws4py python3-dateutil
+                python3-pip python3-wheel python3-setuptools)  # tests/install: pip install paths
 # Test tools Debian 12 lacks, or lacks in the version the suite needs (pip, into .venv-debian
 # only, never a runtime dependency): websocket-client >= 1.6 exposes the body of a refused
 # upgrade (Debian has 1.2.3); Playwright drives Debian's chromium in the browser tests.
 DEBIAN_PIP_EXTRA=("websocket-client==1.6.0" "playwright==1.65.2")
-# ... and without their dependencies, which Debian has (vncdotool: Twisted, Pillow, cryptography)
-DEBIAN_PIP_NODEPS=("vncdotool==1.4.2")
+# ... and without their dependencies, which Debian has (vncdotool: Twisted, Pillow, cryptography;
+# pylxd, the LXD e2e tests' Python client: requests, requests-toolbelt, ws4py, dateutil,
+# cryptography; the suite pins the same pylxd as setup.py, not Debian 12's 2.2.10)
+DEBIAN_PIP_NODEPS=("vncdotool==1.4.2" "pylxd==2.3.9")
 DEBIAN_VENV=$REPO/.venv-debian
 # The clients users run against the API (tests/e2e/test_clients_e2e.py), as their own
 # documentation installs them: pip, into a venv of their own, so that their many dependencies

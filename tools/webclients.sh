@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# tools/webclients.sh - install the browser libraries of the web clients at build time.
+# tools/webclients.sh - rebuild the committed browser libraries of the web clients after a
+# change to the pins (webclients/package.json, then `npm install --package-lock-only` there).
 #
 # From the npm registry, at the versions pinned by webclients/package.json and
 # webclients/package-lock.json (integrity hashes checked by `npm ci`):
@@ -15,7 +16,9 @@
 # What is served is copied, with each package's licence and a VERSIONS file, into
 #   vncproxy/web/static/vendor/xterm/    (the default of [web] xterm_dir)
 #   vncproxy/web/static/vendor/novnc/    (the noVNC fallback)
-# which git ignores: it is built, never committed.
+# which are committed, so that every install path (pip install of a checkout, sdist, wheel,
+# dpkg-buildpackage) ships them with no build step and no node; .lock-sha256 records the lock
+# file they were built from (tests/unit/test_webclients_build.py holds them to it).
 #
 # Idempotent: does nothing when the copies match the lock file. Needs node and npm.
 set -euo pipefail

@@ -1,3 +1,3 @@
 """consoleproxy: a hypervisor-side console proxy for virtual machines."""
 
-__version__ = "0.1.0"
+__version__ = "0.1.1"

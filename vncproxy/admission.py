@@ -19,9 +19,11 @@ grant refused at step 3 was shown where it does not belong; it stays spent.
 
 Extension points:
 
-  - another kind of grant (a signed grant from a region, ...): a credential class with
-    C{kind} (for logs) and C{redeem(admission, peer)} returning a L{vncproxy.tokens.Grant} or
-    raising L{Refused}; L{TokenCredential} and L{PasswordCredential} are the two we have.
+  - another kind of grant: a credential class with C{kind} (for logs) and
+    C{redeem(admission, peer)} returning a L{vncproxy.tokens.Grant} or raising L{Refused};
+    L{TokenCredential} and L{PasswordCredential} are the two we have, and
+    L{vncproxy.grants.SignedGrantCredential} (a region's signed grant) is a token credential
+    with its own C{consume}.
   - another listener: a L{Listener} naming the console types it serves, and a C{open_session}
     callable that makes its session for a grant; the session's C{register()} registers it (or
     raises L{Refused}) and C{start()} runs it once the listener hands the connection over.
@@ -32,15 +34,12 @@ L{Admission.record} counts and audits a refusal; listeners call it for their own
 
 from dataclasses import dataclass, field
 
-from vncproxy.audit import audit
+from vncproxy.audit import audit, refusal_reason
 from vncproxy.closecodes import REASONS, CloseCode
-from vncproxy.ratelimit import FailureLimiter
 from vncproxy.tokens import TokenRejected
 
 WRONG_PASSWORD = "authentication failed"
 ADDRESS_LOCKED = "too many failed attempts from your address; try again later"
-INSTANCE_LOCKED = ("too many failed password attempts for this console; "
-                   "request a new console password later")
 
 
 @dataclass(frozen=True)
@@ -120,7 +119,7 @@ class TokenCredential:
     def redeem(self, admission, peer):
         ctx = admission.ctx
         try:
-            grant = ctx.tokens.consume(self.secret)
+            grant = self.consume(ctx)
         except TokenRejected as e:
             raise Refused(admission.failure(peer, str(e))) from None
         if self.instance is not None and self.instance not in (grant.instance_uuid,
@@ -128,12 +127,21 @@ class TokenCredential:
             raise Refused(admission.failure(peer, f"token {grant.id} is for another instance"))
         return grant
 
+    def consume(self, ctx):
+        """
+        The grant the secret carries (spent from now on). Other kinds of token override this.
+
+        @raise TokenRejected: when it carries none.
+        """
+        return ctx.tokens.consume(self.secret)
+
 
 @dataclass(frozen=True)
 class PasswordCredential:
     """
     A native viewer's VNC Authentication response to our challenge, checked against every live
-    one-time password.
+    one-time password. A wrong one counts against the presenting address only; the global
+    pace of these checks is the listener's L{vncproxy.ratelimit.GuessBudget}.
     """
 
     challenge: bytes = field(repr=False)
@@ -141,18 +149,10 @@ class PasswordCredential:
     kind = "password"
 
     def redeem(self, admission, peer):
-        ctx, instances = admission.ctx, admission.instance_failures
+        ctx = admission.ctx
         grant = ctx.tokens.match_vnc_response(self.challenge, self.response)
         if grant is None:
-            for instance in ctx.tokens.password_instances():
-                instances.failed(instance)
             raise Refused(admission.failure(peer, "wrong password", WRONG_PASSWORD))
-        if instances.blocked(grant.instance_uuid):
-            ctx.tokens.revoke_password(grant)
-            raise Refused(Refusal(
-                CloseCode.RATE_LIMITED, 429,
-                f"too many wrong passwords for {grant.instance_uuid}; the password of grant "
-                f"{grant.id} is revoked", INSTANCE_LOCKED))
         try:
             return ctx.tokens.consume_grant(grant)
         except TokenRejected:
@@ -169,10 +169,6 @@ class Admission:
 
     def __init__(self, ctx):
         self.ctx = ctx
-        limit = ctx.config.xvpvnc_max_failures_per_instance
-        # Wrong passwords per instance with a live password: no slowing down, only refusal.
-        self.instance_failures = FailureLimiter(ctx.reactor, ctx.config.ratelimit_window,
-                                                slow_after=limit, refuse_after=limit)
 
     def admit(self, peer, credential, listener, open_session):
         """
@@ -215,10 +211,10 @@ class Admission:
         Count and audit a refusal (C{fields}: extra audit fields such as C{console_type}).
         """
         self.ctx.metrics.refused(refusal.reason.replace(" ", "_"))
-        audit("refusal", peer=peer, reason=f"{refusal.reason}: {refusal.detail}"
-              if refusal.detail else refusal.reason, **fields)
+        audit("refusal", peer=peer, reason=refusal_reason(refusal.reason, refusal.detail),
+              **fields)
 
 
-__all__ = ["ADDRESS_LOCKED", "Admission", "Admitted", "CONSOLE", "INSTANCE_LOCKED", "Listener",
+__all__ = ["ADDRESS_LOCKED", "Admission", "Admitted", "CONSOLE", "Listener",
            "PasswordCredential", "Refusal", "Refused", "TokenCredential", "WRONG_PASSWORD",
            "XVPVNC"]

@@ -22,6 +22,17 @@ _TEMPLATES = {
 }
 
 
+def refusal_reason(reason, detail):
+    """
+    A refusal's reason with its detail after a colon, unless the detail already says the reason
+    ("token invalid, used or expired" is not written "token invalid: token invalid, used or
+    expired").
+    """
+    if not detail:
+        return reason
+    return detail if detail.startswith(reason) else f"{reason}: {detail}"
+
+
 def audit(event, **fields):
     """
     Emit one audit event; C{event} is one of grant, connect, refusal, close, sessions_listed,

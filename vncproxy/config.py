@@ -38,6 +38,27 @@ def _endpoint(value):
     return value
 
 
+def _optional_endpoint(kind):
+    def parse(value):
+        if not value:
+            return ""
+        if _parse_args(value)[0][:1] != [kind]:
+            raise ValueError(f"must be a {kind}: endpoint string (or empty: none)")
+        return _endpoint(value)
+
+    return parse
+
+
+def _mode(value):
+    try:
+        mode = int(value, 8)
+    except ValueError:
+        raise ValueError("must be an octal file mode such as 0660") from None
+    if not 0 <= mode <= 0o777:
+        raise ValueError("must be an octal file mode such as 0660")
+    return mode
+
+
 def _positive(kind):
     def parse(value):
         number = kind(value)
@@ -81,6 +102,21 @@ def _words(value):
     return tuple(w for w in value.replace(",", " ").split() if w)
 
 
+def _issuers(value):
+    from vncproxy.grants import parse_public_key  # cryptography: loaded only when used
+
+    keys = _words(value)
+    for key in keys:
+        parse_public_key(key)
+    return keys
+
+
+def _node_id(value):
+    if value and not all(c.isalnum() or c in "-_." for c in value):
+        raise ValueError("letters, digits, '-', '_' and '.' only")
+    return value
+
+
 def _boolean(value):
     lowered = value.lower()
     if lowered in ("true", "yes", "on", "1"):
@@ -104,12 +140,19 @@ SCHEMA = {
     ("listen", "api"): ("api_listen", _endpoint, "tcp:6090:interface=127.0.0.1"),
     ("listen", "console"): ("console_listen", _endpoint, "tcp:6080"),
     ("listen", "xvpvnc"): ("xvpvnc_listen", _endpoint, "tcp:6081"),
+    ("listen", "vnc"): ("vnc_listen", _endpoint, "tcp:6084"),
     ("console", "public_url"): ("public_url", _url, ""),
     ("console", "allowed_origins"): ("allowed_origins", _words, ""),
+    ("console", "prefix"): ("public_prefix_mode", _one_of("stripped", "kept"), "stripped"),
+    ("console", "public_xvpvnc_port"): ("public_xvpvnc_port", _non_negative(int), "0"),
+    ("console", "public_vnc_port"): ("public_vnc_port", _non_negative(int), "0"),
     ("api", "keys_file"): ("api_keys_file", str, ""),
     ("libvirt", "uri"): ("libvirt_uri", str, "qemu:///system"),
     ("tokens", "token_ttl"): ("token_ttl", _positive(float), "180"),
     ("tokens", "reconnect_grace"): ("reconnect_grace", _non_negative(float), "15"),
+    ("tokens", "node_id"): ("node_id", _node_id, ""),
+    ("tokens", "trusted_issuers"): ("trusted_issuers", _issuers, ""),
+    ("tokens", "clock_skew"): ("grant_clock_skew", _non_negative(float), "30"),
     ("sessions", "max_vnc_sessions"): ("max_vnc_sessions", _positive(int), "2"),
     ("sessions", "max_vnc_viewers"): ("max_vnc_viewers", _non_negative(int), "8"),
     ("sessions", "idle_timeout"): ("idle_timeout", _positive(float), "600"),
@@ -135,6 +178,8 @@ SCHEMA = {
                                             "32"),
     ("xvpvnc", "max_failures_per_instance"): ("xvpvnc_max_failures_per_instance",
                                               _positive(int), "20"),
+    ("xvpvnc", "password_checks_per_second"): ("xvpvnc_password_checks_per_second",
+                                               _positive(float), "20"),
     ("http", "header_timeout"): ("http_header_timeout", _positive(float), "10"),
     ("http", "idle_timeout"): ("http_idle_timeout", _positive(float), "60"),
     ("http", "max_pending_per_address"): ("http_max_pending_per_address", _positive(int), "32"),
@@ -150,6 +195,12 @@ SCHEMA = {
     ("serial", "max_viewers"): ("serial_max_viewers", _positive(int), "16"),
     ("web", "novnc_dir"): ("novnc_dir", str, "/usr/share/novnc"),
     ("web", "xterm_dir"): ("xterm_dir", str, ""),
+    ("lxd", "listen"): ("lxd_listen", _optional_endpoint("unix"), ""),
+    ("lxd", "socket_owner"): ("lxd_socket_owner", str, ""),
+    ("lxd", "socket_group"): ("lxd_socket_group", str, ""),
+    ("lxd", "socket_mode"): ("lxd_socket_mode", _mode, "0660"),
+    ("lxd", "listen_tls"): ("lxd_listen_tls", _optional_endpoint("ssl"), ""),
+    ("lxd", "trusted_certificates"): ("lxd_trusted_certificates", str, ""),
 }
 
 
@@ -162,12 +213,19 @@ class Config:
     api_listen: str
     console_listen: str
     xvpvnc_listen: str
+    vnc_listen: str
     public_url: str
     allowed_origins: tuple
+    public_prefix_mode: str
+    public_xvpvnc_port: int
+    public_vnc_port: int
     api_keys_file: str
     libvirt_uri: str
     token_ttl: float
     reconnect_grace: float
+    node_id: str
+    trusted_issuers: tuple
+    grant_clock_skew: float
     max_vnc_sessions: int
     max_vnc_viewers: int
     idle_timeout: float
@@ -190,7 +248,8 @@ class Config:
     relay_websocket_receive: bool
     xvpvnc_native_wait: float
     xvpvnc_max_pending_per_address: int
-    xvpvnc_max_failures_per_instance: int
+    xvpvnc_max_failures_per_instance: int  # no longer used (kept so older files load)
+    xvpvnc_password_checks_per_second: float
     http_header_timeout: float
     http_idle_timeout: float
     http_max_pending_per_address: int
@@ -206,6 +265,12 @@ class Config:
     serial_viewer_queue: int
     serial_slow_viewer_grace: float
     serial_max_viewers: int
+    lxd_listen: str
+    lxd_socket_owner: str
+    lxd_socket_group: str
+    lxd_socket_mode: int
+    lxd_listen_tls: str
+    lxd_trusted_certificates: str
 
     @property
     def serial_log_path(self):
@@ -235,6 +300,22 @@ class Config:
         return urls.Urls(self).websocket_base
 
     @property
+    def public_path_prefix(self):
+        """
+        The path of C{public_url} (C{"/n/node17"}), or C{""}: where this node's console listener
+        appears on the public host.
+        """
+        return urlsplit(self.public_url).path.rstrip("/") if self.public_url else ""
+
+    @property
+    def listener_path_prefix(self):
+        """
+        The prefix the console listener's requests arrive with: the public prefix when the front
+        door keeps it (C{[console] prefix = kept}), C{""} when it strips it.
+        """
+        return self.public_path_prefix if self.public_prefix_mode == "kept" else ""
+
+    @property
     def xvpvnc_base_url(self):
         return urls.Urls(self).xvpvnc_base
 
@@ -252,6 +333,10 @@ def _build(values, where):
             raise ConfigError(f"{where}: [{section}] {key}: {e}") from None
     built = Config(**kwargs)
     _check_tls(built, where)
+    if built.trusted_issuers and not built.node_id:
+        raise ConfigError(f"{where}: [tokens] trusted_issuers: needs node_id (the id signed "
+                          "grants must name to be accepted here)")
+    _check_lxd(built, where)
     return built
 
 
@@ -268,6 +353,12 @@ def _check_tls(c, where):
         raise ConfigError(f"{where}: [vnc] tls_anonymous: cannot be combined with tls_ca "
                           "(it would let an attacker downgrade certificate-verified TLS to "
                           "unauthenticated TLS)")
+
+
+def _check_lxd(c, where):
+    if c.lxd_listen_tls and not c.lxd_trusted_certificates:
+        raise ConfigError(f"{where}: [lxd] listen_tls: needs trusted_certificates (the client "
+                          "certificates allowed in)")
 
 
 def _values_from_parser(parser, where):

@@ -8,6 +8,7 @@ from functools import cached_property
 
 from vncproxy.admission import Admission
 from vncproxy.config import Config
+from vncproxy.ratelimit import GuessBudget
 from vncproxy.sessions import SessionRegistry
 from vncproxy.tokens import TokenStore
 from vncproxy.urls import Urls
@@ -21,6 +22,7 @@ class ProxyContext:
     @ivar hypervisor: an L{vncproxy.interfaces.IHypervisor}.
     @ivar serial: the L{vncproxy.serial.manager.SerialManager} (serial capture, hubs, logs), or
         C{None} where serial consoles are not wired up.
+    @ivar grants: the L{vncproxy.grants.GrantVerifier} when the node accepts signed grants.
     @ivar vnc_tls: the L{vncproxy.vnctls.VncTls} settings toward VNC servers (default: none,
         so a VNC server requiring TLS is refused).
     @ivar vnc_connect: C{"graphics-fd"} or C{"tcp"}, the mode in effect (see
@@ -37,6 +39,7 @@ class ProxyContext:
     serial: object = None
     metrics: object = None
     limiter: object = None  # FailureLimiter for token redemption failures, per source address
+    grants: object = None  # GrantVerifier of signed grants ([tokens] trusted_issuers), or None
     vnc_tls: VncTls = field(default_factory=VncTls)
     vnc_connect: str = "tcp"  # how sessions reach QEMU's VNC server (vncproxy.vncconnect)
     fast_paths: object = None  # vncproxy.relay.FastPaths; None: decided from config
@@ -53,6 +56,14 @@ class ProxyContext:
         The one L{vncproxy.admission.Admission} every listener admits grants through.
         """
         return Admission(self)
+
+    @cached_property
+    def guesses(self):
+        """
+        The L{vncproxy.ratelimit.GuessBudget} every native password check waits in.
+        """
+        rate = self.config.xvpvnc_password_checks_per_second
+        return GuessBudget(self.reactor, rate, burst=rate)
 
     @cached_property
     def urls(self):

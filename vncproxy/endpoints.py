@@ -27,15 +27,22 @@ def parse_args(description):
     return args, kwargs
 
 
+def unwrapped(description):
+    """
+    The endpoint a C{haproxy:} (PROXY protocol) wrapper wraps, or C{description} itself.
+    """
+    return description[len("haproxy:"):] if description.startswith("haproxy:") else description
+
+
 def port(description):
     """
     The TCP port of a C{tcp:}/C{tcp6:}/C{ssl:} endpoint string, or C{None} (C{unix:},
-    C{systemd:}).
+    C{systemd:}); through a C{haproxy:} wrapper.
     """
-    args, kwargs = parse_args(description)
+    args, kwargs = parse_args(unwrapped(description))
     if args and args[0] in ("tcp", "ssl", "tcp6") and len(args) > 1:
         return int(args[1])
     return int(kwargs["port"]) if "port" in kwargs else None
 
 
-__all__ = ["parse_args", "port"]
+__all__ = ["parse_args", "port", "unwrapped"]

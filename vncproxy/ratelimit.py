@@ -10,6 +10,7 @@ so an attacker spraying from many addresses cannot grow memory without bound.
 from collections import Counter, OrderedDict, deque
 
 MAX_DELAY = 3.0
+_EPSILON = 1e-6
 
 
 class FailureLimiter:
@@ -108,3 +109,90 @@ class PendingPerAddress:
         Pending connections by address (only those with any).
         """
         return dict(self._count)
+
+
+class GuessBudget:
+    """
+    A global budget of password checks that slows rather than locks: at most C{rate} checks
+    a second (after a burst of C{burst}), whoever asks, served round-robin by source address.
+
+    Each check waits its turn in its address's queue; the addresses take turns, one check
+    each, so an address that queues many checks delays only itself: someone else's check
+    waits for at most one check per other waiting address, never for a whole queue. Nothing
+    is ever refused or revoked here; brute force is bounded by C{rate} over every address
+    together (docs/security.md states the odds).
+
+    @param clock: an L{IReactorTime}.
+    """
+
+    def __init__(self, clock, rate, burst):
+        self._clock = clock
+        self._rate = rate
+        self._burst = burst
+        self._tokens = float(burst)
+        self._stamp = clock.seconds()
+        self._queues = OrderedDict()  # address -> deque of _Check, in turn order
+        self._timer = None
+        self.checked = 0
+
+    def submit(self, address, check):
+        """
+        Run C{check()} when its turn comes (at once when the budget allows).
+
+        @return: an object whose C{cancel()} withdraws the check (its connection went away).
+        """
+        entry = _Check(check)
+        self._queues.setdefault(address, deque()).append(entry)
+        self._run()
+        return entry
+
+    def waiting(self):
+        """
+        Checks waiting, by address.
+        """
+        return {a: sum(not c.cancelled for c in q) for a, q in self._queues.items()}
+
+    def _next(self):
+        while self._queues:
+            address, queue = next(iter(self._queues.items()))
+            entry = queue.popleft()
+            if queue:
+                self._queues.move_to_end(address)
+            else:
+                del self._queues[address]
+            if not entry.cancelled:
+                return entry
+        return None
+
+    def _run(self):
+        now = self._clock.seconds()
+        self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
+        self._stamp = now
+        while self._tokens >= 1 - _EPSILON:  # (clock times are floats)
+            entry = self._next()
+            if entry is None:
+                return
+            self._tokens = max(0.0, self._tokens - 1)
+            self.checked += 1
+            entry.run()
+        if self._queues and self._timer is None:
+            wait = max((1 - self._tokens) / self._rate, _EPSILON)
+            self._timer = self._clock.callLater(wait, self._tick)
+
+    def _tick(self):
+        self._timer = None
+        self._run()
+
+
+class _Check:
+    def __init__(self, check):
+        self._check = check
+        self.cancelled = False
+
+    def cancel(self):
+        self.cancelled = True
+        self._check = None
+
+    def run(self):
+        check, self._check = self._check, None
+        check()

@@ -3,6 +3,8 @@ The composition root's product: one L{MultiService} holding the hypervisor adapt
 listeners, sharing one L{ProxyContext}.
 """
 
+from urllib.parse import urlsplit
+
 from autobahn.twisted.resource import WebSocketResource
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
@@ -10,9 +12,17 @@ from twisted.internet import defer, task
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
+from vncproxy import hostname
 from vncproxy.closecodes import CloseCode
 from vncproxy.context import ProxyContext
+from vncproxy.grants import verifier_for
 from vncproxy.hypervisor import LifecycleKind
+from vncproxy.lxd.channels import make_factory as make_lxd_factory
+from vncproxy.lxd.operations import OperationStore
+from vncproxy.lxd.rest import LxdResource
+from vncproxy.lxd.trust import (CertificateCredential, KeyCredential, SocketCredential,
+                                TrustedCertificates, UnixSocketService, check_owner_group,
+                                tls_listener)
 from vncproxy.metrics import Metrics
 from vncproxy.ratelimit import FailureLimiter
 from vncproxy.serial.manager import SerialManager
@@ -61,6 +71,7 @@ class ConsoleProxyService(MultiService):
             reactor=reactor,
             hypervisor=hypervisor,
             tokens=tokens,
+            grants=verifier_for(config, reactor),  # signed grants of a region's control plane
             sessions=sessions,
             metrics=Metrics(tokens, sessions),
             limiter=FailureLimiter(reactor, config.ratelimit_window,
@@ -76,8 +87,13 @@ class ConsoleProxyService(MultiService):
         self.ctx.serial = SerialManager(config, reactor, hypervisor, metrics=self.ctx.metrics)
         self.ctx.serial.setServiceParent(self)
 
-        api_site = make_site(ApiResource(self.ctx, KeyChecker(api_keys)), config, reactor=reactor)
+        keys = KeyChecker(api_keys)
+        self._lxd_factories = []
+        self.lxd_operations = OperationStore(reactor, config.token_ttl)
+        api_site = make_site(ApiResource(self.ctx, keys, lxd=self._lxd(KeyCredential(keys))),
+                             config, reactor=reactor)
         self._listen("api", config.api_listen, api_site)
+        self._listen_lxd(config)
 
         secure = config.console_listen.startswith("ssl:")
         web = WebClients(config.novnc_dir, config.xterm_dir,
@@ -85,11 +101,39 @@ class ConsoleProxyService(MultiService):
         self._console_factory = make_factory(self.ctx, secure)
         console_site = make_site(
             ConsoleRoot(WebSocketResource(self._console_factory), web,
-                        PageActions(self.ctx, lambda origin, host: origin_allowed(
-                            origin, host, config, secure))), config,
+                        actions=PageActions(self.ctx, lambda origin, host: origin_allowed(
+                            origin, host, config, secure)),
+                        prefix=config.listener_path_prefix), config,
             reactor=reactor)
         self._listen("console", config.console_listen, console_site)
         self._listen("xvpvnc", config.xvpvnc_listen, XvpVncFactory(self.ctx))
+        self._listen("vnc", config.vnc_listen, XvpVncFactory(self.ctx, greet_at_once=True))
+
+    def _lxd(self, credential):
+        """
+        The LXD API resource for one listener, whose callers are known by C{credential}.
+        """
+        factory = make_lxd_factory(self.ctx, self.lxd_operations, credential)
+        self._lxd_factories.append(factory)
+        return LxdResource(self.ctx, self.lxd_operations, credential, WebSocketResource(factory))
+
+    def _listen_lxd(self, config):
+        if config.lxd_listen:
+            check_owner_group(config.lxd_socket_owner, config.lxd_socket_group)
+            site = make_site(self._lxd(SocketCredential()), config, reactor=self._reactor)
+            service = UnixSocketService(self._reactor, config.lxd_listen, site,
+                                        config.lxd_socket_owner, config.lxd_socket_group,
+                                        config.lxd_socket_mode)
+            service.setName("lxd")
+            service.setServiceParent(self)
+        if config.lxd_listen_tls:
+            trusted = TrustedCertificates(config.lxd_trusted_certificates)
+            site = make_site(self._lxd(CertificateCredential(trusted)), config,
+                             reactor=self._reactor)
+            service = StreamServerEndpointService(
+                tls_listener(self._reactor, config.lxd_listen_tls), site)
+            service.setName("lxd_tls")
+            service.setServiceParent(self)
 
     def _listen(self, name, description, factory):
         if is_tls(description):
@@ -107,9 +151,17 @@ class ConsoleProxyService(MultiService):
                            mode=mode, configured=self.ctx.config.vnc_connect, why=why)
         self._unsubscribe = self.ctx.hypervisor.subscribe(self._lifecycle)
         super().startService()
-        self._log.info("consoleproxy started: api {api}, console {console}, xvpvnc {xvpvnc}",
-                       api=self.ctx.config.api_listen, console=self.ctx.config.console_listen,
-                       xvpvnc=self.ctx.config.xvpvnc_listen)
+        self._log.info("consoleproxy started: api {api}, console {console}, xvpvnc {xvpvnc}, "
+                       "vnc {vnc}", api=self.ctx.config.api_listen,
+                       console=self.ctx.config.console_listen,
+                       xvpvnc=self.ctx.config.xvpvnc_listen, vnc=self.ctx.config.vnc_listen)
+        config = self.ctx.config
+        host = urlsplit(self.ctx.urls.console_base).hostname
+        why = None if config.public_url else hostname.why_unreachable(host)
+        if why:
+            self._log.warn("[console] public_url is unset and the console URLs name {host}, {why}:"
+                           " set public_url to the URL viewers reach this service at",
+                           host=host, why=why)
 
     def _lifecycle(self, event):
         if event.kind in _STOPPING:
@@ -134,7 +186,9 @@ class ConsoleProxyService(MultiService):
         return d
 
     def _connections_closed(self, deadline):
-        connections = self._console_factory.connections
+        connections = set(self._console_factory.connections)
+        for factory in self._lxd_factories:
+            connections |= factory.connections
         if not connections:
             return defer.succeed(None)
         if self._reactor.seconds() >= deadline:

@@ -54,6 +54,9 @@ def makeService(options, reactor=None, hypervisor=None):
     from vncproxy import relay
     from vncproxy.service import ConsoleProxyService
 
+    from vncproxy import auditjournal
+
+    auditjournal.install()  # under systemd: audit events as journal entries with fields
     config = options["config_obj"]
     relay.enable_dispatch(reactor, config)  # a cheaper dispatch per socket event
     try:

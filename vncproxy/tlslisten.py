@@ -45,9 +45,11 @@ def tls_options(private_key, cert_key=None, extra_cert_chain=None, dh_parameters
                                   dhParameters=dh, raiseMinimumTo=MINIMUM_TLS)
 
 
-def tls_server_endpoint(reactor, description):
+def tls_server_endpoint(reactor, description, wrap_options=None):
     """
     @param description: an C{ssl:PORT:privateKey=...} endpoint string.
+    @param wrap_options: a function given the listener's L{CertificateOptions}, returning the
+        context factory to use instead (to ask for client certificates, L{vncproxy.lxd.trust}).
     @return: an L{SSL4ServerEndpoint} refusing protocol versions below TLS 1.2.
     @raise ConfigError: for C{sslmethod}, a missing port or unreadable key files.
     """
@@ -64,6 +66,8 @@ def tls_server_endpoint(reactor, description):
     except Exception as e:
         raise ConfigError(f"TLS listener on port {port}: cannot load its certificate or key "
                           f"({e})") from None
+    if wrap_options is not None:
+        options = wrap_options(options)
     return SSL4ServerEndpoint(reactor, int(port), options, backlog=int(kwargs.get("backlog", 50)),
                               interface=kwargs.get("interface", ""))
 

@@ -9,10 +9,13 @@ The URLs we hand out, built in one place from the configuration.
     novnc          http(s)://.../vnc_auto.html?path=[PREFIX/]websockify%3Ftoken%3DT
     serial         ws(s)://.../?token=T
     xvpvnc         http://HOST:XVPVNC_PORT/console?token=T     (Nova's xvp viewer URL)
-    vnc            vnc://:PASSWORD@HOST:XVPVNC_PORT            (native viewers)
+    vnc            vnc://:PASSWORD@HOST:VNC_PORT               (native viewers, [listen] vnc)
+
+XVPVNC_PORT and VNC_PORT are C{[console] public_xvpvnc_port} and C{public_vnc_port} when set
+(this node's ports on a region's front door, docs/region.md), else the listeners' own ports.
 
 HOST is C{public_url}'s host when set; otherwise the console listener's interface when it
-names one, else this machine's name, looked up once (L{this_host}) when the service starts and
+names one, else this machine's reachable name or address, looked up once (L{this_host}) when the service starts and
 never again on a request. PREFIX is C{public_url}'s path (a reverse proxy publishing us under a
 path); a per-node prefix would be added to L{Urls.console_base} and nowhere else.
 """
@@ -21,15 +24,16 @@ import functools
 import socket
 from urllib.parse import quote, urlsplit
 
-from vncproxy import endpoints
+from vncproxy import endpoints, hostname
 
 
 @functools.cache
 def this_host():
     """
-    This machine's fully qualified name, looked up once per process.
+    This machine as a viewer elsewhere can reach it (L{vncproxy.hostname.choose}: the FQDN when
+    it resolves beyond loopback, else the default route's address), looked up once per process.
     """
-    return socket.getfqdn()
+    return hostname.choose(socket.getfqdn())
 
 
 def _host_for_url(host):
@@ -37,7 +41,7 @@ def _host_for_url(host):
 
 
 def _derive_base(description, plain_scheme):
-    args, kwargs = endpoints.parse_args(description)
+    args, kwargs = endpoints.parse_args(endpoints.unwrapped(description))
     scheme = "https" if args[:1] == ["ssl"] else plain_scheme
     port = endpoints.port(description)
     interface = kwargs.get("interface", "")
@@ -69,13 +73,16 @@ class Urls:
         self.websocket_base = ("wss" + base[5:]) if base.startswith("https") else ("ws" + base[4:])
         host = _host_for_url(urlsplit(base).hostname)
         self._prefix = urlsplit(base).path.strip("/")
-        self.xvpvnc_base = self._on_public_host("http://", host, config.xvpvnc_listen)
-        self.vnc_base = self._on_public_host("", host, config.xvpvnc_listen)
+        # A front door's per-node ports (raw TCP has no path prefix to route on): [console]
+        # public_xvpvnc_port and public_vnc_port; 0: the listener's own port.
+        self.xvpvnc_base = "http://" + self._on_public_host(
+            host, config.public_xvpvnc_port, config.xvpvnc_listen)
+        self.vnc_base = self._on_public_host(host, config.public_vnc_port, config.vnc_listen)
 
     @staticmethod
-    def _on_public_host(scheme, host, listen):
-        port = endpoints.port(listen)
-        return f"{scheme}{host}:{port}" if port else f"{scheme}{host}"
+    def _on_public_host(host, public_port, listen):
+        port = public_port or endpoints.port(listen)
+        return f"{host}:{port}" if port else host
 
     def ibm_href(self, instance_uuid, secret):
         return f"{self.websocket_base}/v1/instances/{instance_uuid}/console?access_token={secret}"

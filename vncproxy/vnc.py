@@ -29,6 +29,7 @@ The viewer is any object with C{send(bytes)}, C{close(code, reason)}, C{pause_re
 C{resume_reading()} and a C{network_transport} attribute (the transport carrying its bytes).
 """
 
+import enum
 import ipaddress
 import os
 
@@ -92,6 +93,23 @@ def _tcp_endpoint(reactor, host, port, timeout):
         return HostnameEndpoint(reactor, host, port, timeout=timeout)
     endpoint = TCP6ClientEndpoint if family == 6 else TCP4ClientEndpoint
     return endpoint(reactor, host, port, timeout=timeout)
+
+
+class State(enum.Enum):
+    """
+    A session's states; L{VncSession._end} is the only way to CLOSED::
+
+        CONNECTING --QEMU's handshake done--> DOWNSTREAM --viewer's ClientInit--> RELAYING
+            |                                     |                                 |
+            +--cannot reach the console----> REFUSING (the viewer is told why)     |
+            +-------------------+-----------------+---------------------------------+--> CLOSED
+    """
+
+    CONNECTING = "looking the console up, connecting, QEMU's handshake"
+    DOWNSTREAM = "the viewer's handshake with us (QEMU waits for ClientInit)"
+    RELAYING = "bytes relayed both ways"
+    REFUSING = "the viewer is being told in RFB terms why it cannot connect"
+    CLOSED = "ended"
 
 
 class _QemuFactory(Factory):
@@ -180,17 +198,15 @@ class VncSession:
         self._reactor = ctx.reactor
         self._qemu = None
         self._upstream = None
-        self._upstream_done = False
+        self._state = State.CONNECTING
         self._tls_on = False
         self._tls_hostname = None
         self._vnc_host = None
         self._downstream = downstream
         self._early = b""
         self._to_viewer_after_handshake = b""
-        self._relaying = False
         self._splice = None
-        self._closed = False
-        self._refusal = None
+        self._refusal = None  # (code, detail) while REFUSING
         self._timeout = None
         self._connecting = None
         self._started_at = None
@@ -217,6 +233,10 @@ class VncSession:
     def timer(self):
         return self._timer
 
+    @property
+    def state(self):
+        return self._state
+
     # -- lifecycle -------------------------------------------------------------------------------
 
     def register(self):
@@ -227,7 +247,7 @@ class VncSession:
         """
         try:
             self._ctx.sessions.admit(self._grant.instance_uuid, "vnc", self,
-                                     self._viewer.listener)
+                                     getattr(self._viewer, "listener", None))
         except LimitReached as e:
             raise Refused(Refusal(CloseCode.LIMIT_REACHED, 409, str(e),
                                   f"limit reached: {e}")) from None
@@ -251,9 +271,9 @@ class VncSession:
         viewer still waiting for its SecurityResult is told why in RFB terms first.
         """
         machine = self._downstream
-        if (not self._closed and self._refusal is None and machine is not None
+        if (self._state in (State.CONNECTING, State.DOWNSTREAM) and machine is not None
                 and machine.state is DownstreamState.AWAIT_AUTH_DECISION):
-            self._refusal = (code, detail)
+            self._state, self._refusal = State.REFUSING, (code, detail)
             self._drop_qemu()
             self._downstream_events(machine.reject(reason_for(code, detail)))
         else:
@@ -262,7 +282,7 @@ class VncSession:
     # -- upstream (QEMU) -------------------------------------------------------------------------
 
     def _connect(self, info):
-        if self._closed:
+        if self._state is State.CLOSED:
             return None
         if not info.active:
             raise _Refused(CloseCode.INSTANCE_STOPPED, "instance is not running")
@@ -285,7 +305,7 @@ class VncSession:
         libvirt's socket to QEMU's VNC server, past its authentication: QEMU offers security
         type None on it.
         """
-        if self._closed:
+        if self._state is State.CLOSED:
             os.close(fd)
             return
         self._upstream = UpstreamHandshake(password=None, tls=None)
@@ -293,7 +313,7 @@ class VncSession:
 
     def _graphics_refused(self, failure, vnc):
         failure.trap(GraphicsUnavailable)
-        if self._closed:
+        if self._state is State.CLOSED:
             return None
         self._log.info("vnc session {grant_id}: libvirt gives no graphics socket for {instance} "
                        "({error}); connecting over tcp", grant_id=self._grant.id,
@@ -312,7 +332,7 @@ class VncSession:
         return self._connecting
 
     def _connect_failed(self, failure):
-        if self._closed:
+        if self._state is State.CLOSED:
             return
         if failure.check(_Refused):
             self._refuse(failure.value.code, failure.value.detail)
@@ -331,7 +351,7 @@ class VncSession:
 
     def _qemu_connected(self, transport):
         self._connecting = None
-        if self._closed:
+        if self._state is State.CLOSED:
             transport.abortConnection()
             return
         self._qemu = transport
@@ -344,32 +364,32 @@ class VncSession:
             transport.bufferSize = READ_CHUNK
 
     def _qemu_data(self, data):
-        if self._relaying:
+        state = self._state
+        if state is State.RELAYING:
             self._timer.activity()
             self.bytes_to_viewer += len(data)
             self._viewer.send(data)
             return
-        if self._closed:
-            return
-        if self._upstream_done:
+        if state is State.DOWNSTREAM:
             # QEMU must stay silent until it gets ClientInit; anything else is a protocol error.
             self._to_viewer_after_handshake += data
             if len(self._to_viewer_after_handshake) > MAX_EARLY_BYTES:
                 self._end(CloseCode.CONSOLE_UNAVAILABLE, "VNC server sent unexpected data")
-            return
-        self._upstream_events(self._upstream.receive_data(data))
+        elif state is State.CONNECTING:
+            self._upstream_events(self._upstream.receive_data(data))
+        # REFUSING, CLOSED: QEMU's connection is being dropped; ignored
 
     def _upstream_events(self, events):
         out = self._upstream.data_to_send()
         if out:
             self._qemu.write(out)
         for event in events:
-            if self._closed or self._refusal is not None:
+            if self._state is not State.CONNECTING:
                 return
             if isinstance(event, StartTLS):
                 self._start_tls(event)
             elif isinstance(event, SecurityAccepted):
-                self._upstream_done = True
+                self._state = State.DOWNSTREAM
                 self._ctx.metrics.handshake_seconds.observe(
                     self._reactor.seconds() - self._connect_started)
                 self._upstream_ready(event.leftover)
@@ -399,11 +419,9 @@ class VncSession:
 
     def _qemu_lost(self, reason):
         self._qemu = None
-        if self._closed:
-            return
-        if self._relaying:
+        if self._state is State.RELAYING:
             self._upstream_gone()
-        elif self._refusal is None:
+        elif self._state in (State.CONNECTING, State.DOWNSTREAM):
             if self._tls_on:
                 self._upstream_failed(
                     self._ctx.vnc_tls.describe_failure(reason, self._tls_hostname))
@@ -458,9 +476,9 @@ class VncSession:
         """
         Tell the viewer in RFB terms why it cannot connect, then close with C{code}.
         """
-        if self._closed or self._refusal is not None:
+        if self._state in (State.REFUSING, State.CLOSED):
             return
-        self._refusal = (code, detail)
+        self._state, self._refusal = State.REFUSING, (code, detail)
         self._log.info("vnc session {grant_id} refused: {detail}",
                        grant_id=self._grant.id, detail=detail)
         self._drop_qemu()
@@ -486,9 +504,9 @@ class VncSession:
         """
         Bytes from the viewer.
         """
-        if self._closed:
+        if self._state is State.CLOSED:
             return
-        if self._relaying:
+        if self._state is State.RELAYING:
             self._timer.activity()
             self.bytes_from_viewer += len(data)
             if self._view_only is not None:
@@ -511,7 +529,7 @@ class VncSession:
             if isinstance(event, ClientInitReceived):
                 self._start_relay(event.leftover)
             elif isinstance(event, HandshakeFailed):
-                if self._refusal is not None:
+                if self._state is State.REFUSING:
                     self._end(*self._refusal)
                 else:
                     self._end(CloseCode.PROTOCOL_ERROR, event.reason)
@@ -542,11 +560,11 @@ class VncSession:
             self._end(CloseCode.CONSOLE_CLOSED, "VNC server closed the connection")
             return
         self._cancel_timeout()
-        self._relaying = True
+        self._state = State.RELAYING
         self.bytes_from_viewer += len(leftover)
         if self._view_only is not None:
             leftover = self._filter_input(leftover)
-            if self._closed:
+            if self._state is State.CLOSED:
                 return
         self._qemu.write(client_init(True) + leftover)
         pending, self._to_viewer_after_handshake = self._to_viewer_after_handshake, b""
@@ -570,11 +588,11 @@ class VncSession:
 
     def _handshake_timed_out(self):
         self._timeout = None
-        if self._refusal is not None:
+        if self._state is State.REFUSING:
             self._end(*self._refusal)  # the viewer did not even take the refusal in time
-        elif not self._upstream_done:
+        elif self._state is State.CONNECTING:
             self._refuse(CloseCode.CONSOLE_UNAVAILABLE, "timed out connecting to the VNC server")
-            if not self._closed:  # give the viewer as long again to read why
+            if self._state is not State.CLOSED:  # give the viewer as long again to read why
                 self._timeout = self._reactor.callLater(
                     self._ctx.config.vnc_handshake_timeout, self._handshake_timed_out)
         else:
@@ -586,9 +604,9 @@ class VncSession:
         self._timeout = None
 
     def _end(self, code, detail, resumable=False):
-        if self._closed:
+        if self._state is State.CLOSED:
             return
-        self._closed = True
+        relaying, self._state = self._state is State.RELAYING, State.CLOSED
         self._cancel_timeout()
         self._timer.stop()
         if self._cancel_on_end is not None and self._cancel_on_end.active():
@@ -597,7 +615,7 @@ class VncSession:
             self._connecting.cancel()
         if self._splice is not None:
             self._splice.uninstall()
-        if self._relaying:
+        if relaying:
             for transport in (self._viewer.network_transport, self._qemu):
                 if transport is not None and getattr(transport, "producer", None) is not None:
                     transport.unregisterProducer()
@@ -607,7 +625,7 @@ class VncSession:
             reason = reason_for(code, detail)
             self._viewer.close(code, reason)
         self._ctx.sessions.release(self._grant.instance_uuid, "vnc", self)
-        self._ctx.tokens.release(self._grant, resumable and self._relaying,
+        self._ctx.tokens.release(self._grant, resumable and relaying,
                                  self._timer.started_at)
         self._ctx.metrics.session_closed("vnc", self.bytes_to_viewer, self.bytes_from_viewer,
                                          self.bytes_spliced)

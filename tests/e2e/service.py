@@ -28,6 +28,7 @@ class ServiceProcess:
     @ivar api_url: the token API's base URL.
     @ivar ws_url: the console listener's ws:// base URL.
     @ivar xvpvnc_port: the xvpvnc listener's port on 127.0.0.1.
+    @ivar vnc_port: the native VNC listener's port on 127.0.0.1.
     @ivar key: the API key.
     """
 
@@ -36,6 +37,7 @@ class ServiceProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.api_port, self.console_port = free_port(), free_port()
         self.xvpvnc_port = free_port()
+        self.vnc_port = free_port()
         self.api_url = f"http://127.0.0.1:{self.api_port}"
         self.ws_url = f"ws://127.0.0.1:{self.console_port}"
         self.key = "e2e-" + os.urandom(16).hex()
@@ -45,7 +47,8 @@ class ServiceProcess:
         sections = {
             "listen": {"api": f"tcp:{self.api_port}:interface=127.0.0.1",
                        "console": f"tcp:{self.console_port}:interface=127.0.0.1",
-                       "xvpvnc": f"tcp:{self.xvpvnc_port}:interface=127.0.0.1"},
+                       "xvpvnc": f"tcp:{self.xvpvnc_port}:interface=127.0.0.1",
+                       "vnc": f"tcp:{self.vnc_port}:interface=127.0.0.1"},
             "console": {"public_url": f"http://127.0.0.1:{self.console_port}"},
             "api": {"keys_file": str(keys)},
             "service": {"state_dir": str(self.workdir / "state")},

@@ -57,7 +57,9 @@ def home(tmp_path_factory):
 
 
 def client_env(home, **extra):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OS_", "IBMCLOUD_"))}
+    """The clients' environment: a user's, without our test process's Python settings."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("OS_", "IBMCLOUD_", "PYTHON", "VIRTUAL_ENV"))}
     env.update(HOME=str(home), **extra)
     return env
 
@@ -117,11 +119,13 @@ def server_init_via_xvpvnc(url):
 
 def websocat_shell(clients, home, url, timeout=30):
     """
-    websocat on the serial console URL: type a command into the guest's shell and read until
-    its output (not its echo) comes back.
+    `websocat --binary URL` on a serial console URL: type a command into the guest's shell and
+    read until its output (not its echo) comes back, byte for byte.
     """
     marker = f"cp{os.getpid()}"
-    proc = subprocess.Popen([str(clients / "websocat"), url], env=client_env(home),
+    # --binary: the console is a byte stream; in its default text mode websocat ends every
+    # message it prints with a newline, which splits the guest's lines where frames end.
+    proc = subprocess.Popen([str(clients / "websocat"), "--binary", url], env=client_env(home),
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     output = b""

@@ -91,6 +91,7 @@ class InProcessProxy:
         cfg = config.defaults(api_listen=f"tcp:{api_port}:interface=127.0.0.1",
                               console_listen=f"tcp:{console_port}:interface=127.0.0.1",
                               xvpvnc_listen=f"tcp:{free_port()}:interface=127.0.0.1",
+                              vnc_listen=f"tcp:{free_port()}:interface=127.0.0.1",
                               vnc_handshake_timeout=10.0, **changes)
         self.service = ConsoleProxyService(cfg, reactor, self.hypervisor, [API_KEY])
         self.api_url = f"http://127.0.0.1:{api_port}"

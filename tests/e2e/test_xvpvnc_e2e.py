@@ -49,11 +49,12 @@ def png_size(path):
     return int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
 
 
-def test_token_response_names_the_xvpvnc_port(service, vnc_guest):
-    """The vnc token response carries an 8-character password and its vnc:// URL on the xvpvnc port."""
+def test_token_response_names_the_native_listener(service, vnc_guest):
+    """The vnc token response carries an 8-character password and its vnc:// URL on the native
+    VNC listener ([listen] vnc)."""
     body = grant(service, vnc_guest.name)
     assert len(body["password"]) == 8
-    assert body["vnc_url"] == f"vnc://:{body['password']}@127.0.0.1:{service.xvpvnc_port}"
+    assert body["vnc_url"] == f"vnc://:{body['password']}@127.0.0.1:{service.vnc_port}"
 
 
 @pytest.mark.parametrize("version", [(3, 3), (3, 7), (3, 8)])

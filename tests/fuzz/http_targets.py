@@ -22,7 +22,8 @@ from vncproxy.service import ConsoleProxyService
 
 KEY = "fuzz-api-key-0123456789abcdef"
 VM = "6f1b3c55-2f0e-4b8e-9a57-1f2d3c4b5a69"
-API_STATUSES = {200, 400, 401, 404, 405, 406, 409, 413, 501, 503}
+API_STATUSES = {200, 400, 401, 404, 405, 406, 409, 413, 501, 503,
+                101, 202, 403}  # the LXD API under /1.0: upgrades, operations, wrong secrets
 # 101 upgrade, 200/204 web client pages, 426 console path without upgrade, 429 rate limited
 CONSOLE_STATUSES = {101, 200, 204, 304, 400, 401, 403, 404, 405, 409, 413, 426, 429, 501}
 _STATUS_LINE = re.compile(rb"(?:^|\r\n)(HTTP/1\.[01]) (\d{3}) ")
@@ -183,6 +184,13 @@ API_SEEDS = [
     b"X-Auth-Token: @K\r\n\r\n",
     b"\x00POST /v2.1/p/servers/vm1/action HTTP/1.0\r\nX-Auth-Token: @K\r\nContent-Length: 30"
     b'\r\n\r\n{"os-getVNCConsole": {"type": 1}}',
+    b"\x00POST /1.0/instances/vm1/console HTTP/1.1\r\nAuthorization: Bearer @K\r\n"
+    b'Content-Length: 47\r\n\r\n{"type": "console", "width": 80, "force": true}'
+    b"GET /1.0 HTTP/1.1\r\n\r\nGET /1.0/operations/x HTTP/1.1\r\nX-Auth-Token: @K\r\n\r\n",
+    b"\x03" + _UPGRADE % (b"/1.0/events?type=operation", b"X-Auth-Token: @K\r\n")
+    + b"\x81\x85abcd" + b"hello",
+    b"\x00" + _UPGRADE % (b"/1.0/operations/00000000-0000-0000-0000-000000000000/websocket"
+                          b"?secret=@K", b""),
 ]
 
 CONSOLE_SEEDS = [

@@ -47,6 +47,7 @@ class Proxy:
     ws_url: str
     xvpvnc_port: int
     key: str = API_KEY
+    native_port: int = 0  # the [listen] vnc listener
 
 
 @pytest.fixture
@@ -66,10 +67,12 @@ def make_proxy(tmp_path):
                               vnc=VncEndpoint(host="127.0.0.1", port=vnc_port, password="secret1"))
         hypervisor.add_domain("off1", state="shutoff")
         api_port, console_port, xvpvnc_port = free_port(), free_port(), free_port()
+        native_port = free_port()
         settings = dict(
             api_listen=f"tcp:{api_port}:interface=127.0.0.1",
             console_listen=f"tcp:{console_port}:interface=127.0.0.1",
             xvpvnc_listen=f"tcp:{xvpvnc_port}:interface=127.0.0.1",
+            vnc_listen=f"tcp:{native_port}:interface=127.0.0.1",
             vnc_handshake_timeout=5.0,
             vnc_connect_timeout=2.0,
             xvpvnc_native_wait=0.2,
@@ -81,7 +84,7 @@ def make_proxy(tmp_path):
         started.append((service, vnc_listener))
         return Proxy(service, hypervisor, fake_vnc, vnc_port,
                      f"http://127.0.0.1:{api_port}", f"ws://127.0.0.1:{console_port}",
-                     xvpvnc_port)
+                     xvpvnc_port, native_port=native_port)
 
     yield make
     for service, vnc_listener in started:

@@ -7,6 +7,7 @@ import re
 import pytest
 import pytest_twisted
 from twisted.internet import threads
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
 from tests.support import api
 from vncproxy.web.errors import error_message
@@ -54,6 +55,28 @@ def test_missing_or_wrong_key_is_401(proxy, headers):
     assert re.fullmatch(r"[0-9a-f-]{36}", trace)
     assert body == {"errors": [{"code": "not_authorized", "message": "missing or invalid API key",
                                 "more_info": "/openapi.json"}], "status_code": 401}
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_refused_api_key_is_audited_without_the_key(proxy):
+    """A 401 is an audit refusal like every other one: who, what, why, and never the key."""
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        wrong = "wrong-key-wrong-key-wrong"
+        status, _ = yield in_thread(api.call, grant_url(proxy), "POST", {"console_type": "vnc"},
+                                    headers={"X-Auth-Token": wrong})
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert status == 401
+    refusals = [e for e in events if e.get("audit") == "refusal"]
+    assert len(refusals) == 1
+    refusal = refusals[0]
+    assert refusal["console_type"] == "api" and refusal["peer"].startswith("tcp4:127.0.0.1:")
+    assert refusal["reason"].startswith("missing or invalid API key: POST /")
+    assert refusal["reason"].endswith(": unknown key")
+    assert refusal["log_level"] == LogLevel.info
+    assert all(wrong not in formatEvent(e) and wrong not in repr(e) for e in events)
 
 
 @pytest.mark.parametrize("raw, message", [

@@ -421,7 +421,7 @@ def test_busy_refusal_names_its_close_code(proxy, serial_guest):
             writer.disconnect()
     status, body = yield in_thread(scenario)
     assert status == 409
-    assert body["error"]["close_code"] == CloseCode.LIMIT_REACHED
+    assert body["errors"][0]["close_code"] == CloseCode.LIMIT_REACHED
 
 
 @pytest_twisted.inlineCallbacks

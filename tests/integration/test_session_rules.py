@@ -50,13 +50,19 @@ def closed_with(viewer):
 
 @pytest_twisted.inlineCallbacks
 def test_refusals_carry_json_with_close_codes(proxy):
-    """401 and 403 refusals carry {"error": {code, message, close_code}}."""
+    """
+    Refusals carry the close code in the format of the URL's family: Nova's fault for the
+    noVNC path Nova hands out, IBM's errors for the IBM href.
+    """
     def scenario():
         return (refusal(f"{proxy.ws_url}/websockify?token=bogus"),
                 refusal(new_href(proxy), origin="https://evil.example"))
     bad, origin = yield in_thread(scenario)
-    assert bad == (401, {"error": {"code": 401, "message": "token invalid", "close_code": 4001}})
-    assert origin == (403, {"error": {"code": 403, "message": "origin refused", "close_code": 4002}})
+    assert bad == (401, {"unauthorized": {"code": 401, "message": "token invalid",
+                                          "close_code": 4001}})
+    assert origin[0] == 403
+    assert origin[1]["errors"] == [{"code": "forbidden", "message": "origin refused",
+                                    "more_info": "/openapi.json", "close_code": 4002}]
 
 
 @pytest_twisted.inlineCallbacks
@@ -73,7 +79,7 @@ def test_third_session_refused_with_limit_close_code(proxy):
         return result
     status, body = yield in_thread(scenario)
     assert status == 409
-    assert body["error"]["close_code"] == CloseCode.LIMIT_REACHED
+    assert body["errors"][0]["close_code"] == CloseCode.LIMIT_REACHED
 
 
 @pytest_twisted.inlineCallbacks
@@ -201,7 +207,7 @@ def test_audit_events_for_grant_connect_refusal_close(proxy):
     assert close["console_type"] == "vnc" and close["instance"] == "6f1b3c55-2f0e-4b8e-9a57-1f2d3c4b5a69"
     assert close["bytes_to_viewer"] > 0 and close["bytes_from_viewer"] > 0
     assert close["duration"] >= 0 and close["reason"] == "viewer closed"
-    assert audits["refusal"]["reason"].startswith("token invalid")
+    assert audits["refusal"]["reason"] == "token invalid, used or expired"  # said once
 
 
 @pytest_twisted.inlineCallbacks

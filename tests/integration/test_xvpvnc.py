@@ -230,11 +230,13 @@ def test_unreachable_console_is_explained_in_rfb(proxy):
 
 @pytest.mark.parametrize("version", [(3, 3), (3, 7), (3, 8)])
 @pytest_twisted.inlineCallbacks
-def test_native_viewer_with_the_one_time_password(proxy, version):
-    """A silent client is greeted with RFB 3.8, offered VNC Authentication, and the password opens the VM."""
+@pytest.mark.parametrize("listener", ["xvpvnc_port", "native_port"])
+def test_native_viewer_with_the_one_time_password(proxy, version, listener):
+    """A silent client is greeted with RFB 3.8 (at once on the native listener), offered VNC
+    Authentication, and the password opens the VM; vnc_url names the native listener."""
     def scenario():
         body = grant(proxy)
-        viewer = native(proxy)
+        viewer = RfbViewer(connect_tcp("127.0.0.1", getattr(proxy, listener)))
         init = viewer.handshake(version, password=body["password"].encode())
         rects = viewer.framebuffer_update()
         shared = [c.shared for c in proxy.vnc.connections]
@@ -242,8 +244,7 @@ def test_native_viewer_with_the_one_time_password(proxy, version):
         return body, init, rects, shared
     body, init, rects, shared = yield in_thread(scenario)
     assert shared == [True]
-    assert body["vnc_url"] == f"vnc://:{body['password']}@" + \
-        proxy.service.ctx.config.xvpvnc_base_url[len("http://"):]
+    assert body["vnc_url"] == f"vnc://:{body['password']}@127.0.0.1:{proxy.native_port}"
     assert (init.width, init.height, init.name) == (WIDTH, HEIGHT, "fake vm")
     assert rects == [((0, 0, WIDTH, HEIGHT), pattern())]
 
@@ -379,26 +380,35 @@ def test_address_limit_expires_with_the_window(make_proxy):
 
 
 @pytest_twisted.inlineCallbacks
-def test_instance_rate_limit_revokes_a_password_guessed_meanwhile(make_proxy):
-    """Over the per-instance limit the right password is refused and revoked; the token still works."""
-    proxy = make_proxy(xvpvnc_native_wait=0.2, xvpvnc_max_failures_per_instance=2)
+def test_hostile_addresses_lock_nobody_else_out(make_proxy):
+    """Five addresses (127.0.0.2-6) send garbage and wrong passwords until each is refused
+    outright; a sixth (127.0.0.9) still logs in at once with the right password, on both
+    listeners, and the guessed-at password was never revoked."""
+    proxy = make_proxy(ratelimit_slow_after=0, ratelimit_refuse_after=3)
 
     def scenario():
-        body = grant(proxy)
-        for _ in range(2):
-            with pytest.raises(RfbRefused):
-                native(proxy).handshake(password=b"WrongPw9")
-        with pytest.raises(RfbRefused) as locked:
-            native(proxy).handshake(password=body["password"].encode())
-        with pytest.raises(RfbRefused) as revoked:
-            native(proxy).handshake(password=body["password"].encode())
-        ws = open_websocket(body["href"].replace(proxy.service.ctx.config.websocket_base_url,
-                                                 proxy.ws_url))
-        ws.close()
-        return str(locked.value), str(revoked.value)
-    locked, revoked = yield in_thread(scenario)
-    assert "too many failed password attempts for this console" in locked
-    assert revoked == "authentication failed"
+        first, second = grant(proxy), grant(proxy)
+        for i in range(2, 7):
+            source = f"127.0.0.{i}"
+            junk = connect_tcp("127.0.0.1", proxy.xvpvnc_port, source=source)
+            junk.send(b"GET / HTTP/1.1\r\n\r\n")
+            assert junk.recv().startswith(b"HTTP/1.1 400")
+            for port in (proxy.xvpvnc_port, proxy.native_port, proxy.xvpvnc_port):
+                with pytest.raises(RfbRefused, match="authentication failed"):
+                    RfbViewer(connect_tcp("127.0.0.1", port, source=source)).handshake(
+                        password=b"WrongPw9")
+            with pytest.raises(RfbRefused, match="too many failed attempts from your address"):
+                RfbViewer(connect_tcp("127.0.0.1", proxy.native_port, source=source)).handshake(
+                    password=first["password"].encode())
+        started = time.monotonic()
+        for body, port in ((first, proxy.native_port), (second, proxy.xvpvnc_port)):
+            viewer = RfbViewer(connect_tcp("127.0.0.1", port, source="127.0.0.9"))
+            viewer.handshake(password=body["password"].encode())
+            viewer.pipe.close()
+        return time.monotonic() - started
+    elapsed = yield in_thread(scenario)
+    assert elapsed < 0.2 + 2 * 1.0  # the xvpvnc port's native_wait, and nothing more
+    assert proxy.service.ctx.limiter.blocked("127.0.0.9") is False
 
 
 @pytest_twisted.inlineCallbacks

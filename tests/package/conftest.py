@@ -53,11 +53,12 @@ def listeners():
     Free loopback ports written into the installed conffile (as an operator would edit it), so
     the test service cannot collide with anything else on this machine.
     """
-    api, console, xvpvnc = free_port(), free_port(), free_port()
+    api, console, xvpvnc, native = free_port(), free_port(), free_port(), free_port()
     CONFFILE.write_text(set_listeners(CONFFILE.read_text(), {
         "api": f"tcp:{api}:interface=127.0.0.1",
         "console": f"tcp:{console}:interface=127.0.0.1",
         "xvpvnc": f"tcp:{xvpvnc}:interface=127.0.0.1",
+        "vnc": f"tcp:{native}:interface=127.0.0.1",
     }))
     return {"api_url": f"http://127.0.0.1:{api}", "ws_url": f"ws://127.0.0.1:{console}"}
 

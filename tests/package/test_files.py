@@ -13,7 +13,7 @@ import subprocess
 from tests.package.installed import CONFFILE, KEYS, REPO, UNIT, UnitProcess
 from vncproxy.web.auth import load_keys
 
-EXEC_START = ("/usr/bin/twistd3 --nodaemon --pidfile= consoleproxy "
+EXEC_START = ("/usr/bin/twistd3 --nodaemon --pidfile= --logger=vncproxy.journal.observer consoleproxy "
               "--config /etc/consoleproxy/consoleproxy.conf")
 
 
@@ -47,10 +47,10 @@ def test_unit_runs_twistd_as_the_service_user_hardened(unit):
                        "ProtectKernelTunables": "yes", "ProtectKernelModules": "yes",
                        "ProtectControlGroups": "yes", "RestrictSUIDSGID": "yes",
                        "StateDirectory": "consoleproxy", "StateDirectoryMode": "0750",
-                       "LogsDirectory": "consoleproxy", "LogsDirectoryMode": "0750",
                        "UMask": "0027"}.items():
         assert service.get(key) == [value], key
     assert unit["Install"]["WantedBy"] == ["multi-user.target"]
+    assert "LogsDirectory" not in service  # the journal is the log
 
 
 def test_conffile_is_the_documented_example_with_the_key_file():
@@ -84,12 +84,13 @@ def test_service_user_is_a_system_user_in_group_libvirt():
     assert "consoleproxy" in grp.getgrnam("libvirt").gr_mem
 
 
-def test_state_and_log_directories_are_private_to_the_service():
-    """/var/lib/consoleproxy and /var/log/consoleproxy: consoleproxy:consoleproxy 0750."""
+def test_state_directory_is_private_to_the_service_and_there_is_no_log_directory():
+    """/var/lib/consoleproxy: consoleproxy:consoleproxy 0750; no /var/log/consoleproxy (the
+    journal is the log)."""
     user = pwd.getpwnam("consoleproxy")
-    for path in ("/var/lib/consoleproxy", "/var/log/consoleproxy"):
-        st = os.stat(path)
-        assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o750, user.pw_uid, user.pw_gid)
+    st = os.stat("/var/lib/consoleproxy")
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o750, user.pw_uid, user.pw_gid)
+    assert not os.path.exists("/var/log/consoleproxy")
 
 
 def test_twistd_finds_the_plugin_as_the_service_user(unit):
@@ -123,8 +124,10 @@ def test_code_and_dependencies_come_from_debian_packages():
     depends = dpkg_query("Depends")
     for package in ("python3-twisted (>= 22.4)", "python3-autobahn (>= 22.7)",
                     "python3-openssl (>= 23.0)", "python3-service-identity (>= 18.1)",
-                    "python3-libvirt (>= 9.0)", "python3-zope.interface", "novnc", "adduser"):
+                    "python3-libvirt (>= 9.0)", "python3-zope.interface", "adduser"):
         assert package in depends
+    # noVNC's full UI only: the package ships the library /vnc_lite.html needs
+    assert "novnc" not in depends and "novnc" in dpkg_query("Recommends")
     version = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "python3-twisted"],
                              check=True, capture_output=True, text=True).stdout
     assert version.startswith("22.4.")  # Debian 12's own, not a newer one from elsewhere

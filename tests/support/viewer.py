@@ -181,8 +181,13 @@ class RfbViewer:
         return pixels
 
 
-def connect_tcp(host, port, timeout=20):
-    return SocketPipe(socket.create_connection((host, port), timeout=timeout))
+def connect_tcp(host, port, timeout=20, source=None):
+    """
+    @param source: the local address to connect from (e.g. 127.0.0.5: a distinct client).
+    """
+    address = (source, 0) if source else None
+    return SocketPipe(socket.create_connection((host, port), timeout=timeout,
+                                               source_address=address))
 
 
 def xvp_connect(host, port, target, version="HTTP/1.0", headers=(), timeout=20):

@@ -130,3 +130,11 @@ def test_record_counts_and_audits(ctx, monkeypatch):
     assert audited == [("refusal", {"peer": PEER, "reason": "origin refused: origin 'x'",
                                     "console_type": "vnc"})]
     assert "origin_refused" in ctx.metrics.render().decode()
+
+
+def test_a_detail_that_says_the_reason_is_audited_once(ctx, monkeypatch):
+    audited = []
+    monkeypatch.setattr("vncproxy.admission.audit", lambda event, **f: audited.append((event, f)))
+    ctx.admission.record(PEER, Refusal(CloseCode.TOKEN_INVALID, 401,
+                                       "token invalid, used or expired"))
+    assert audited[0][1]["reason"] == "token invalid, used or expired"

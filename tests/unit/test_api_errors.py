@@ -50,19 +50,21 @@ def test_close_code_is_kept_in_every_family(family):
 
 
 def test_unregistered_family_answers_in_our_format_and_a_registered_one_in_its_own(monkeypatch):
-    assert rendered(ApiError(404, "gone"), "lxd")[1] == {"error": {"code": 404, "message": "gone"}}
+    assert rendered(ApiError(404, "gone"), "example")[1] == {
+        "error": {"code": 404, "message": "gone"}}
     monkeypatch.setattr(errors, "_FAMILIES", dict(errors._FAMILIES))
-    register_family("lxd", lambda error, trace: {"type": "error", "error": error.message,
-                                                 "error_code": error.code})
-    assert rendered(ApiError(404, "gone"), "lxd")[1] == {"type": "error", "error": "gone",
-                                                         "error_code": 404}
+    register_family("example", lambda error, trace: {"type": "error", "error": error.message,
+                                                     "error_code": error.code})
+    assert rendered(ApiError(404, "gone"), "example")[1] == {"type": "error", "error": "gone",
+                                                             "error_code": 404}
 
 
 @pytest.mark.parametrize("path, family", [
     ("/", "nova"), ("/v2.1", "nova"), ("/v2.1/", "nova"), ("/v2.1/p/servers/x/action", "nova"),
     ("/v1/instances/x/console_access_token", "ibm"), ("/v1/nothing", "ibm"),
     ("/1.0/instances/x/console", "lxd"), ("/healthz", "consoleproxy"),
-    ("/nothing", "consoleproxy"), ("/v2.10", "nova"),
+    ("/nothing", "consoleproxy"), ("/v2.10", "nova"), ("/websockify", "nova"),
+    ("/v1/instances/x/console", "ibm"), ("/websockify/x", "consoleproxy"),
 ])
 def test_family_of_paths(path, family):
     assert family_of(path) == family

@@ -62,3 +62,57 @@ def test_pending_connections_are_capped_per_address_and_released():
         pending.release("10.0.0.1")
     pending.release("10.0.0.2")
     assert pending.counts() == {}
+
+
+# -- GuessBudget ------------------------------------------------------------------------------
+
+def _budget(rate=2.0, burst=2):
+    from vncproxy.ratelimit import GuessBudget
+    clock = Clock()
+    return clock, GuessBudget(clock, rate, burst)
+
+
+def test_guess_budget_runs_at_once_within_the_burst():
+    clock, budget = _budget()
+    ran = []
+    budget.submit("a", lambda: ran.append(1))
+    budget.submit("b", lambda: ran.append(2))
+    assert ran == [1, 2]
+    budget.submit("a", lambda: ran.append(3))
+    assert ran == [1, 2]
+    clock.advance(0.5)
+    assert ran == [1, 2, 3]
+
+
+def test_guess_budget_is_the_global_rate_over_many_addresses():
+    clock, budget = _budget(rate=10.0, burst=10)
+    ran = []
+    for i in range(1000):
+        budget.submit(f"10.0.{i // 250}.{i % 250}", lambda: ran.append(1))
+    for _ in range(100):
+        clock.advance(0.1)
+    assert len(ran) == 10 + 100  # the burst, then 10 a second for 10 seconds
+
+
+def test_guess_budget_takes_addresses_in_turn():
+    clock, budget = _budget(rate=1.0, burst=1)
+    ran = []
+    budget.submit("a", lambda: ran.append("a0"))
+    for i in range(1, 5):
+        budget.submit("a", lambda i=i: ran.append(f"a{i}"))
+    budget.submit("b", lambda: ran.append("b0"))
+    clock.advance(1)
+    clock.advance(1)
+    assert ran == ["a0", "a1", "b0"]
+    assert budget.waiting() == {"a": 3}
+
+
+def test_guess_budget_skips_withdrawn_checks_without_spending():
+    clock, budget = _budget(rate=1.0, burst=1)
+    ran = []
+    budget.submit("a", lambda: ran.append("first"))
+    budget.submit("a", lambda: ran.append("gone")).cancel()
+    budget.submit("b", lambda: ran.append("b"))
+    clock.advance(1)
+    assert ran == ["first", "b"]
+    assert clock.getDelayedCalls() == []

@@ -40,11 +40,11 @@ def test_bad_options_are_usage_errors(argv, message):
 
 
 def test_make_service_builds_named_listeners(tmp_path):
-    """makeService creates the default API key file and the api, console and xvpvnc listeners."""
+    """makeService creates the default API key file and the api, console, xvpvnc and vnc listeners."""
     options = tap.Options()
     options.parseOptions(["--set", f"service.state_dir={tmp_path}/state"])
     service = tap.makeService(options, reactor=MemoryReactorClock(), hypervisor=FakeHypervisor())
-    assert {s.name for s in service if s.name} == {"api", "console", "xvpvnc"}
+    assert {s.name for s in service if s.name} == {"api", "console", "xvpvnc", "vnc"}
     key_file = tmp_path / "state" / "api-keys"
     assert oct(key_file.stat().st_mode & 0o777) == "0o600"
     keys = [line for line in key_file.read_text().splitlines() if not line.startswith("#")]

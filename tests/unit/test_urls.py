@@ -5,7 +5,7 @@ this host's name looked up once.
 
 import pytest
 
-from vncproxy import config, urls
+from vncproxy import config, hostname, urls
 
 SECRET = "tok-EN_1"
 
@@ -20,6 +20,8 @@ def fqdn_calls(monkeypatch):
 
     urls.this_host.cache_clear()
     monkeypatch.setattr(urls.socket, "getfqdn", getfqdn)
+    # the name resolves beyond loopback, so it is the one named (vncproxy.hostname)
+    monkeypatch.setattr(hostname, "_addresses", lambda name: ["198.51.100.7"])
     yield calls
     urls.this_host.cache_clear()
 
@@ -27,7 +29,7 @@ def fqdn_calls(monkeypatch):
 def test_public_url_shapes_every_url():
     u = urls.Urls(config.from_string(
         "[console]\npublic_url = https://console.example.com:8443/\n"
-        "[listen]\nxvpvnc = tcp:5999\n"))
+        "[listen]\nxvpvnc = tcp:5999\nvnc = tcp:6100\n"))
     assert u.console_base == "https://console.example.com:8443"
     assert u.ibm_href("uuid-1", SECRET) == (
         "wss://console.example.com:8443/v1/instances/uuid-1/console?access_token=tok-EN_1")
@@ -35,7 +37,7 @@ def test_public_url_shapes_every_url():
                                "?path=websockify%3Ftoken%3Dtok-EN_1")
     assert u.serial(SECRET) == "wss://console.example.com:8443/?token=tok-EN_1"
     assert u.xvpvnc(SECRET) == "http://console.example.com:5999/console?token=tok-EN_1"
-    assert u.vnc("Ab3dEf7h") == "vnc://:Ab3dEf7h@console.example.com:5999"
+    assert u.vnc("Ab3dEf7h") == "vnc://:Ab3dEf7h@console.example.com:6100"
 
 
 def test_a_public_path_prefix_reaches_novnc_websocket_path():
@@ -57,10 +59,15 @@ def test_urls_derived_from_a_listener_interface(listen, base, fqdn_calls):
 
 
 def test_this_host_is_looked_up_once(fqdn_calls):
-    cfg = config.from_string("[listen]\nconsole = tcp:7080\nxvpvnc = tcp:6100\n")
+    cfg = config.from_string("[listen]\nconsole = tcp:7080\nvnc = tcp:6100\n")
     u = urls.Urls(cfg)
     assert u.websocket_base == "ws://node7.example.net:7080"
     assert u.vnc("Ab3dEf7h") == "vnc://:Ab3dEf7h@node7.example.net:6100"
     for _ in range(3):
         urls.Urls(cfg).serial(SECRET)
     assert fqdn_calls == [1]
+
+
+def test_the_native_url_names_the_native_listener_by_default():
+    u = urls.Urls(config.from_string("[console]\npublic_url = https://console.example.com\n"))
+    assert u.vnc("Ab3dEf7h") == "vnc://:Ab3dEf7h@console.example.com:6084"

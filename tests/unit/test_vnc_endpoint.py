@@ -28,3 +28,25 @@ def test_the_connect_timeout_reaches_the_reactor():
     _tcp_endpoint(reactor, "127.0.0.1", 5901, 3.5).connect(None)
     host, port, _, timeout, _ = reactor.tcpClients[0]
     assert (host, port, timeout) == ("127.0.0.1", 5901, 3.5)
+
+
+def test_the_connection_to_qemu_logs_no_factory_start_and_stop():
+    """One connection to QEMU per session: Twisted's "Starting factory"/"Stopping factory"
+    lines would be two log lines per session; its factory is quiet (an ordinary one is not)."""
+    from twisted.internet.protocol import Factory, Protocol
+    from twisted.logger import globalLogPublisher
+
+    from vncproxy.vnc import _QemuFactory
+
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        for factory in (Factory(), _QemuFactory(Protocol())):
+            factory.doStart()
+            factory.doStop()
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert [e["log_format"] for e in events] == ["Starting factory {factory!r}",
+                                                 "Stopping factory {factory!r}"]
+    proto = Protocol()
+    assert _QemuFactory(proto).buildProtocol(None) is proto

@@ -12,6 +12,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from vncproxy import config, xvpvnc
+from vncproxy.admission import ADDRESS_LOCKED
 from vncproxy.context import ProxyContext
 from vncproxy.hypervisor.fake import FakeHypervisor
 from vncproxy.metrics import Metrics
@@ -232,7 +233,7 @@ def test_address_limit(env):
         env.reactor.advance(1)
     protocol, transport = connect(env, factory=factory)
     native_login(protocol, transport, env, grant.vnc_password.encode())
-    assert transport.value() == failure(xvpvnc.ADDRESS_LOCKED)
+    assert transport.value() == failure(ADDRESS_LOCKED)
     assert env.metrics.refusals["too_many_failed_attempts"] == 1
     protocol, transport = connect(env, host="192.0.2.2", factory=factory)
     native_login(protocol, transport, env, grant.vnc_password.encode())
@@ -253,31 +254,56 @@ def test_bad_tokens_and_wrong_passwords_share_the_address_limit(env):
     assert transport.value() == b"HTTP/1.1 429 Too Many Requests\r\n\r\n"
 
 
-def test_instance_limit_revokes_the_password(env):
-    """Over the instance's limit, its right password is refused and revoked; the token survives."""
+def test_guesses_from_other_addresses_never_lock_a_password_out(env):
+    """Wrong passwords from many addresses cost those addresses only: the right password,
+    from another address, still opens its console, and no password is revoked."""
     factory = xvpvnc.XvpVncFactory(env)
-    token, grant = env.tokens.mint("uuid-1", "vnc")
-    for i in range(5):
-        protocol, transport = connect(env, host=f"192.0.2.{10 + i}", factory=factory)
-        native_login(protocol, transport, env, b"WrongPw9")
-    protocol, transport = connect(env, host="192.0.2.99", factory=factory)
-    native_login(protocol, transport, env, grant.vnc_password.encode())
-    assert transport.value() == failure(xvpvnc.INSTANCE_LOCKED)
-    assert env.metrics.refusals["too_many_failed_attempts"] == 1
-    assert env.tokens.password_instances() == set()
-    assert env.tokens.consume(token) == grant
-
-
-def test_failures_count_only_against_instances_with_live_passwords(env):
-    """A wrong guess counts against instances that had a live password, not against later ones."""
-    factory = xvpvnc.XvpVncFactory(env)
-    for i in range(5):
-        protocol, transport = connect(env, host=f"192.0.2.{10 + i}", factory=factory)
-        native_login(protocol, transport, env, b"WrongPw9")
     _, grant = env.tokens.mint("uuid-1", "vnc")
+    for i in range(5):
+        for _ in range(3):
+            protocol, transport = connect(env, host=f"192.0.2.{10 + i}", factory=factory)
+            native_login(protocol, transport, env, b"WrongPw9")
+            env.reactor.advance(1)
+    assert env.tokens.password_instances() == {"uuid-1"}
     protocol, transport = connect(env, host="192.0.2.99", factory=factory)
     native_login(protocol, transport, env, grant.vnc_password.encode())
     assert len(sessions(env)) == 1
+
+
+def answer(protocol, password):
+    """On the native listener (greeted at once): version, security type, the response."""
+    protocol.dataReceived(b"RFB 003.008\n\x02" + vnc_response(password, CHALLENGE))
+
+
+def test_password_checks_take_turns_by_address(env):
+    """Over the global budget, checks wait; one address's queue does not hold another's back."""
+    env.guesses._rate, env.guesses._burst, env.guesses._tokens = 1.0, 1, 0.0
+    env.guesses._stamp = env.reactor.seconds()
+    factory = xvpvnc.XvpVncFactory(env, greet_at_once=True)
+    _, grant = env.tokens.mint("uuid-1", "vnc")
+    for _ in range(4):
+        protocol, transport = connect(env, host="192.0.2.66", factory=factory)
+        answer(protocol, b"WrongPw9")
+    protocol, transport = connect(env, host="192.0.2.99", factory=factory)
+    answer(protocol, grant.vnc_password.encode())
+    assert sessions(env) == []
+    assert env.guesses.waiting() == {"192.0.2.66": 4, "192.0.2.99": 1}
+    env.reactor.advance(1)  # the flood's first check
+    assert sessions(env) == []
+    env.reactor.advance(1)  # then the other address's turn, before the rest of the flood
+    assert len(sessions(env)) == 1
+    assert env.guesses.waiting() == {"192.0.2.66": 3}
+
+
+def test_a_queued_check_goes_with_its_connection(env):
+    env.guesses._tokens = 0.0
+    env.guesses._stamp = env.reactor.seconds()
+    protocol, transport = connect(env, factory=xvpvnc.XvpVncFactory(env, greet_at_once=True))
+    answer(protocol, b"WrongPw9")
+    assert env.guesses.waiting() == {"192.0.2.1": 1}
+    protocol.connectionLost(None)
+    env.reactor.advance(5)
+    assert env.metrics.refusals == {}
 
 
 def test_native_session_limit(env):
@@ -297,6 +323,59 @@ def test_native_stall_times_out(env):
     env.reactor.advance(WAIT)  # the greeting goes out a reactor turn after the wait
     env.reactor.advance(TIMEOUT - WAIT)
     assert transport.value() == GREETING and transport.disconnecting
+
+
+@pytest.mark.parametrize("pieces", [
+    [b"RFB ", b"003.008\n"], [b"RFB ", b"RFB 003.008\n"], [b"R", b"FB ", b"RFB 003.008\n"],
+    [b"RFB RFB 003.008\n"], [b"RFB 003.008\n"], [b"RF", b"B 0", b"03.008\n"],
+    [b"RFB ", b"R", b"FB 003.008\n"], [b"RFB ", b"RFB 003", b".003\n"],
+])
+def test_an_early_rfb_is_a_native_viewer(env, pieces):
+    """A viewer that says "RFB " before the greeting (GTK-VNC) is greeted at once, whether it
+    then finishes its version or sends it whole again, in any chunking."""
+    _, grant = env.tokens.mint("uuid-1", "vnc")
+    protocol, transport = connect(env)
+    protocol.dataReceived(pieces[0])
+    if len(pieces[0]) >= 4:
+        assert transport.value().startswith(GREETING)
+    for piece in pieces[1:]:
+        protocol.dataReceived(piece)
+    v38 = b"008" in b"".join(pieces)
+    assert transport.value() == GREETING + (b"\x01\x02" if v38 else b"\x00\x00\x00\x02" + CHALLENGE)
+    if v38:
+        protocol.dataReceived(b"\x02")
+    transport.clear()
+    protocol.dataReceived(vnc_response(grant.vnc_password.encode(), CHALLENGE))
+    assert len(sessions(env)) == 1
+    env.reactor.advance(WAIT * 2)
+    assert GREETING not in transport.value()  # never greeted twice
+
+
+@pytest.mark.parametrize("junk", [b"GET / HTTP/1.1\r\n\r\n", b"\x16\x03\x01", b"RFX "])
+def test_garbage_is_a_protocol_error_not_a_bad_token(env, junk):
+    """Bytes that are neither CONNECT nor RFB get 400 and never count against the address."""
+    protocol, transport = connect(env)
+    protocol.dataReceived(junk)
+    assert transport.value() == b"HTTP/1.1 400 Invalid Request\r\n\r\n"
+    assert env.metrics.refusals == {"protocol_error": 1}
+    assert env.limiter.failed("192.0.2.1") == 0  # the first failure this address ever had
+
+
+def test_the_native_listener_greets_at_once(env):
+    _, grant = env.tokens.mint("uuid-1", "vnc")
+    protocol, transport = connect(env, factory=xvpvnc.XvpVncFactory(env, greet_at_once=True))
+    assert transport.value() == GREETING
+    transport.clear()
+    protocol.dataReceived(b"RFB 003.008\n\x02")
+    assert transport.value() == b"\x01\x02" + CHALLENGE
+    protocol.dataReceived(vnc_response(grant.vnc_password.encode(), CHALLENGE))
+    assert len(sessions(env)) == 1
+
+
+def test_the_native_listener_takes_no_connect(env):
+    protocol, transport = connect(env, factory=xvpvnc.XvpVncFactory(env, greet_at_once=True))
+    protocol.dataReceived(b"CONNECT /console?token=x HTTP/1.1\r\n\r\n")
+    assert transport.disconnecting and sessions(env) == []
 
 
 def test_native_junk_closes(env):

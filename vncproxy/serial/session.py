@@ -96,7 +96,8 @@ class SerialSession:
         except HubFull as e:
             raise Refused(Refusal(CloseCode.LIMIT_REACHED, 409, str(e))) from None
         try:
-            self._ctx.sessions.admit(grant.instance_uuid, "serial", self, self._ws.listener)
+            self._ctx.sessions.admit(grant.instance_uuid, "serial", self,
+                                     getattr(self._ws, "listener", None))
         except Exception:
             self._place.leave()
             raise

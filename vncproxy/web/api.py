@@ -12,9 +12,9 @@ Three families of routes, each in the shape its clients already speak (INTERFACE
     GET  /v2.1[/{project_id}]/servers[/detail][?name=N]           the servers, from libvirt
     GET  /v2.1[/{project_id}]/servers/{server_id}
     GET|DELETE /v1/instances/{instance}/console_log[?tail=N]     serial console log (raw bytes)
-    GET|DELETE /1.0/instances/{name}/console                     the same, LXD shape
     GET /v1/instances/{instance}/console_sessions, DELETE .../{id},
     POST /v1/instances/{instance}/console_actions                operators (web/operator.py)
+    /1.0/...                                                      LXD's API (vncproxy.lxd)
     GET  /healthz  GET /metrics  GET /openapi.json               no key needed
 
 The route table is the single list of what exists; C{openapi.json} describes the same routes
@@ -33,7 +33,7 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from vncproxy.audit import audit
+from vncproxy.audit import audit, refusal_reason
 from vncproxy.closecodes import CloseCode
 from vncproxy.hypervisor import HypervisorError
 from vncproxy.serial.hub import HubBusy, HubFull
@@ -55,6 +55,15 @@ _BOOLEANS = {b"true": True, b"1": True, b"false": False, b"0": False}
 OPENAPI_PATH = os.path.join(os.path.dirname(__file__), "openapi.json")
 
 
+def _peer(request):
+    """The client's address as the audit writes WebSocket peers (C{tcp4:HOST:PORT})."""
+    address = request.getClientAddress()
+    host = getattr(address, "host", None)
+    if host is None:
+        return str(address)
+    return f"{'tcp6' if ':' in host else 'tcp4'}:{host}:{address.port}"
+
+
 
 def _compile(template):
     """
@@ -63,21 +72,49 @@ def _compile(template):
     return re.compile(re.sub(r"\\\{[a-z_]+\\\}", "([^/]+)", re.escape(template)))
 
 
+def check_serial_attach(ctx, info, force, read_only):
+    """
+    Refuse a serial console that could not attach now (409), as IBM does at grant time.
+
+    @raise ApiError: 501 without serial consoles, 409 when not captured, busy or full.
+    """
+    if ctx.serial is None:
+        raise ApiError(501, "serial consoles are not enabled")
+    if not capturable(info):
+        raise ApiError(409, f"instance {info.name} has no serial console")
+    if not ctx.serial.capturable(info):
+        raise ApiError(409, f"serial console of instance {info.name} is not served here "
+                            "([serial] domains)", CloseCode.CONSOLE_UNAVAILABLE)
+    try:
+        ctx.serial.check_attach(info.uuid, interactive=not read_only, force=force)
+    except SerialUnavailable as e:
+        raise ApiError(409, f"{e} for instance {info.name}",
+                       CloseCode.CONSOLE_UNAVAILABLE) from None
+    except HubBusy:
+        raise ApiError(409, "serial console in use (force: true takes it over, "
+                            "read_only: true watches)", CloseCode.LIMIT_REACHED) from None
+    except HubFull as e:
+        raise ApiError(409, str(e), CloseCode.LIMIT_REACHED) from None
+
+
 class ApiResource(Resource):
     """
     The whole API as one leaf resource with a route table.
 
     @param ctx: the L{vncproxy.context.ProxyContext}.
     @param keys: a L{vncproxy.web.auth.KeyChecker}.
+    @param lxd: the L{vncproxy.lxd.rest.LxdResource} answering C{/1.0} (LXD's API, with our
+        API keys as the credential), or C{None}.
     """
 
     isLeaf = True
     _log = Logger()
 
-    def __init__(self, ctx, keys):
+    def __init__(self, ctx, keys, lxd=None):
         super().__init__()
         self._ctx = ctx
         self._keys = keys
+        self._lxd = lxd
         # (method, path template, handler, needs an API key); openapi.json lists the same.
         self.routes = [
             ("POST", "/v1/instances/{instance}/console_access_token", self._grant_ibm, True),
@@ -98,16 +135,19 @@ class ApiResource(Resource):
             ("GET", "/v2.1/{project_id}/servers/{server_id}", self._server_project, True),
             ("GET", "/v1/instances/{instance}/console_log", self._get_log, True),
             ("DELETE", "/v1/instances/{instance}/console_log", self._clear_log, True),
-            ("GET", "/1.0/instances/{name}/console", self._get_log, True),
-            ("DELETE", "/1.0/instances/{name}/console", self._clear_log_lxd, True),
             *OperatorRoutes(ctx).routes(),
             ("GET", "/healthz", self._healthz, False),
             ("GET", "/metrics", self._metrics, False),
             ("GET", "/openapi.json", self._openapi, False),
         ]
         self._compiled = [(m, _compile(t), h, k) for m, t, h, k in self.routes]
+        if lxd is not None:  # dispatched by the LXD resource, listed here for openapi.json
+            self.routes = self.routes + lxd.routes
 
     def render(self, request):
+        if self._lxd is not None and (request.path == b"/1.0"
+                                      or request.path.startswith(b"/1.0/")):
+            return self._lxd.render(request)
         finished = []
         request.notifyFinish().addBoth(finished.append)
 
@@ -153,8 +193,15 @@ class ApiResource(Resource):
                 continue
             caller = None
             if needs_key:
-                caller = self._keys.identify(presented_key(request))
+                presented = presented_key(request)
+                caller = self._keys.identify(presented)
                 if caller is None:
+                    # audited like every other refusal; never the presented key itself
+                    audit("refusal", console_type="api", peer=_peer(request),
+                          reason=refusal_reason("missing or invalid API key",
+                                                f"{method} {path}: " + (
+                                                    "no key" if presented is None
+                                                    else "unknown key")))
                     request.setHeader(b"www-authenticate", b'Bearer realm="consoleproxy"')
                     raise ApiError(401, "missing or invalid API key")
             return handler(request, caller, *(unquote(g) for g in match.groups()))
@@ -227,26 +274,7 @@ class ApiResource(Resource):
         return 200, body
 
     def _check_serial(self, info, force, read_only):
-        """
-        Refuse a serial token that could not attach now (409), as IBM does at grant time.
-        """
-        if self._ctx.serial is None:
-            raise ApiError(501, "serial consoles are not enabled")
-        if not capturable(info):
-            raise ApiError(409, f"instance {info.name} has no serial console")
-        if not self._ctx.serial.capturable(info):
-            raise ApiError(409, f"serial console of instance {info.name} is not served here "
-                                "([serial] domains)", CloseCode.CONSOLE_UNAVAILABLE)
-        try:
-            self._ctx.serial.check_attach(info.uuid, interactive=not read_only, force=force)
-        except SerialUnavailable as e:
-            raise ApiError(409, f"{e} for instance {info.name}",
-                           CloseCode.CONSOLE_UNAVAILABLE) from None
-        except HubBusy:
-            raise ApiError(409, "serial console in use (force: true takes it over, "
-                                "read_only: true watches)", CloseCode.LIMIT_REACHED) from None
-        except HubFull as e:
-            raise ApiError(409, str(e), CloseCode.LIMIT_REACHED) from None
+        check_serial_attach(self._ctx, info, force, read_only)
 
     # -- serial console logs -------------------------------------------------------------------
 
@@ -297,13 +325,6 @@ class ApiResource(Resource):
                        instance=info.uuid, caller=caller, event="clear_log")
         request.setResponseCode(204)
         return b""
-
-    @defer.inlineCallbacks
-    def _clear_log_lxd(self, request, caller, instance):
-        yield self._clear_log(request, caller, instance)
-        # LXD's synchronous response envelope.
-        return 200, {"type": "sync", "status": "Success", "status_code": 200,
-                     "operation": "", "error_code": 0, "error": "", "metadata": {}}
 
     # -- OpenStack -----------------------------------------------------------------------------
 

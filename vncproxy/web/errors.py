@@ -10,8 +10,8 @@ Each family's clients show a human message only when the error is in their own f
     consoleproxy  {"error": {"code": 404, "message": "..."}}              (our own routes)
 
 A refusal that has a WebSocket close code carries it as C{close_code} in every format, so that
-a program can map it to a message. Another family (LXD's envelope) plugs in with
-L{register_family}; until then its routes answer in our own format.
+a program can map it to a message. LXD's envelope (C{lxd}: C{{"type": "error", "error": "...",
+"error_code": 404, ...}}) plugs in with L{register_family} from L{vncproxy.lxd.envelope}.
 """
 
 import json
@@ -92,14 +92,16 @@ _FAMILIES = {OURS: _ours, "nova": _nova, "ibm": _ibm}
 
 # Path prefix -> the API family whose error format the path's clients read.
 PREFIXES = (("/v2.1", "nova"), ("/v1/", "ibm"), ("/1.0/", "lxd"))
+# Whole paths of Nova's: the version document (API listener); the serial and noVNC WebSockets
+# of the URLs Nova's routes hand out (console listener).
+NOVA_PATHS = ("/", "/websockify")
 
 
 def family_of(path):
     """
-    The API family of a request path (a known route or not); Nova's version document at C{/}
-    makes C{/} Nova's too.
+    The API family of a request path (a known route or not), on either listener.
     """
-    if path == "/":
+    if path in NOVA_PATHS:
         return "nova"
     for prefix, family in PREFIXES:
         if path.startswith(prefix):
@@ -150,6 +152,8 @@ def error_message(body):
     """
     if "errors" in body:
         return body["status_code"], body["errors"][0]["message"]
+    if body.get("type") == "error":  # LXD's envelope (vncproxy.lxd.envelope)
+        return body["error_code"], body["error"]
     (fault,) = body.values()
     return fault["code"], fault["message"]
 

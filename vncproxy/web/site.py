@@ -66,13 +66,19 @@ class ConsoleRoot(Resource):
 
     isLeaf = True
 
-    def __init__(self, websocket_resource, web=None, actions=None):
+    def __init__(self, websocket_resource, web=None, actions=None, prefix=""):
         super().__init__()
         self._websocket = websocket_resource
         self._web = web
         self._actions = actions
+        self._prefix = prefix.rstrip("/").encode("utf-8")
 
     def render(self, request):
+        if self._prefix and not strip_prefix(request, self._prefix):
+            set_security_headers(request)
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            request.setResponseCode(404)
+            return b"not found\n"
         path = request.path
         is_console_path = path in _WEBSOCKET_PATHS or _INSTANCE_PATH.fullmatch(
             path.decode("latin-1"))
@@ -103,6 +109,28 @@ class ConsoleRoot(Resource):
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
         request.setResponseCode(404)
         return b"not found\n"
+
+
+def strip_prefix(request, prefix):
+    """
+    Behind a front door that keeps this node's public path prefix (C{[console] prefix = kept}):
+    remove C{prefix} from the request's path, URI and C{postpath}, so that everything below
+    (and Autobahn, which re-reads C{request.uri}) sees the paths of a node served at the root.
+
+    @return: C{False} when the path is not under C{prefix} (answer 404).
+    """
+    path = request.path
+    if path == prefix:
+        path = b"/"
+    elif path.startswith(prefix + b"/"):
+        path = path[len(prefix):]
+    else:
+        return False
+    request.path = path
+    request.uri = path + request.uri[len(request.uri.split(b"?", 1)[0]):]
+    request.prepath = []
+    request.postpath = path.split(b"/")[1:]
+    return True
 
 
 def _method_not_allowed(request, allowed):

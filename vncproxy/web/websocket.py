@@ -27,10 +27,12 @@ from twisted.logger import Logger
 from twisted.web import http
 
 from vncproxy import relay
-from vncproxy.admission import CONSOLE, Refusal, TokenCredential
+from vncproxy.admission import CONSOLE, Refusal
 from vncproxy.closecodes import REASONS, CloseCode
+from vncproxy.grants import credential
 from vncproxy.serial.session import SerialSession
 from vncproxy.sessions import peer_host
+from vncproxy.web.errors import ApiError, error_document, family_of
 from vncproxy.vnc import VncSession
 from vncproxy.relay.wsframes import websocket_header
 from vncproxy.relay.wsprotocol import FastWebSocketMixin
@@ -176,7 +178,7 @@ class ConsoleServerProtocol(FastWebSocketMixin, WebSocketServerProtocol):
             return self._refuse(request, Refusal(CloseCode.ORIGIN_REFUSED, 403,
                                                  f"origin {origin!r}"))
         outcome = ctx.admission.admit(
-            source, TokenCredential(_token_from(request), path_instance), CONSOLE,
+            source, credential(ctx, _token_from(request), path_instance), CONSOLE,
             lambda grant: self._open_session(grant, request.peer))
         if isinstance(outcome, Refusal):
             return self._refuse(request, outcome)
@@ -202,15 +204,17 @@ class ConsoleServerProtocol(FastWebSocketMixin, WebSocketServerProtocol):
         # Autobahn sends a bare status line; ours carries the contract's JSON error, with the
         # close code a UI can map to a message. Autobahn's own handshake failures quote the
         # offending header or URL, which may hold a token: those get the status's plain phrase.
+        # The body is in the format of the path's API family (IBM's for /v1/..., Nova's for the
+        # URLs Nova hands out), like the token API's errors.
         if reason not in _OWN_REASONS:
             reason = http.RESPONSES.get(code, b"Bad Request").decode("ascii")
-        error = {"code": code, "message": reason}
-        close_code = _CODE_BY_REASON.get(reason)
-        if close_code is not None:
-            error["close_code"] = int(close_code)
-        body = json.dumps({"error": error}).encode("utf-8")
+        path = getattr(self, "http_request_path", "")
+        trace, document = error_document(ApiError(code, reason, _CODE_BY_REASON.get(reason)),
+                                         family_of(path))
+        body = json.dumps(document).encode("utf-8")
         head = [f"HTTP/1.1 {code} {reason}", "Content-Type: application/json",
-                f"Content-Length: {len(body)}", "Cache-Control: no-store", "Connection: close"]
+                f"Content-Length: {len(body)}", "Cache-Control: no-store", "Connection: close",
+                f"X-Request-Id: {trace}"]
         head += [f"{name}: {value}" for name, value in responseHeaders or ()]
         self.sendData(("\r\n".join(head) + "\r\n\r\n").encode("utf-8") + body)
 
