@@ -54,7 +54,8 @@ APT_PKGS=(qemu-system-x86 libvirt-daemon libvirt-daemon-driver-qemu libvirt-clie
           gvncviewer tigervnc-viewer tigervnc-tools virt-viewer  # native VNC viewers (e2e)
           xvfb xdotool                # ... on a headless X server; xdotool types a password
           lxd-client                  # lxc 5.0.2: the LXD console API's e2e tests
-          haproxy iproute2)           # the region test's front door; ss/ip for its checks
+          haproxy iproute2            # the region test's front door; ss/ip for its checks
+          dbus-daemon polkitd)        # the least-privilege test: a private bus and polkitd
 GUEST_MODULES=(button evdev pvpanic pvpanic-mmio)
 # The runtime dependencies of the .deb (debian/control) and the test tools, from Debian 12.
 DEBIAN_PY_PKGS=(python3-twisted python3-autobahn python3-openssl python3-service-identity
@@ -144,7 +145,24 @@ sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Pyth
     fi
     "$REPO/tools/webclients.sh"
     cmd_clients
+    fetch_polkit_actions
     log "deps done in $((SECONDS - t0))s"
+}
+
+# libvirt's polkit action definitions (org.libvirt.api.policy, org.libvirt.unix.policy), for
+# the least-privilege test's private polkitd: they ship in libvirt-daemon-system, which the
+# testbed does not install (it pulls systemd units, iptables, a default network).
+fetch_polkit_actions() {
+    local dir=$TB/polkit-actions dl=$TB/dl-polkit deb
+    if [ -s "$dir/org.libvirt.api.policy" ] && [ -s "$dir/org.libvirt.unix.policy" ]; then return 0; fi
+    log "apt-get download libvirt-daemon-system (only its two polkit action files are extracted)"
+    rm -rf "$dl"; mkdir -p "$dl/x" "$dir"
+    (cd "$dl" && apt-get -qq -o APT::Sandbox::User=root download libvirt-daemon-system) ||
+        { apt-get update -qq && (cd "$dl" && apt-get -qq -o APT::Sandbox::User=root download libvirt-daemon-system); }
+    deb=$(ls "$dl"/libvirt-daemon-system_*.deb)
+    dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$dl/x" --wildcards './usr/share/polkit-1/actions/org.libvirt.*.policy'
+    cp "$dl"/x/usr/share/polkit-1/actions/org.libvirt.*.policy "$dir/"
+    rm -rf "$dl"
 }
 
 # ----------------------------------------------------------------------------- clients

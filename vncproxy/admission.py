@@ -119,7 +119,7 @@ class TokenCredential:
     def redeem(self, admission, peer):
         ctx = admission.ctx
         try:
-            grant = self.consume(ctx)
+            grant = self.consume(ctx, client=peer)
         except TokenRejected as e:
             raise Refused(admission.failure(peer, str(e))) from None
         if self.instance is not None and self.instance not in (grant.instance_uuid,
@@ -127,13 +127,15 @@ class TokenCredential:
             raise Refused(admission.failure(peer, f"token {grant.id} is for another instance"))
         return grant
 
-    def consume(self, ctx):
+    def consume(self, ctx, client=None):
         """
         The grant the secret carries (spent from now on). Other kinds of token override this.
 
+        @param client: the presenting address (a resumed session must come from the one that
+            held it, see L{vncproxy.tokens}).
         @raise TokenRejected: when it carries none.
         """
-        return ctx.tokens.consume(self.secret)
+        return ctx.tokens.consume(self.secret, client=client)
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """
-Audit events: one structured log event per grant, connect, refusal and close, in the
+Audit events: one structured log event per grant, connect, refusal, close, serial log read
+and serial log clear, in the
 C{consoleproxy.audit} namespace, with named fields (instance, console_type, peer, caller,
 duration, bytes_to_viewer, bytes_from_viewer, reason). Never a secret: callers pass grant ids,
 not tokens.
@@ -17,6 +18,8 @@ _TEMPLATES = {
     "session_ended": ("{caller} ended {console_type} console session {session_id} of {instance} "
                       "(grant {grant_id})"),
     "action": "{caller} sent {action} to {instance}",
+    "log_read": "serial console log of {instance} read by {caller} from {peer} ({size} bytes)",
+    "log_clear": "serial console log of {instance} cleared by {caller} from {peer}",
     "close": ("{console_type} console of {instance} from {peer} closed after {duration:.1f}s: "
               "{reason} ({bytes_to_viewer} bytes to viewer, {bytes_from_viewer} from viewer)"),
 }
@@ -36,7 +39,7 @@ def refusal_reason(reason, detail):
 def audit(event, **fields):
     """
     Emit one audit event; C{event} is one of grant, connect, refusal, close, sessions_listed,
-    session_ended, action.
+    session_ended, action, log_read, log_clear.
     """
     fields.setdefault("console_type", "-")
     _log.info(_TEMPLATES[event], audit=event, **fields)

@@ -10,6 +10,7 @@ The schema below is the single source of truth; C{etc/consoleproxy.conf} documen
 """
 
 import configparser
+import ipaddress
 import os
 from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
@@ -102,6 +103,24 @@ def _words(value):
     return tuple(w for w in value.replace(",", " ").split() if w)
 
 
+def _networks(value):
+    entries = _words(value)
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ValueError(f"{entry!r} is not an IP address or network") from None
+    return entries
+
+
+def _listeners(value):
+    names = _words(value)
+    for name in names:
+        if name not in ("api", "console", "xvpvnc", "vnc"):
+            raise ValueError(f"{name!r} is not a listener (api, console, xvpvnc, vnc)")
+    return names
+
+
 def _issuers(value):
     from vncproxy.grants import parse_public_key  # cryptography: loaded only when used
 
@@ -140,6 +159,8 @@ SCHEMA = {
     ("listen", "api"): ("api_listen", _endpoint, "tcp:6090:interface=127.0.0.1"),
     ("listen", "console"): ("console_listen", _endpoint, "tcp:6080"),
     ("listen", "xvpvnc"): ("xvpvnc_listen", _endpoint, "tcp:6081"),
+    ("proxy", "trusted"): ("proxy_trusted", _networks, ""),
+    ("proxy", "proxy_protocol"): ("proxy_protocol", _listeners, ""),
     ("listen", "vnc"): ("vnc_listen", _endpoint, "tcp:6084"),
     ("console", "public_url"): ("public_url", _url, ""),
     ("console", "allowed_origins"): ("allowed_origins", _words, ""),
@@ -150,6 +171,7 @@ SCHEMA = {
     ("libvirt", "uri"): ("libvirt_uri", str, "qemu:///system"),
     ("tokens", "token_ttl"): ("token_ttl", _positive(float), "180"),
     ("tokens", "reconnect_grace"): ("reconnect_grace", _non_negative(float), "15"),
+    ("tokens", "reconnect_same_address"): ("reconnect_same_address", _boolean, "true"),
     ("tokens", "node_id"): ("node_id", _node_id, ""),
     ("tokens", "trusted_issuers"): ("trusted_issuers", _issuers, ""),
     ("tokens", "clock_skew"): ("grant_clock_skew", _non_negative(float), "30"),
@@ -176,6 +198,7 @@ SCHEMA = {
     ("xvpvnc", "native_wait"): ("xvpvnc_native_wait", _positive(float), "2"),
     ("xvpvnc", "max_pending_per_address"): ("xvpvnc_max_pending_per_address", _positive(int),
                                             "32"),
+    ("xvpvnc", "max_pending"): ("xvpvnc_max_pending", _positive(int), "1024"),
     ("xvpvnc", "max_failures_per_instance"): ("xvpvnc_max_failures_per_instance",
                                               _positive(int), "20"),
     ("xvpvnc", "password_checks_per_second"): ("xvpvnc_password_checks_per_second",
@@ -183,6 +206,7 @@ SCHEMA = {
     ("http", "header_timeout"): ("http_header_timeout", _positive(float), "10"),
     ("http", "idle_timeout"): ("http_idle_timeout", _positive(float), "60"),
     ("http", "max_pending_per_address"): ("http_max_pending_per_address", _positive(int), "32"),
+    ("http", "max_pending"): ("http_max_pending", _positive(int), "1024"),
     ("service", "state_dir"): ("state_dir", str, "/var/lib/consoleproxy"),
     ("serial", "source"): ("serial_source", _one_of("libvirt", "pty"), "libvirt"),
     ("serial", "domains"): ("serial_domains", _words, "*"),
@@ -213,6 +237,8 @@ class Config:
     api_listen: str
     console_listen: str
     xvpvnc_listen: str
+    proxy_trusted: tuple
+    proxy_protocol: tuple
     vnc_listen: str
     public_url: str
     allowed_origins: tuple
@@ -223,6 +249,7 @@ class Config:
     libvirt_uri: str
     token_ttl: float
     reconnect_grace: float
+    reconnect_same_address: bool
     node_id: str
     trusted_issuers: tuple
     grant_clock_skew: float
@@ -248,11 +275,13 @@ class Config:
     relay_websocket_receive: bool
     xvpvnc_native_wait: float
     xvpvnc_max_pending_per_address: int
+    xvpvnc_max_pending: int
     xvpvnc_max_failures_per_instance: int  # no longer used (kept so older files load)
     xvpvnc_password_checks_per_second: float
     http_header_timeout: float
     http_idle_timeout: float
     http_max_pending_per_address: int
+    http_max_pending: int
     state_dir: str
     novnc_dir: str
     xterm_dir: str
@@ -333,6 +362,9 @@ def _build(values, where):
             raise ConfigError(f"{where}: [{section}] {key}: {e}") from None
     built = Config(**kwargs)
     _check_tls(built, where)
+    if built.proxy_protocol and not built.proxy_trusted:
+        raise ConfigError(f"{where}: [proxy] proxy_protocol: needs trusted (the addresses of "
+                          "the proxies that send the header)")
     if built.trusted_issuers and not built.node_id:
         raise ConfigError(f"{where}: [tokens] trusted_issuers: needs node_id (the id signed "
                           "grants must name to be accepted here)")

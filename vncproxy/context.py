@@ -6,6 +6,7 @@ The collaborators every request handler and session needs, built once by the com
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from vncproxy.clientaddr import NO_PROXIES, TrustedProxies
 from vncproxy.admission import Admission
 from vncproxy.config import Config
 from vncproxy.ratelimit import GuessBudget
@@ -42,6 +43,7 @@ class ProxyContext:
     grants: object = None  # GrantVerifier of signed grants ([tokens] trusted_issuers), or None
     vnc_tls: VncTls = field(default_factory=VncTls)
     vnc_connect: str = "tcp"  # how sessions reach QEMU's VNC server (vncproxy.vncconnect)
+    trusted: TrustedProxies = NO_PROXIES  # [proxy] trusted: whose forwarding headers count
     fast_paths: object = None  # vncproxy.relay.FastPaths; None: decided from config
 
     def __post_init__(self):

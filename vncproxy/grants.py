@@ -265,7 +265,7 @@ class SignedGrantCredential(TokenCredential):
 
     kind = "signed grant"
 
-    def consume(self, ctx):
+    def consume(self, ctx, client=None):
         return ctx.grants.redeem(self.secret, ctx.tokens)
 
 

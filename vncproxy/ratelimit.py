@@ -66,43 +66,64 @@ class FailureLimiter:
 
 class PendingPerAddress:
     """
-    Connections per source address that have not finished their handshake (an HTTP request,
-    a CONNECT or a VNC authentication), at most C{cap} each: a slowloris-style client cannot
-    take the service's descriptors. Only addresses with connections pending are kept.
+    Connections that have not finished their handshake (an HTTP request, a CONNECT or a VNC
+    authentication): at most C{cap} per source address, so a slowloris-style client cannot take
+    the service's descriptors, and at most C{total} on the listener, so many addresses cannot
+    either: past C{total}, the oldest pending connection is shed (its C{shed} callable aborts
+    it) to make room for the new one. Only addresses with connections pending are kept.
 
-    @ivar refused: connections refused for being over the cap.
+    @ivar refused: connections refused for being over their address's cap.
+    @ivar shed: connections shed for being the oldest over the listener's total.
     """
 
-    def __init__(self, cap):
+    def __init__(self, cap, total=None):
         self.cap = cap
+        self.total = total
         self.refused = 0
+        self.shed = 0
         self._count = Counter()
+        self._order = OrderedDict()  # shed callable -> None, oldest pending first
 
-    def admit(self, address):
+    def admit(self, address, shed=None, capped=True):
         """
         Count one more pending connection from C{address}; C{False} (and nothing counted) when
-        it already has C{cap}.
+        C{capped} and it already has C{cap}.
+
+        @param shed: a callable that aborts this connection, for the listener's total (the
+            same callable is passed to L{release}); C{None}: not under the total.
+        @param capped: whether the per-address cap applies (not to a trusted front proxy,
+            which carries many clients).
         """
-        if self._count[address] >= self.cap:
+        if capped and self._count[address] >= self.cap:
             self.refused += 1
             return False
-        self.add(address)
+        self.add(address, shed)
         return True
 
-    def add(self, address):
+    def add(self, address, shed=None):
         """
-        Count a connection from C{address} pending again, whatever the cap (a kept-alive HTTP
-        connection waiting for its next request: it was admitted once).
+        Count a connection from C{address} pending again, whatever its address's cap (a
+        kept-alive HTTP connection waiting for its next request: it was admitted once); the
+        listener's total still applies.
         """
         self._count[address] += 1
+        if shed is None:
+            return
+        self._order[shed] = None
+        while self.total is not None and len(self._order) > self.total:
+            oldest, _ = self._order.popitem(last=False)
+            self.shed += 1
+            oldest()  # its connection ends; its release() finds it gone from the order
 
-    def release(self, address):
+    def release(self, address, shed=None):
         """
         One connection from C{address} finished its handshake or went away.
         """
         self._count[address] -= 1
         if self._count[address] <= 0:
             del self._count[address]
+        if shed is not None:
+            self._order.pop(shed, None)
 
     def counts(self):
         """
@@ -110,6 +131,11 @@ class PendingPerAddress:
         """
         return dict(self._count)
 
+    def __len__(self):
+        """
+        Pending connections on the listener under its total.
+        """
+        return len(self._order)
 
 class GuessBudget:
     """

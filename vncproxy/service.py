@@ -3,6 +3,7 @@ The composition root's product: one L{MultiService} holding the hypervisor adapt
 listeners, sharing one L{ProxyContext}.
 """
 
+import ipaddress
 from urllib.parse import urlsplit
 
 from autobahn.twisted.resource import WebSocketResource
@@ -11,9 +12,12 @@ from twisted.application.service import MultiService
 from twisted.internet import defer, task
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
 
+from vncproxy.clientaddr import TrustedProxies
 from vncproxy import hostname
 from vncproxy.closecodes import CloseCode
+from vncproxy.endpoints import parse_args
 from vncproxy.context import ProxyContext
 from vncproxy.grants import verifier_for
 from vncproxy.hypervisor import LifecycleKind
@@ -24,10 +28,11 @@ from vncproxy.lxd.trust import (CertificateCredential, KeyCredential, SocketCred
                                 TrustedCertificates, UnixSocketService, check_owner_group,
                                 tls_listener)
 from vncproxy.metrics import Metrics
+from vncproxy.proxyproto import ProxyProtocolFactory
 from vncproxy.ratelimit import FailureLimiter
 from vncproxy.serial.manager import SerialManager
 from vncproxy.sessions import SessionRegistry
-from vncproxy.tlslisten import is_tls, tls_server_endpoint
+from vncproxy.tlslisten import is_tls, tls_server_endpoint, tls_server_parts
 from vncproxy.tokens import TokenStore
 from vncproxy import vncconnect
 from vncproxy.vnctls import VncTls
@@ -49,6 +54,32 @@ STOP_GRACE = CLOSE_HANDSHAKE_TIMEOUT + 1.0
 _STOP_POLL = 0.05
 
 
+def plain_text_exposed(config):
+    """
+    The console listeners (console, xvpvnc, vnc) that speak plain text on a non-loopback address.
+
+    @return: C{[(name, "all interfaces" or the address), ...]}; UNIX sockets, socket
+        activation and C{ssl:} listeners are not listed.
+    """
+    exposed = []
+    for name, description in (("console", config.console_listen),
+                              ("xvpvnc", config.xvpvnc_listen), ("vnc", config.vnc_listen)):
+        args, kwargs = parse_args(description)
+        if args[:1] not in (["tcp"], ["tcp6"]):
+            continue
+        interface = kwargs.get("interface", "")
+        if interface in ("", "0.0.0.0", "::"):
+            exposed.append((name, "all interfaces"))
+            continue
+        try:
+            loopback = ipaddress.ip_address(interface).is_loopback
+        except ValueError:
+            loopback = interface == "localhost"
+        if not loopback:
+            exposed.append((name, interface))
+    return exposed
+
+
 class ConsoleProxyService(MultiService):
     """
     @param config: the L{vncproxy.config.Config}.
@@ -64,7 +95,8 @@ class ConsoleProxyService(MultiService):
 
     def __init__(self, config, reactor, hypervisor, api_keys):
         super().__init__()
-        tokens = TokenStore(reactor, config.token_ttl, config.reconnect_grace)
+        tokens = TokenStore(reactor, config.token_ttl, config.reconnect_grace,
+                            config.reconnect_same_address)
         sessions = SessionRegistry(config.max_vnc_sessions, config.max_vnc_viewers)
         self.ctx = ProxyContext(
             config=config,
@@ -78,6 +110,7 @@ class ConsoleProxyService(MultiService):
                                    config.ratelimit_slow_after, config.ratelimit_refuse_after),
             vnc_tls=VncTls.from_config(config),
             vnc_connect=vncconnect.effective_mode(config)[0],
+            trusted=TrustedProxies(config.proxy_trusted),
         )
         self._reactor = reactor
         self._unsubscribe = None
@@ -91,7 +124,7 @@ class ConsoleProxyService(MultiService):
         self._lxd_factories = []
         self.lxd_operations = OperationStore(reactor, config.token_ttl)
         api_site = make_site(ApiResource(self.ctx, keys, lxd=self._lxd(KeyCredential(keys))),
-                             config, reactor=reactor)
+                             config, reactor=reactor, trusted=self.ctx.trusted)
         self._listen("api", config.api_listen, api_site)
         self._listen_lxd(config)
 
@@ -101,10 +134,10 @@ class ConsoleProxyService(MultiService):
         self._console_factory = make_factory(self.ctx, secure)
         console_site = make_site(
             ConsoleRoot(WebSocketResource(self._console_factory), web,
-                        actions=PageActions(self.ctx, lambda origin, host: origin_allowed(
-                            origin, host, config, secure)),
+                        actions=PageActions(self.ctx, lambda origin, local: origin_allowed(
+                            origin, local, config, secure)),
                         prefix=config.listener_path_prefix), config,
-            reactor=reactor)
+            reactor=reactor, trusted=self.ctx.trusted)
         self._listen("console", config.console_listen, console_site)
         self._listen("xvpvnc", config.xvpvnc_listen, XvpVncFactory(self.ctx))
         self._listen("vnc", config.vnc_listen, XvpVncFactory(self.ctx, greet_at_once=True))
@@ -136,10 +169,17 @@ class ConsoleProxyService(MultiService):
             service.setServiceParent(self)
 
     def _listen(self, name, description, factory):
-        if is_tls(description):
+        proxied = name in self.ctx.config.proxy_protocol
+        if is_tls(description) and proxied:
+            # The PROXY header comes before TLS: the wrapper goes outside the TLS layer.
+            endpoint, options = tls_server_parts(self._reactor, description)
+            factory = TLSMemoryBIOFactory(options, False, factory)
+        elif is_tls(description):
             endpoint = tls_server_endpoint(self._reactor, description)  # TLS 1.2 at least
         else:
             endpoint = serverFromString(self._reactor, description)
+        if proxied:
+            factory = ProxyProtocolFactory(self._reactor, factory, self.ctx.trusted)
         service = StreamServerEndpointService(endpoint, factory)
         service.setName(name)
         service.setServiceParent(self)
@@ -162,6 +202,16 @@ class ConsoleProxyService(MultiService):
             self._log.warn("[console] public_url is unset and the console URLs name {host}, {why}:"
                            " set public_url to the URL viewers reach this service at",
                            host=host, why=why)
+        self._warn_plain_text()
+
+    def _warn_plain_text(self):
+        exposed = plain_text_exposed(self.ctx.config)
+        if exposed:
+            self._log.warn(
+                "plain text on a non-loopback address: {listeners}; console tokens and screens "
+                "cross the network unencrypted unless a TLS-terminating balancer fronts them "
+                "(use ssl: listeners otherwise; see docs/security.md)",
+                listeners=", ".join(f"{name} ({where})" for name, where in exposed))
 
     def _lifecycle(self, event):
         if event.kind in _STOPPING:

@@ -11,7 +11,7 @@ refused whatever the Twisted version. C{sslmethod} is refused: it would pin an o
 import re
 
 from twisted.internet import ssl
-from twisted.internet.endpoints import SSL4ServerEndpoint
+from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint
 from twisted.python.filepath import FilePath
 
 from vncproxy.config import ConfigError
@@ -53,6 +53,25 @@ def tls_server_endpoint(reactor, description, wrap_options=None):
     @return: an L{SSL4ServerEndpoint} refusing protocol versions below TLS 1.2.
     @raise ConfigError: for C{sslmethod}, a missing port or unreadable key files.
     """
+    port, options, backlog, interface = _parse_tls(description)
+    if wrap_options is not None:
+        options = wrap_options(options)
+    return SSL4ServerEndpoint(reactor, port, options, backlog=backlog, interface=interface)
+
+
+def tls_server_parts(reactor, description):
+    """
+    The same listener in two parts, for a layer that must come before TLS (the PROXY protocol
+    header): a plain TCP endpoint and the TLS options to wrap its factory with.
+
+    @return: C{(TCP4ServerEndpoint, CertificateOptions)}.
+    @raise ConfigError: as L{tls_server_endpoint}.
+    """
+    port, options, backlog, interface = _parse_tls(description)
+    return TCP4ServerEndpoint(reactor, port, backlog=backlog, interface=interface), options
+
+
+def _parse_tls(description):
     args, kwargs = _parse_args(description)
     if "sslmethod" in kwargs:
         raise ConfigError(f"{description.split(':')[0]}: sslmethod is not supported "
@@ -66,10 +85,7 @@ def tls_server_endpoint(reactor, description, wrap_options=None):
     except Exception as e:
         raise ConfigError(f"TLS listener on port {port}: cannot load its certificate or key "
                           f"({e})") from None
-    if wrap_options is not None:
-        options = wrap_options(options)
-    return SSL4ServerEndpoint(reactor, int(port), options, backlog=int(kwargs.get("backlog", 50)),
-                              interface=kwargs.get("interface", ""))
+    return int(port), options, int(kwargs.get("backlog", 50)), kwargs.get("interface", "")
 
 
-__all__ = ["MINIMUM_TLS", "is_tls", "tls_options", "tls_server_endpoint"]
+__all__ = ["MINIMUM_TLS", "is_tls", "tls_options", "tls_server_endpoint", "tls_server_parts"]

@@ -12,7 +12,10 @@ Reconnect grace: when a session ends because the viewer's connection dropped (no
 either user: a network blip, a page reload), L{TokenStore.release} with C{resumable=True} lets
 the same token open one new session within C{reconnect_grace} seconds; the new session keeps the
 first one's start time, so reconnecting never extends C{max_session}. Sessions that were closed
-deliberately (by the user, a takeover, a timeout, a power-off) never resume.
+deliberately (by the user, a takeover, a timeout, a power-off) never resume. The resume is
+bound to the client address that held the session (C{[tokens] reconnect_same_address}, on by
+default; off for clients behind NATs that change their public address): the same token
+presented from elsewhere within the grace is refused, and the resume stays open for its owner.
 
 A C{vnc} grant also carries a one-time 8-character VNC password for native viewers on the
 xvpvnc port. VNC Authentication is a DES challenge-response keyed with the password, so the
@@ -69,6 +72,8 @@ class Grant:
     read_only: bool = False
     # Set on a grant redeemed again within the reconnect grace: the first session's start.
     session_started_at: float | None = field(default=None, compare=False)
+    # The client address that redeemed the token (for binding its reconnect grace), if known.
+    client: str | None = field(default=None, compare=False)
     _key: bytes = field(default=b"", compare=False, repr=False)
     vnc_password: str | None = field(default=None, compare=False, repr=False)
 
@@ -97,10 +102,11 @@ class TokenStore:
     @param ttl: seconds a token stays valid.
     """
 
-    def __init__(self, clock, ttl, reconnect_grace=0.0):
+    def __init__(self, clock, ttl, reconnect_grace=0.0, reconnect_same_address=True):
         self._clock = clock
         self.ttl = ttl
         self.reconnect_grace = reconnect_grace
+        self.reconnect_same_address = reconnect_same_address
         self._grants = {}  # sha256(token) -> Grant
         self._resumable = {}  # sha256(token) -> (Grant, deadline)
         self._passwords = {}  # sha256(token) -> one-time VNC password (vnc grants only)
@@ -152,7 +158,13 @@ class TokenStore:
             if password not in live:
                 return password
 
-    def consume(self, secret, now=None):
+    def consume(self, secret, now=None, client=None):
+        """
+        Redeem a token (see L{ITokenStore.consume}).
+
+        @param client: the address presenting it (recorded in the grant; within the reconnect
+            grace, it must be the address that held the session).
+        """
         if now is None:
             now = self._clock.seconds()
         self._sweep(now)
@@ -165,10 +177,20 @@ class TokenStore:
             self.expired += 1
             grant = None
         if grant is None:
-            resumable = self._resumable.pop(key, None)
-            if resumable is None or resumable[1] <= now:
+            resumable = self._resumable.get(key)
+            if resumable is not None and resumable[1] <= now:
+                del self._resumable[key]
+                resumable = None
+            if resumable is None:
                 raise TokenRejected("token invalid, used or expired")
             grant = resumable[0]
+            if (self.reconnect_same_address and grant.client is not None
+                    and client != grant.client):
+                raise TokenRejected("token may reopen its console only from the address that "
+                                    "held it")
+            del self._resumable[key]
+        else:
+            grant = replace(grant, client=client)
         self.consumed[grant.console_type] = self.consumed.get(grant.console_type, 0) + 1
         return grant
 

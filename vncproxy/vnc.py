@@ -30,101 +30,54 @@ C{resume_reading()} and a C{network_transport} attribute (the transport carrying
 """
 
 import enum
-import ipaddress
-import os
 
 from twisted.internet import defer
-from twisted.internet.endpoints import (
-    HostnameEndpoint,
-    TCP4ClientEndpoint,
-    TCP6ClientEndpoint,
-    UNIXClientEndpoint,
-)
 from twisted.internet.interfaces import IPushProducer
-from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from vncproxy import relay
 from vncproxy.admission import Refusal, Refused
 from vncproxy.audit import audit
 from vncproxy.closecodes import CloseCode, reason_for
-from vncproxy import vncconnect
-from vncproxy.hypervisor import (
-    GraphicsUnavailable,
-    HypervisorError,
-    InstanceNotRunning,
-    NoSuchInstance,
-)
+from vncproxy.hypervisor import HypervisorError, NoSuchInstance
 from vncproxy.rfb import (
     ClientInitReceived,
     DownstreamHandshake,
     DownstreamState,
     HandshakeFailed,
-    SecurityAccepted,
-    StartTLS,
-    UpstreamHandshake,
+    ServerInitReader,
+    ServerInitReceived,
 )
 from vncproxy.rfb.clientmsgs import ClientProtocolError, ViewOnlyFilter
 from vncproxy.rfb.wire import client_init
 from vncproxy.sessions import LimitReached, SessionTimer
-from vncproxy import relay
-from vncproxy.vnctls import TlsUnavailable
+from vncproxy.vncupstream import UpstreamConnection
 
 # Bytes a viewer may send before the downstream handshake starts (it should send none).
 MAX_EARLY_BYTES = 64 * 1024
 # Seconds to wait for libvirt's STOPPED event after QEMU's VNC connection dropped.
 STOP_EVENT_WAIT = 3.0
-# Relay tuning, measured with bench/ (docs/performance.md): QEMU's bytes are read in 256 KiB
-# chunks instead of Twisted's 64 KiB, so a screen update costs a quarter of the reads, WebSocket
-# frames and sends (bulk throughput +40-60%, server CPU per GB -45%); see also
-# vncproxy.relay.VIEWER_SEND_LIMIT.
-READ_CHUNK = 256 * 1024
-
-
-def _tcp_endpoint(reactor, host, port, timeout):
-    """
-    The endpoint for QEMU's VNC server. libvirt reports an address (an IP literal) nearly
-    always: connecting to it directly skips L{HostnameEndpoint}'s resolution and connection
-    racing (about 0.5 ms of CPU per session, measured with bench/); a host name still gets it.
-    """
-    try:
-        family = ipaddress.ip_address(host).version
-    except ValueError:
-        return HostnameEndpoint(reactor, host, port, timeout=timeout)
-    endpoint = TCP6ClientEndpoint if family == 6 else TCP4ClientEndpoint
-    return endpoint(reactor, host, port, timeout=timeout)
 
 
 class State(enum.Enum):
     """
     A session's states; L{VncSession._end} is the only way to CLOSED::
 
-        CONNECTING --QEMU's handshake done--> DOWNSTREAM --viewer's ClientInit--> RELAYING
+        CONNECTING --QEMU's handshake done--> DOWNSTREAM --viewer's ClientInit--> SERVER_INIT
             |                                     |                                 |
-            +--cannot reach the console----> REFUSING (the viewer is told why)     |
+            |                                     |            QEMU's ServerInit checked
+            |                                     |                                 v
+            +--cannot reach the console----> REFUSING (the viewer is told why)  RELAYING
             +-------------------+-----------------+---------------------------------+--> CLOSED
     """
 
     CONNECTING = "looking the console up, connecting, QEMU's handshake"
     DOWNSTREAM = "the viewer's handshake with us (QEMU waits for ClientInit)"
+    SERVER_INIT = "ClientInit sent: QEMU's ServerInit is read and checked before the viewer's"
     RELAYING = "bytes relayed both ways"
     REFUSING = "the viewer is being told in RFB terms why it cannot connect"
     CLOSED = "ended"
-
-
-class _QemuFactory(Factory):
-    """
-    C{connectProtocol}'s one-shot factory, without its "Starting factory" and "Stopping
-    factory" log lines for every session (C{noisy}).
-    """
-
-    noisy = False
-
-    def __init__(self, protocol):
-        self._protocol = protocol
-
-    def buildProtocol(self, addr):
-        return self._protocol
 
 
 class _Gone:
@@ -132,13 +85,6 @@ class _Gone:
 
 
 _GONE = _Gone()
-
-
-class _Refused(Exception):
-    def __init__(self, code, detail):
-        super().__init__(detail)
-        self.code = code
-        self.detail = detail
 
 
 @implementer(IPushProducer)
@@ -162,20 +108,6 @@ class _Throttle:
         pass
 
 
-class _QemuProtocol(Protocol):
-    def __init__(self, session):
-        self._session = session
-
-    def connectionMade(self):
-        self._session._qemu_connected(self.transport)
-
-    def dataReceived(self, data):
-        self._session._qemu_data(data)
-
-    def connectionLost(self, reason):
-        self._session._qemu_lost(reason)
-
-
 class VncSession:
     """
     @param ctx: the L{vncproxy.context.ProxyContext}.
@@ -196,21 +128,16 @@ class VncSession:
         self._viewer = viewer
         self._peer = peer
         self._reactor = ctx.reactor
-        self._qemu = None
-        self._upstream = None
+        self._upstream = UpstreamConnection(ctx, grant, self)
+        self._qemu = None  # QEMU's transport once relaying
         self._state = State.CONNECTING
-        self._tls_on = False
-        self._tls_hostname = None
-        self._vnc_host = None
         self._downstream = downstream
         self._early = b""
-        self._to_viewer_after_handshake = b""
+        self._server_init = None  # the ServerInitReader while SERVER_INIT
         self._splice = None
         self._refusal = None  # (code, detail) while REFUSING
         self._timeout = None
-        self._connecting = None
         self._started_at = None
-        self._connect_started = None
         self._cancel_on_end = None
         self._timer = SessionTimer(self._reactor, ctx.config.idle_timeout,
                                    ctx.config.max_session, lambda code: self._end(code, None))
@@ -261,9 +188,7 @@ class VncSession:
         audit("connect", console_type="vnc", instance=self._grant.instance_uuid,
               peer=self._peer, grant_id=self._grant.id, caller=self._grant.caller,
               resumed=self._grant.session_started_at is not None)
-        d = defer.maybeDeferred(self._ctx.hypervisor.describe, self._grant.instance_uuid)
-        d.addCallback(self._connect)
-        d.addErrback(self._connect_failed)
+        self._upstream.connect()
 
     def close(self, code, detail=None):
         """
@@ -274,159 +199,41 @@ class VncSession:
         if (self._state in (State.CONNECTING, State.DOWNSTREAM) and machine is not None
                 and machine.state is DownstreamState.AWAIT_AUTH_DECISION):
             self._state, self._refusal = State.REFUSING, (code, detail)
-            self._drop_qemu()
+            self._upstream.stop()
             self._downstream_events(machine.reject(reason_for(code, detail)))
         else:
             self._end(code, detail)
 
-    # -- upstream (QEMU) -------------------------------------------------------------------------
+    # -- upstream (QEMU): the UpstreamConnection's reports -------------------------------------
 
-    def _connect(self, info):
-        if self._state is State.CLOSED:
-            return None
-        if not info.active:
-            raise _Refused(CloseCode.INSTANCE_STOPPED, "instance is not running")
-        vnc = info.vnc
-        if vnc is None:
-            raise _Refused(CloseCode.CONSOLE_UNAVAILABLE, "instance has no VNC console")
-        self._vnc_host = vnc.host
-        self._connect_started = self._reactor.seconds()
-        if self._ctx.vnc_connect == vncconnect.GRAPHICS_FD:
-            # Not kept in _connecting: cancelling it would lose the descriptor libvirt hands
-            # over; _adopt closes it when the session ended meanwhile.
-            d = self._ctx.hypervisor.open_graphics(info.uuid)
-            d.addCallback(self._adopt)
-            d.addErrback(self._graphics_refused, vnc)
-            return d
-        return self._connect_tcp(vnc)
-
-    def _adopt(self, fd):
-        """
-        libvirt's socket to QEMU's VNC server, past its authentication: QEMU offers security
-        type None on it.
-        """
-        if self._state is State.CLOSED:
-            os.close(fd)
-            return
-        self._upstream = UpstreamHandshake(password=None, tls=None)
-        vncconnect.adopt(self._reactor, fd, _QemuFactory(_QemuProtocol(self)))
-
-    def _graphics_refused(self, failure, vnc):
-        failure.trap(GraphicsUnavailable)
-        if self._state is State.CLOSED:
-            return None
-        self._log.info("vnc session {grant_id}: libvirt gives no graphics socket for {instance} "
-                       "({error}); connecting over tcp", grant_id=self._grant.id,
-                       instance=self._grant.instance_uuid, error=failure.getErrorMessage())
-        return self._connect_tcp(vnc)
-
-    def _connect_tcp(self, vnc):
-        timeout = self._ctx.config.vnc_connect_timeout
-        if vnc.socket:
-            endpoint = UNIXClientEndpoint(self._reactor, vnc.socket, timeout=timeout)
+    def upstream_ready(self):
+        self._state = State.DOWNSTREAM
+        if self._downstream is None:
+            self._start_downstream(DownstreamHandshake(auth="none"))
         else:
-            endpoint = _tcp_endpoint(self._reactor, vnc.host, vnc.port, timeout)
-        password = vnc.password.encode("utf-8") if vnc.password else None
-        self._upstream = UpstreamHandshake(password=password, tls=self._ctx.vnc_tls.mode)
-        self._connecting = endpoint.connect(_QemuFactory(_QemuProtocol(self)))
-        return self._connecting
+            # A native viewer: its password chose this session; tell it so only now.
+            self._downstream_events(self._downstream.accept())
+            self._viewer.resume_reading()
 
-    def _connect_failed(self, failure):
-        if self._state is State.CLOSED:
-            return
-        if failure.check(_Refused):
-            self._refuse(failure.value.code, failure.value.detail)
-        elif failure.check(NoSuchInstance):
-            self._refuse(CloseCode.INSTANCE_STOPPED, "instance no longer exists")
-        elif failure.check(InstanceNotRunning):
-            self._refuse(CloseCode.INSTANCE_STOPPED, "instance is not running")
-        elif failure.check(HypervisorError):
-            self._refuse(CloseCode.CONSOLE_UNAVAILABLE, "hypervisor unavailable")
-        elif failure.check(defer.CancelledError):
-            pass
-        else:
-            self._log.info("vnc session {grant_id}: cannot reach the VNC server: {error}",
-                           grant_id=self._grant.id, error=failure.getErrorMessage())
-            self._refuse(CloseCode.CONSOLE_UNAVAILABLE, "cannot reach the VM's VNC server")
+    def upstream_refused(self, code, detail):
+        self._refuse(code, detail)
 
-    def _qemu_connected(self, transport):
-        self._connecting = None
-        if self._state is State.CLOSED:
-            transport.abortConnection()
-            return
-        self._qemu = transport
-        if hasattr(transport, "setTcpNoDelay"):
-            try:
-                transport.setTcpNoDelay(True)
-            except OSError:  # a UNIX socket (adopted by Twisted < 23 as TCP) has no Nagle
-                pass
-        if hasattr(transport, "bufferSize"):  # Twisted's recv() size (and write buffer mark)
-            transport.bufferSize = READ_CHUNK
+    def upstream_failed(self, code, detail):
+        self._end(code, detail)
+
+    def upstream_lost(self):
+        self._qemu = None
+        if self._state in (State.RELAYING, State.SERVER_INIT):
+            self._upstream_gone()
 
     def _qemu_data(self, data):
-        state = self._state
-        if state is State.RELAYING:
+        """QEMU's bytes once our ClientInit went (the UpstreamConnection's sink)."""
+        if self._state is State.RELAYING:
             self._timer.activity()
             self.bytes_to_viewer += len(data)
             self._viewer.send(data)
-            return
-        if state is State.DOWNSTREAM:
-            # QEMU must stay silent until it gets ClientInit; anything else is a protocol error.
-            self._to_viewer_after_handshake += data
-            if len(self._to_viewer_after_handshake) > MAX_EARLY_BYTES:
-                self._end(CloseCode.CONSOLE_UNAVAILABLE, "VNC server sent unexpected data")
-        elif state is State.CONNECTING:
-            self._upstream_events(self._upstream.receive_data(data))
-        # REFUSING, CLOSED: QEMU's connection is being dropped; ignored
-
-    def _upstream_events(self, events):
-        out = self._upstream.data_to_send()
-        if out:
-            self._qemu.write(out)
-        for event in events:
-            if self._state is not State.CONNECTING:
-                return
-            if isinstance(event, StartTLS):
-                self._start_tls(event)
-            elif isinstance(event, SecurityAccepted):
-                self._state = State.DOWNSTREAM
-                self._ctx.metrics.handshake_seconds.observe(
-                    self._reactor.seconds() - self._connect_started)
-                self._upstream_ready(event.leftover)
-            elif isinstance(event, HandshakeFailed):
-                self._upstream_failed(event.reason)
-
-    def _start_tls(self, event):
-        try:
-            options = self._ctx.vnc_tls.client_options(event, self._vnc_host)
-        except TlsUnavailable as e:
-            self._upstream_failed(f"cannot start TLS with the VNC server: {e}")
-            return
-        self._tls_hostname = None if event.anonymous else \
-            self._ctx.vnc_tls.expected_hostname(self._vnc_host)
-        self._log.info("vnc session {grant_id}: starting TLS with the VNC server ({kind})",
-                       grant_id=self._grant.id,
-                       kind="anonymous" if event.anonymous else
-                       f"certificate checked for {self._tls_hostname}")
-        self._tls_on = True
-        self._qemu.startTLS(options)
-        self._upstream_events(self._upstream.tls_started())
-
-    def _upstream_failed(self, reason):
-        self._log.warn("vnc session {grant_id}: handshake with the VNC server failed: {reason}",
-                       grant_id=self._grant.id, reason=reason)
-        self._refuse(CloseCode.CONSOLE_UNAVAILABLE, reason)
-
-    def _qemu_lost(self, reason):
-        self._qemu = None
-        if self._state is State.RELAYING:
-            self._upstream_gone()
-        elif self._state in (State.CONNECTING, State.DOWNSTREAM):
-            if self._tls_on:
-                self._upstream_failed(
-                    self._ctx.vnc_tls.describe_failure(reason, self._tls_hostname))
-            else:
-                self._refuse(CloseCode.CONSOLE_UNAVAILABLE, "VNC server closed the connection")
+        elif self._state is State.SERVER_INIT:
+            self._server_init_events(self._server_init.receive_data(data))
 
     def _upstream_gone(self):
         """
@@ -457,20 +264,7 @@ class VncSession:
         d.addCallback(check)
         d.addErrback(lookup_failed)
 
-    def _drop_qemu(self):
-        if self._qemu is not None:
-            self._qemu.loseConnection()
-
     # -- downstream (viewer) ---------------------------------------------------------------------
-
-    def _upstream_ready(self, leftover):
-        self._to_viewer_after_handshake = leftover
-        if self._downstream is None:
-            self._start_downstream(DownstreamHandshake(auth="none"))
-        else:
-            # A native viewer: its password chose this session; tell it so only now.
-            self._downstream_events(self._downstream.accept())
-            self._viewer.resume_reading()
 
     def _refuse(self, code, detail):
         """
@@ -481,7 +275,7 @@ class VncSession:
         self._state, self._refusal = State.REFUSING, (code, detail)
         self._log.info("vnc session {grant_id} refused: {detail}",
                        grant_id=self._grant.id, detail=detail)
-        self._drop_qemu()
+        self._upstream.stop()
         machine = self._downstream
         if machine is None:
             self._start_downstream(DownstreamHandshake(refuse=detail))
@@ -514,7 +308,9 @@ class VncSession:
             if data:
                 self._qemu.write(data)
             return
-        if self._downstream is None:
+        if self._downstream is None or self._state is State.SERVER_INIT:
+            # Before the handshake starts, or between the viewer's ClientInit and QEMU's
+            # ServerInit: held (bounded) until the relay starts.
             self._early += data
             if len(self._early) > MAX_EARLY_BYTES:
                 self._end(CloseCode.PROTOCOL_ERROR, "viewer sent data before the handshake")
@@ -556,21 +352,46 @@ class VncSession:
     # -- relay -----------------------------------------------------------------------------------
 
     def _start_relay(self, leftover):
+        self._qemu = self._upstream.transport
         if self._qemu is None:
             self._end(CloseCode.CONSOLE_CLOSED, "VNC server closed the connection")
             return
-        self._cancel_timeout()
-        self._state = State.RELAYING
         self.bytes_from_viewer += len(leftover)
         if self._view_only is not None:
             leftover = self._filter_input(leftover)
             if self._state is State.CLOSED:
                 return
         self._qemu.write(client_init(True) + leftover)
-        pending, self._to_viewer_after_handshake = self._to_viewer_after_handshake, b""
-        if pending:
-            self.bytes_to_viewer += len(pending)
-            self._viewer.send(pending)
+        # QEMU's ServerInit is read and checked before the viewer sees it (a hostile server's
+        # 4 GiB desktop name never reaches a viewer); the handshake timeout still runs.
+        self._server_init = ServerInitReader()
+        self._state = State.SERVER_INIT
+        pending = self._upstream.relay(self._qemu_data)
+        self._server_init_events(self._server_init.receive_data(pending))
+
+    def _server_init_events(self, events):
+        for event in events:
+            if isinstance(event, ServerInitReceived):
+                self._relay(event.message + event.leftover)
+            elif isinstance(event, HandshakeFailed):
+                reason = f"bad ServerInit from the VNC server: {event.reason}"
+                self._log.warn("vnc session {grant_id}: {reason}", grant_id=self._grant.id,
+                               reason=reason)
+                self._end(CloseCode.CONSOLE_UNAVAILABLE, reason)
+
+    def _relay(self, pending):
+        self._cancel_timeout()
+        self._state = State.RELAYING
+        self.bytes_to_viewer += len(pending)
+        self._viewer.send(pending)
+        early, self._early = self._early, b""
+        if early:
+            self.bytes_from_viewer += len(early)
+            if self._view_only is not None:
+                early = self._filter_input(early)
+                if self._state is State.CLOSED:
+                    return
+            self._qemu.write(early)
         self._splice = relay.start(self._ctx.fast_paths, self._qemu, self._viewer, self._spliced)
         # Each side throttles the other: when the viewer's socket buffer fills, reading from
         # QEMU pauses, and the other way round.
@@ -611,15 +432,13 @@ class VncSession:
         self._timer.stop()
         if self._cancel_on_end is not None and self._cancel_on_end.active():
             self._cancel_on_end.cancel()
-        if self._connecting is not None:
-            self._connecting.cancel()
         if self._splice is not None:
             self._splice.uninstall()
         if relaying:
             for transport in (self._viewer.network_transport, self._qemu):
                 if transport is not None and getattr(transport, "producer", None) is not None:
                     transport.unregisterProducer()
-        self._drop_qemu()
+        self._upstream.stop()
         reason = detail
         if code is not None:
             reason = reason_for(code, detail)

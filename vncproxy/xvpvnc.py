@@ -91,7 +91,7 @@ class XvpVncProtocol(Protocol):
     def connectionMade(self):
         ctx = self.factory.ctx
         self._peer = _peer_host(self.transport)
-        if not self.factory.pending.admit(self._peer):
+        if not self.factory.pending.admit(self._peer, self.transport.abortConnection):
             # Counted, not audited: a flood of these must not flood the log as well.
             ctx.metrics.refused(REASONS[CloseCode.RATE_LIMITED].replace(" ", "_"))
             self.state = State.CLOSED
@@ -149,7 +149,7 @@ class XvpVncProtocol(Protocol):
             self._check = None
         if self._pending:
             self._pending = False
-            self.factory.pending.release(self._peer)
+            self.factory.pending.release(self._peer, self.transport.abortConnection)
 
     def _timed_out(self):
         self._deadline = None
@@ -351,10 +351,10 @@ class TcpViewer:
     codes: the RFB refusal (when there is one) already told the viewer why.
     """
 
-    listener = "xvpvnc"  # its name in the session inventory
-
     def __init__(self, protocol):
         self._protocol = protocol
+        # its name in the session inventory: the listener it came in on
+        self.listener = "vnc" if protocol.factory.greet_at_once else "xvpvnc"
 
     @property
     def network_transport(self):
@@ -392,7 +392,8 @@ class XvpVncFactory(Factory):
     def __init__(self, ctx, greet_at_once=False):
         self.ctx = ctx
         self.greet_at_once = greet_at_once
-        self.pending = PendingPerAddress(ctx.config.xvpvnc_max_pending_per_address)
+        self.pending = PendingPerAddress(ctx.config.xvpvnc_max_pending_per_address,
+                                         ctx.config.xvpvnc_max_pending)
 
 
 __all__ = ["State", "TcpViewer", "XvpVncFactory", "XvpVncProtocol"]

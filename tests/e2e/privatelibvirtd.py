@@ -62,8 +62,16 @@ def unavailable_reason():
 
 
 class PrivateLibvirtd:
-    def __init__(self, root):
+    """
+    @param conf: libvirtd.conf settings replacing or added to ours, as written in the file
+        (e.g. C{{"access_drivers": '[ "polkit" ]'}}).
+    @param env: the daemon's environment (e.g. C{DBUS_SYSTEM_BUS_ADDRESS} of a private bus).
+    """
+
+    def __init__(self, root, conf=None, env=None):
         self.root = Path(root)
+        self.conf = dict(conf or {})
+        self.env = env
         self.sock = self.root / "sock" / "libvirt-sock"
         self.uri = f"qemu+unix:///system?socket={self.sock}"
         self.process = None
@@ -74,11 +82,12 @@ class PrivateLibvirtd:
         for sub in ("lib/qemu", "log/qemu", "cache/qemu"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         (self.root / "etc" / "qemu.conf").write_text(_QEMU_CONF)
+        settings = {"unix_sock_dir": f'"{self.root / "sock"}"',
+                    "unix_sock_ro_perms": '"0700"', "unix_sock_rw_perms": '"0700"',
+                    "auth_unix_ro": '"none"', "auth_unix_rw": '"none"',
+                    "log_outputs": f'"3:file:{self.root / "libvirtd.log"}"', **self.conf}
         (self.root / "etc" / "libvirtd.conf").write_text(
-            f'unix_sock_dir = "{self.root / "sock"}"\n'
-            'unix_sock_ro_perms = "0700"\nunix_sock_rw_perms = "0700"\n'
-            'auth_unix_ro = "none"\nauth_unix_rw = "none"\n'
-            f'log_outputs = "3:file:{self.root / "libvirtd.log"}"\n')
+            "".join(f"{key} = {value}\n" for key, value in settings.items()))
         # The shared daemon's QEMU capability cache saves the ~8 s probe (it is still checked).
         shared = Path("/var/cache/libvirt/qemu/capabilities")
         mine = self.root / "cache" / "qemu" / "capabilities"
@@ -94,7 +103,7 @@ class PrivateLibvirtd:
         with open(self.root / "daemon.out", "ab") as out:
             self.process = subprocess.Popen(
                 ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=self.env)
         deadline = time.monotonic() + timeout
         while not self.answers():
             if self.process.poll() is not None:

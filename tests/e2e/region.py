@@ -226,9 +226,13 @@ class Region:
         a = node.address
         settings = {
             "listen.api": f"tcp:{node.api_port}:interface={a}",
-            "listen.console": f"haproxy:tcp:{node.console_port}:interface={a}",
-            "listen.xvpvnc": f"haproxy:tcp:{node.xvpvnc_port}:interface={a}",
-            "listen.vnc": f"haproxy:tcp:{node.native_port}:interface={a}",
+            "listen.console": f"tcp:{node.console_port}:interface={a}",
+            "listen.xvpvnc": f"tcp:{node.xvpvnc_port}:interface={a}",
+            "listen.vnc": f"tcp:{node.native_port}:interface={a}",
+            # HAProxy reaches the nodes from 127.0.0.1 (the loopback source for 127/8): trusted
+            # to state the client, with the PROXY protocol on the three public listeners
+            "proxy.trusted": "127.0.0.1",
+            "proxy.proxy_protocol": "console, xvpvnc, vnc",
             "console.public_url": f"{self.base}/n/{node.name}",
             "console.prefix": "kept" if node.n == 3 else "stripped",
             "console.public_xvpvnc_port": str(node.front_xvpvnc_port),

@@ -4,21 +4,16 @@ on free loopback ports, with its own config and API key file; collects its log o
 """
 
 import os
+import shutil
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 from tests.support.api import wait_until_healthy
+from tests.support.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class ServiceProcess:
@@ -65,14 +60,25 @@ class ServiceProcess:
         self.log_path = self.workdir / "service.log"
         self.process = None
 
-    def start(self, timeout=30):
-        env = dict(os.environ, PYTHONPATH=str(REPO))
-        twistd = Path(sys.executable).with_name("twistd")
+    def start(self, timeout=30, user=None, env=None, python=None):
+        """
+        @param user: run the service as this user (and its group only), owning its work
+            directory; C{None}: as ourselves.
+        @param env: extra environment variables.
+        @param python: the interpreter whose twistd runs the service (default: ours).
+        """
+        env = dict(os.environ, PYTHONPATH=str(REPO), **(env or {}))
+        twistd = Path(python or sys.executable).with_name("twistd")
         self._log = open(self.log_path, "ab")
+        as_user = {}
+        if user is not None:
+            for path in [self.workdir, *self.workdir.rglob("*")]:
+                shutil.chown(path, user, user)
+            as_user = dict(user=user, group=user, extra_groups=[])
         self.process = subprocess.Popen(
             [str(twistd), "--nodaemon", "--pidfile=", "consoleproxy",
              "--config", str(self.config_path)],
-            cwd=self.workdir, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+            cwd=self.workdir, env=env, stdout=self._log, stderr=subprocess.STDOUT, **as_user)
         wait_until_healthy(self.api_url, self.process, self.log, timeout)
         return self
 

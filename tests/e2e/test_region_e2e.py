@@ -3,7 +3,7 @@ A region on one machine (tests/e2e/region.py): three nodes in their own network 
 with its own QEMU guest and consoleproxy, behind real HAProxy with TLS running
 etc/haproxy/region.cfg (the file docs/region.md includes). Every viewer goes through the front
 door only; the test's "control plane" asks the nodes' token APIs on their own addresses (the
-management side) or mints signed grants itself.
+management side) or mints signed grants with the reference minter, tools/mint-grant.
 
 Covered: the IBM flow (href opened through the front door, prefix stripped and kept), noVNC in
 Chromium from a Nova URL, the serial page on a real guest's console, Nova's serial URL, the xvp
@@ -29,29 +29,26 @@ from urllib.parse import quote, urlsplit
 
 import pytest
 import websocket
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from tests.e2e.region import Region
 from tests.support import api
 from tests.support.browser import (
     canvas_rgb, differing_pixels, lit_pixels, read_screendump, watch)
 from tests.support.viewer import PipeClosed, RfbViewer, WebSocketPipe, xvp_connect
-from vncproxy.grants import sign
 
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-ISSUER = Ed25519PrivateKey.generate()
-ISSUER_B64 = base64.b64encode(
-    ISSUER.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
-READY = "/]#"  # the guests' shell prompt: "[nodeN /]# "
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "test-artifacts"
+MINTER = REPO / "tools" / "mint-grant"  # the test's control plane: the reference minter
 
 
 @pytest.fixture(scope="module")
 def region(testbed, tmp_path_factory):
-    for tool in ("haproxy", "ip"):
-        assert shutil.which(tool), f"{tool} is installed by tools/testbed.sh deps"
-    r = Region(tmp_path_factory.mktemp("region"), testbed.images_dir, settings={
-        "tokens.trusted_issuers": ISSUER_B64,
+    assert shutil.which("haproxy"), "haproxy is installed by tools/testbed.sh deps"
+    workdir = tmp_path_factory.mktemp("region")
+    public_key = subprocess.run([sys.executable, str(MINTER), "keygen", str(workdir / "cp.pem")],
+                                check=True, capture_output=True, text=True).stdout.strip()
+    r = Region(workdir, testbed.images_dir, settings={
+        "tokens.trusted_issuers": public_key,
         "tokens.token_ttl": "180",
         "tokens.reconnect_grace": "0",
         "sessions.max_vnc_sessions": "4",
@@ -108,13 +105,11 @@ def ibm_grant(node, console_type="vnc", **extra):
     return body
 
 
-def grant_for(node, ttl=60, console_type="vnc"):
-    now = int(time.time())
-    import secrets
-
-    return sign(ISSUER, {"v": 1, "node": node.name, "inst": node.vnc_instance,
-                         "type": console_type, "force": False, "ro": False, "iat": now,
-                         "exp": now + ttl, "nonce": secrets.token_urlsafe(18)})
+def grant_for(region, node):
+    """The control plane's grant for node's VNC console (tools/mint-grant, the region's key)."""
+    return subprocess.run([sys.executable, str(MINTER), "mint", str(region.workdir / "cp.pem"),
+                           "--node", node.name, "--instance", node.vnc_instance, "--ttl", "60"],
+                          check=True, capture_output=True, text=True).stdout.strip()
 
 
 @pytest.mark.parametrize("n", [1, 3])  # node 1: prefix stripped by HAProxy; node 3: kept
@@ -133,7 +128,7 @@ def test_signed_grant_opens_its_node_only_and_once(region):
     """The control plane's grant for node 2 opens node 2's guest through the front door; on
     nodes 1 and 3, and replayed on node 2, it gets the bad token's 401."""
     node = region.node(2)
-    grant = grant_for(node)
+    grant = grant_for(region, node)
     for other in (1, 3):
         assert status_of(region, f"/n/node{other}/websockify?token={grant}") == 401
     ws, init = viewer(region, f"wss://{region.front}:{region.front_port}/n/node2/websockify?token={grant}")

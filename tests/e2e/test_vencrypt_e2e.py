@@ -9,7 +9,6 @@ listener and must reach QEMU's ServerInit through TLS, or be refused with a clea
 """
 
 import os
-import socket
 
 import pytest
 import pytest_twisted
@@ -17,6 +16,7 @@ from twisted.internet import reactor, threads
 
 from tests.support import api
 from tests.support.pki import issue, make_ca
+from tests.support.ports import free_port
 from tests.support.qemuvnc import QemuVnc, qemu_binary
 from tests.support.viewer import RfbRefused, RfbViewer, WebSocketPipe, open_websocket
 from vncproxy import config
@@ -74,12 +74,6 @@ def qemu_anonymous(qemu_available, tmp_path_factory):
     q = QemuVnc(tmp_path_factory.mktemp("qemu-anon"), tls="anonymous", password=PASSWORD).start()
     yield q
     q.stop()
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class InProcessProxy:
@@ -217,3 +211,36 @@ def test_anonymous_tls_refused_by_default(make_proxy, qemu_anonymous):
     with pytest.raises(RfbRefused) as refused:
         yield in_thread(proxy.open_console)
     assert "requires TLS (VeNCrypt) but no CA is configured" in str(refused.value)
+
+
+@pytest.fixture(scope="module")
+def qemu_plain(qemu_available, tmp_path_factory):
+    """QEMU without TLS, with a VNC password: it offers VNC Authentication only."""
+    q = QemuVnc(tmp_path_factory.mktemp("qemu-plain"), password=PASSWORD).start()
+    yield q
+    q.stop()
+
+
+@pytest.fixture(scope="module")
+def qemu_open(qemu_available, tmp_path_factory):
+    """QEMU without TLS or password: it offers None only."""
+    q = QemuVnc(tmp_path_factory.mktemp("qemu-open")).start()
+    yield q
+    q.stop()
+
+
+@pytest.mark.parametrize("version", [(3, 3), (3, 8)])
+@pytest_twisted.inlineCallbacks
+def test_with_a_ca_plain_qemu_is_refused_not_used_in_the_clear(make_proxy, qemu_plain,
+                                                                qemu_open, pki, version):
+    """With [vnc] tls_ca set, a real QEMU without TLS (offering VNC Authentication, or None) is
+    refused with the reason: no session in the clear, no DES response made with the password;
+    without a CA the same QEMU serves (the refusal is the CA's doing)."""
+    for qemu in (qemu_plain, qemu_open):
+        proxy = make_proxy(qemu, **tls(pki))
+        with pytest.raises(RfbRefused) as refused:
+            yield in_thread(proxy.open_console, version)
+        assert "does not offer VeNCrypt with X.509 but a CA is configured ([vnc] tls_ca): " \
+               "refusing to connect in the clear" in str(refused.value)
+    init = yield in_thread(make_proxy(qemu_plain).open_console, version)
+    assert init.name == "QEMU"

@@ -43,7 +43,7 @@ def make_api():
 API = make_api()
 
 
-def call(method, path, body=b"", headers=()):
+def call(method, path, body=b"", headers=(), api=None):
     request = DummyRequest([])
     request.isSecure = lambda: False  # twisted.web's Request has it; DummyRequest does not
     request.method = method
@@ -52,7 +52,7 @@ def call(method, path, body=b"", headers=()):
     request.content = io.BytesIO(body)
     for name, value in headers:
         request.requestHeaders.addRawHeader(name, value)
-    API.render(request)
+    (api or API).render(request)
     assert request.finished, "the API left a request unanswered"
     return request.responseCode or 200, b"".join(request.written)
 
@@ -118,7 +118,9 @@ def test_arbitrary_paths_and_methods(method, path):
 def test_arbitrary_auth_and_version_headers(headers):
     """Garbage in the key and microversion headers is refused cleanly, never accepted by accident."""
     body = json.dumps({"remote_console": {"protocol": "vnc", "type": "novnc"}}).encode()
-    status, payload = call(b"POST", GRANT_PATHS[1].encode(), body, headers)
+    # A fresh API per example: wrong keys from one address are slowed, then refused with 429
+    # (issue 17; tests/integration/test_security_review.py), which is not this property.
+    status, payload = call(b"POST", GRANT_PATHS[1].encode(), body, headers, api=make_api())
     check(status, payload)
     presented = [v for n, v in headers if n in (b"X-Auth-Token", b"Authorization")]
     if not any(KEY.encode() in v for v in presented):

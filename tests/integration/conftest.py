@@ -3,7 +3,6 @@ An in-process consoleproxy on real loopback sockets, with a fake hypervisor and 
 server standing in for libvirt and QEMU.
 """
 
-import socket
 from dataclasses import dataclass
 
 import pytest
@@ -11,6 +10,7 @@ import pytest_twisted
 from twisted.internet import reactor
 
 from tests.support.fakevnc import FakeVncFactory
+from tests.support.ports import free_port
 from tests.support.ptypair import PtyPair
 from tests.support.serialclient import FakeShell
 from vncproxy import config
@@ -19,12 +19,6 @@ from vncproxy.hypervisor.fake import FakeHypervisor
 from vncproxy.service import ConsoleProxyService
 
 API_KEY = "integration-test-key-0123456789"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -122,3 +116,28 @@ def add_serial_guest():
 @pytest.fixture
 def serial_guest(proxy, add_serial_guest):
     return add_serial_guest(proxy)
+
+
+@pytest.fixture
+def make_memory_proxy(tmp_path):
+    """
+    Like L{make_proxy}, but the whole service runs on a memory clock with in-memory
+    connections (L{tests.support.memory}); all are stopped at teardown.
+    """
+    from tests.support.memory import make_memory_proxy as make
+
+    started = []
+
+    def build(**overrides):
+        proxy = make(tmp_path / f"memory{len(started)}", **overrides)
+        started.append(proxy)
+        return proxy
+
+    yield build
+    for proxy in started:
+        proxy.stop()
+
+
+@pytest.fixture
+def memory_proxy(make_memory_proxy):
+    return make_memory_proxy()

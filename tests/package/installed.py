@@ -7,11 +7,11 @@ import os
 import pwd
 import shlex
 import signal
-import socket
 import subprocess
 from pathlib import Path
 
 from tests.support.api import wait_until_healthy
+from tests.support.ports import free_port  # noqa: F401 (tests/package/conftest.py imports it from here)
 
 REPO = Path(__file__).resolve().parents[2]
 UNIT = Path("/lib/systemd/system/consoleproxy.service")
@@ -34,12 +34,6 @@ def read_unit(path=UNIT):
         key, _, value = line.partition("=")
         current.setdefault(key.strip(), []).append(value.strip())
     return sections
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def set_listeners(text, listeners):

@@ -131,3 +131,14 @@ def test_code_and_dependencies_come_from_debian_packages():
     version = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "python3-twisted"],
                              check=True, capture_output=True, text=True).stdout
     assert version.startswith("22.4.")  # Debian 12's own, not a newer one from elsewhere
+
+
+def test_polkit_rule_for_least_privilege_is_installed_unchanged():
+    """The least-privilege polkit rule is in polkit's vendor rules directory, as in the
+    repository (tests/e2e/test_least_privilege_e2e.py tests that file against libvirtd)."""
+    installed = "/usr/share/polkit-1/rules.d/60-consoleproxy-libvirt.rules"
+    assert installed in package_files()
+    with open(installed, "rb") as f, open(
+            REPO / "etc" / "polkit-1" / "rules.d" / "60-consoleproxy-libvirt.rules", "rb") as g:
+        assert f.read() == g.read()
+    assert stat.S_IMODE(os.stat(installed).st_mode) == 0o644

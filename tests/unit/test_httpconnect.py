@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.support.chunks import split
 from vncproxy.httpconnect import (
     MAX_REQUEST,
     RESPONSES,
@@ -53,11 +54,6 @@ JUNK = [
     ("header-without-colon", b"CONNECT /console?token=x HTTP/1.1\r\nnonsense\r\n\r\n",
      "malformed header line"),
 ]
-
-
-def split(data, cuts):
-    points = [0, *sorted(set(cuts)), len(data)]
-    return [data[a:b] for a, b in zip(points, points[1:])]
 
 
 def feed(chunks):

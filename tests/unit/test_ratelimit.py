@@ -64,6 +64,37 @@ def test_pending_connections_are_capped_per_address_and_released():
     assert pending.counts() == {}
 
 
+def test_pending_total_sheds_the_oldest_connection():
+    """Past the listener's total, the oldest pending connection is shed (its callable called
+    once), whatever its address; released ones leave the order; keep-alive re-entries count."""
+    from vncproxy.ratelimit import PendingPerAddress
+
+    shed = []
+    pending = PendingPerAddress(cap=32, total=3)
+    callables = [lambda n=n: shed.append(n) for n in range(5)]
+    for n in range(3):
+        assert pending.admit(f"192.0.2.{n}", callables[n])
+    pending.release("192.0.2.1", callables[1])  # finished its handshake
+    assert pending.admit("192.0.2.3", callables[3])
+    assert shed == [] and len(pending) == 3
+    assert pending.admit("192.0.2.4", callables[4])
+    assert shed == [0] and pending.shed == 1 and len(pending) == 3
+    pending.release("192.0.2.0", callables[0])  # the shed connection's own release is harmless
+    assert pending.counts() == {"192.0.2.2": 1, "192.0.2.3": 1, "192.0.2.4": 1}
+
+
+def test_trusted_proxies_skip_the_per_address_cap_but_not_the_total():
+    from vncproxy.ratelimit import PendingPerAddress
+
+    shed = []
+    pending = PendingPerAddress(cap=1, total=2)
+    assert pending.admit("10.0.0.5", lambda: shed.append(1), capped=False)
+    assert pending.admit("10.0.0.5", lambda: shed.append(2), capped=False)
+    assert pending.admit("10.0.0.5", lambda: shed.append(3), capped=False)
+    assert shed == [1]
+    assert pending.admit("192.0.2.9") and not pending.admit("192.0.2.9")  # cap 1 applies
+
+
 # -- GuessBudget ------------------------------------------------------------------------------
 
 def _budget(rate=2.0, burst=2):

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.support.chunks import split
 from vncproxy.rfb import (
     AuthResponse,
     ClientInitReceived,
@@ -293,11 +294,6 @@ def feed(machine, chunks):
                 positions += [i] * len(decided)
         sent += machine.data_to_send()
     return events, sent, positions
-
-
-def split(data, cuts):
-    points = [0, *sorted(set(cuts)), len(data)]
-    return [data[a:b] for a, b in zip(points, points[1:])]
 
 
 def check_final_state(machine, events):

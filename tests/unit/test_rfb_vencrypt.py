@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.support.chunks import split
 from vncproxy.rfb import (
     HandshakeFailed,
     SecurityAccepted,
@@ -162,12 +163,31 @@ FAILURES_CLEAR = [
            (HandshakeFailed("VNC server rejected VeNCrypt subtype 261 (X509VNC)"),)),
 ]
 
-VECTORS = SUCCESS + FAILURES_INSIDE + FAILURES_CLEAR
+VER33 = b"RFB 003.003\n"
 
 
-def split(data, cuts):
-    points = [0, *sorted(set(cuts)), len(data)]
-    return [data[a:b] for a, b in zip(points, points[1:])]
+def required(offered):
+    return (HandshakeFailed("VNC server does not offer VeNCrypt with X.509 but a CA is "
+                            "configured ([vnc] tls_ca): refusing to connect in the clear "
+                            f"(offered: {offered})"),)
+
+
+#: Downgrades: with a CA configured, a server (or anyone on the path) offering only None or
+#: VNC Authentication is refused before we answer; the challenge is never answered.
+DOWNGRADES = [
+    Vector("x509-server-offers-only-none", PASSWORD, "x509",
+           VER38 + b"\x01\x01", b"", VER38, b"", required("1 (NONE)")),
+    Vector("x509-server-offers-only-vnc-auth", PASSWORD, "x509",
+           VER38 + b"\x01\x02" + CHALLENGE, b"", VER38, b"", required("2 (VNC_AUTH)")),
+    Vector("x509-server-offers-none-and-vnc-auth", PASSWORD, "x509",
+           VER37 + b"\x02\x01\x02", b"", VER37, b"", required("1 (NONE), 2 (VNC_AUTH)")),
+    Vector("x509-3.3-server-chooses-vnc-auth", PASSWORD, "x509",
+           VER33 + u32(2) + CHALLENGE, b"", VER33, b"", required("2 (VNC_AUTH)")),
+    Vector("x509-3.3-server-chooses-none", PASSWORD, "x509",
+           VER33 + u32(1), b"", VER33, b"", required("1 (NONE)")),
+]
+
+VECTORS = SUCCESS + FAILURES_INSIDE + FAILURES_CLEAR + DOWNGRADES
 
 
 def run(vector, clear_chunks, inside_chunks):

@@ -527,3 +527,35 @@ def test_pending_output_goes_out_before_viewers_are_closed(reactor):
     hub.close_viewers(CloseCode.INSTANCE_STOPPED)
     assert bytes(sink.received) == b"reboot: Power down\r\n"
     assert sink.closed[0] == CloseCode.INSTANCE_STOPPED
+
+
+@pytest.mark.parametrize("path", ["/dev/pts/../ptmx", "/dev/pts/../null", "/dev/pts/../zero"])
+def test_pty_source_refuses_a_path_that_leaves_dev_pts(reactor, path):
+    """A path that passes a prefix check but resolves to another device (the PTY multiplexer,
+    /dev/null) is refused before it is opened: only a PTY follower major is a PTY."""
+    from vncproxy.hypervisor import ConsoleUnavailable
+
+    with pytest.raises(ConsoleUnavailable, match="not a PTY follower"):
+        PtySource(reactor, path, None, None)
+
+
+def test_pty_source_refuses_a_symlink_to_another_device(reactor, tmp_path):
+    """A symbolic link named like a PTY, pointing at another character device, is refused."""
+    from vncproxy.hypervisor import ConsoleUnavailable
+
+    link = tmp_path / "pts7"
+    link.symlink_to("/dev/ptmx")
+    with pytest.raises(ConsoleUnavailable, match="not a PTY follower"):
+        PtySource(reactor, str(link), None, None)
+
+
+def test_pty_source_follows_a_symlink_to_a_real_pty(reactor, tmp_path):
+    """Resolving is not refusing: a link to a real PTY follower opens it."""
+    pty = PtyPair()
+    try:
+        link = tmp_path / "console"
+        link.symlink_to(pty.path)
+        source = PtySource(reactor, str(link), lambda data: None, lambda reason: None)
+        source.close()
+    finally:
+        pty.close()

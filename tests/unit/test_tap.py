@@ -86,3 +86,30 @@ def test_unreadable_tls_ca_is_a_usage_error(tmp_path):
                           "--set", f"vnc.tls_ca={tmp_path}/missing-ca.pem"])
     with pytest.raises(usage.UsageError, match=r"\[vnc\] tls_ca: cannot read"):
         tap.makeService(options, reactor=MemoryReactorClock(), hypervisor=FakeHypervisor())
+
+
+@pytest.mark.parametrize("mode", [0o620, 0o602, 0o660])
+def test_key_file_writable_by_group_or_others_is_refused(tmp_path, mode):
+    """A key file its group or others can write (and so add a key to) stops the service."""
+    keys = tmp_path / "keys"
+    keys.write_text("a-sufficiently-long-api-key\n")
+    keys.chmod(mode)
+    options = tap.Options()
+    options.parseOptions(["--set", f"api.keys_file={keys}"])
+    with pytest.raises(usage.UsageError, match=r"must not be writable by group or others"):
+        tap.makeService(options, reactor=MemoryReactorClock(), hypervisor=FakeHypervisor())
+
+
+@pytest.mark.parametrize("key,bits", [("aaaaaaaaaaaaaaaa", 0), ("abababababababab", 16),
+                                      ("passwordpassword", 44)])
+def test_low_entropy_key_is_refused_with_the_reason(tmp_path, key, bits):
+    """A 16-character key of one repeated letter (or a short pattern) stops the service, saying
+    how strong it is and how to make a good one."""
+    keys = tmp_path / "keys"
+    keys.write_text(f"# ok\nintegration-test-key-0123456789\n{key}\n")
+    keys.chmod(0o600)
+    options = tap.Options()
+    options.parseOptions(["--set", f"api.keys_file={keys}"])
+    with pytest.raises(usage.UsageError, match=rf"key 2 is too easy to guess \(about {bits} bits "
+                                               r"of entropy, 64 needed.*token_urlsafe"):
+        tap.makeService(options, reactor=MemoryReactorClock(), hypervisor=FakeHypervisor())

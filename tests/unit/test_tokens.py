@@ -224,6 +224,33 @@ def test_counters_for_metrics():
     assert tokens.expired == 1
 
 
+def test_resume_is_bound_to_the_address_that_held_the_session():
+    """Within the grace, the token reopens only from the client that redeemed it; a try from
+    elsewhere is refused and leaves the resume to its owner."""
+    clock, tokens = store()
+    tokens.reconnect_grace = 15
+    secret, _ = tokens.mint("u", "vnc")
+    first = tokens.consume(secret, client="192.0.2.5")
+    assert first.client == "192.0.2.5"
+    tokens.release(first, resumable=True, session_started_at=0)
+    with pytest.raises(TokenRejected, match="only from the address that held it"):
+        tokens.consume(secret, client="192.0.2.6")
+    with pytest.raises(TokenRejected):
+        tokens.consume(secret)  # an unknown address is not the owner either
+    assert tokens.consume(secret, client="192.0.2.5").client == "192.0.2.5"
+
+
+def test_resume_from_anywhere_when_not_bound():
+    """reconnect_same_address off (clients behind changing NATs): any address resumes."""
+    clock, tokens = store()
+    tokens.reconnect_grace = 15
+    tokens.reconnect_same_address = False
+    secret, _ = tokens.mint("u", "vnc")
+    tokens.release(tokens.consume(secret, client="192.0.2.5"), resumable=True,
+                   session_started_at=0)
+    assert tokens.consume(secret, client="198.51.100.1").instance_uuid == "u"
+
+
 def test_expiry_holds_when_the_clock_was_set_back():
     """
     A token minted after the clock was set back expires before the older ones in front of

@@ -6,7 +6,7 @@ import pytest
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.testing import MemoryReactorClock
 
-from vncproxy.vnc import _tcp_endpoint
+from vncproxy.vncupstream import _tcp_endpoint
 
 
 @pytest.mark.parametrize("host, kind", [
@@ -36,7 +36,7 @@ def test_the_connection_to_qemu_logs_no_factory_start_and_stop():
     from twisted.internet.protocol import Factory, Protocol
     from twisted.logger import globalLogPublisher
 
-    from vncproxy.vnc import _QemuFactory
+    from vncproxy.vncupstream import _Factory as _QemuFactory
 
     events = []
     globalLogPublisher.addObserver(events.append)

@@ -209,3 +209,34 @@ def test_a_wrong_libvirt_password_is_explained(world):
     session.viewer_data(GREETING)
     assert b"Authentication failed" in world.viewer.take()
     assert world.viewer.closed[0] == CloseCode.CONSOLE_UNAVAILABLE
+
+
+def test_a_vnc_server_that_talks_before_client_init_is_cut(world):
+    session = world.session()
+    world.join_qemu()
+    world.server.connections[0].transport.write(b"x" * (64 * 1024 + 1))
+    world.flush()
+    assert world.viewer.closed == (CloseCode.CONSOLE_UNAVAILABLE,
+                                   "console unavailable: VNC server sent unexpected data")
+    assert session.state is State.CLOSED
+
+
+@pytest.mark.parametrize("stopped", [True, False])
+def test_the_vnc_server_closing_mid_session(world, stopped):
+    """QEMU's connection ends while relaying: the viewer learns "instance stopped" when libvirt
+    says so, else "console closed" after STOP_EVENT_WAIT."""
+    session = world.session()
+    world.join_qemu()
+    viewer_handshake(session, world)
+    if stopped:
+        world.hypervisor.set_state(world.info.uuid, DomainState.SHUTOFF)
+    world.server.connections[0].transport.loseConnection()
+    world.flush()
+    if stopped:
+        assert world.viewer.closed[0] == CloseCode.INSTANCE_STOPPED
+        assert world.reactor.getDelayedCalls() == []
+        return
+    assert world.viewer.closed is None and world.viewer.paused
+    world.reactor.advance(3.0)
+    assert world.viewer.closed[0] == CloseCode.CONSOLE_CLOSED
+    assert session.state is State.CLOSED

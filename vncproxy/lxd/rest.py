@@ -29,6 +29,7 @@ from vncproxy.lxd import envelope
 from vncproxy.lxd.console import ConsoleOperation
 from vncproxy.web.api import MAX_BODY, check_serial_attach, describe_instance
 from vncproxy.web.errors import ApiError, read_json_object, render_error
+from vncproxy.web.site import has_nul
 
 NOT_AUTHORIZED = "not authorized"
 #: The paths that take a WebSocket (both GET).
@@ -130,6 +131,8 @@ class LxdResource(Resource):
             path = request.path.decode("utf-8")
         except UnicodeDecodeError:
             raise ApiError(400, "path is not UTF-8") from None
+        if has_nul(request):
+            raise ApiError(400, "NUL byte in the path")
         method = request.method.decode("latin-1")
         allowed = []
         for route_method, pattern, handler, needs_credential in self._compiled:

@@ -13,8 +13,10 @@ from vncproxy.rfb.events import (
     ClientInitReceived,
     HandshakeFailed,
     SecurityAccepted,
+    ServerInitReceived,
     StartTLS,
 )
+from vncproxy.rfb.serverinit import ServerInitReader
 from vncproxy.rfb.upstream import UpstreamHandshake, UpstreamState
 from vncproxy.rfb.vncauth import check_response, new_challenge, vnc_response
 from vncproxy.rfb.wire import SecurityType, VeNCryptSubtype, client_init
@@ -27,6 +29,8 @@ __all__ = [
     "HandshakeFailed",
     "SecurityAccepted",
     "SecurityType",
+    "ServerInitReader",
+    "ServerInitReceived",
     "StartTLS",
     "UpstreamHandshake",
     "UpstreamState",

@@ -14,10 +14,12 @@ from vncproxy.rfb.events import (
     ClientInitReceived,
     HandshakeFailed,
     SecurityAccepted,
+    ServerInitReceived,
     StartTLS,
 )
 
-Event = Union[AuthResponse, ClientInitReceived, HandshakeFailed, SecurityAccepted, StartTLS]
+Event = Union[AuthResponse, ClientInitReceived, HandshakeFailed, SecurityAccepted,
+              ServerInitReceived, StartTLS]
 
 
 class HandshakeMachine:

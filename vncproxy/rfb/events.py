@@ -18,6 +18,7 @@ __all__ = [
     "ClientInitReceived",
     "HandshakeFailed",
     "SecurityAccepted",
+    "ServerInitReceived",
     "StartTLS",
 ]
 
@@ -96,3 +97,17 @@ class StartTLS:
     @property
     def anonymous(self) -> bool:
         return self.subtype in (VeNCryptSubtype.TLSNONE, VeNCryptSubtype.TLSVNC)
+
+
+@dataclass(frozen=True)
+class ServerInitReceived:
+    """
+    Upstream, after ClientInit: the VNC server's ServerInit, checked
+    (L{vncproxy.rfb.serverinit}).
+
+    @ivar message: the ServerInit bytes, unchanged, for the viewer.
+    @ivar leftover: bytes received after it, not consumed.
+    """
+
+    message: bytes
+    leftover: bytes

@@ -13,9 +13,13 @@ Theory of operation, one wire step per state (S = VNC server, C = us):
       C picks VeNCrypt if offered and TLS is configured, else None, else
       VNC Authentication if we have a password, and sends the choice as U8.
       Count 0 means refusal.  VeNCrypt offered without TLS configured fails
-      (never a silent fall back to plain).
+      (never a silent fall back to plain).  With C{tls="x509"} (a CA is
+      configured) VeNCrypt is required: a server offering only None or VNC
+      Authentication fails before we answer anything, so nobody on the path
+      gets a session in the clear or a DES response made with the password.
     - C{AWAIT_SECURITY_TYPE_33} (3.3): S sends the chosen type as U32
-      (0 refusal, 1 None, 2 VNC Authentication); C sends nothing.
+      (0 refusal, 1 None, 2 VNC Authentication); C sends nothing.  With
+      C{tls="x509"} every 3.3 choice fails (3.3 cannot negotiate VeNCrypt).
     - C{AWAIT_REFUSAL_REASON}: after a refusal S sends C{U32 length +
       reason}; we fail with it.
  2v. VeNCrypt (type 19), the sub-negotiation:
@@ -88,6 +92,11 @@ _SUBTYPES = {
 }
 _NEEDS_PASSWORD = (VeNCryptSubtype.X509VNC, VeNCryptSubtype.TLSVNC)
 _PASSWORD_MISSING = "VNC server requires a password but none is configured"
+
+
+def _vencrypt_required(offered: str) -> str:
+    return ("VNC server does not offer VeNCrypt with X.509 but a CA is configured "
+            f"([vnc] tls_ca): refusing to connect in the clear (offered: {offered})")
 
 
 class UpstreamHandshake(HandshakeMachine):
@@ -195,6 +204,9 @@ class UpstreamHandshake(HandshakeMachine):
         """
         if SecurityType.VENCRYPT in offered and self._tls is not None:
             return SecurityType.VENCRYPT
+        if self._tls == "x509":
+            self._fail(_vencrypt_required(wire.describe_security_types(offered)))
+            return None
         if SecurityType.NONE in offered:
             return SecurityType.NONE
         if SecurityType.VNC_AUTH in offered:
@@ -218,6 +230,8 @@ class UpstreamHandshake(HandshakeMachine):
             return False
         if chosen == SecurityType.INVALID:
             self.state = UpstreamState.AWAIT_REFUSAL_REASON
+        elif self._tls == "x509" and chosen in (SecurityType.NONE, SecurityType.VNC_AUTH):
+            self._fail(_vencrypt_required(wire.describe_security_types([chosen])))
         elif chosen == SecurityType.VNC_AUTH and self._password is None:
             self._fail(_PASSWORD_MISSING)
         elif chosen in (SecurityType.NONE, SecurityType.VNC_AUTH):

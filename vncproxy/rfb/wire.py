@@ -20,6 +20,7 @@ import unicodedata
 __all__ = [
     "CHALLENGE_LENGTH",
     "MAX_BUFFERED",
+    "MAX_DESKTOP_NAME_LENGTH",
     "MAX_REASON_LENGTH",
     "RFB_3_3",
     "RFB_3_7",
@@ -49,6 +50,7 @@ __all__ = [
     "pack_u32",
     "parse_reason",
     "parse_security_types",
+    "parse_server_init",
     "parse_u8",
     "parse_u32",
     "parse_vencrypt_subtypes",
@@ -113,6 +115,10 @@ CHALLENGE_LENGTH = 16
 
 #: Longest failure reason accepted from a peer; longer is a protocol error.
 MAX_REASON_LENGTH = 4096
+
+#: Longest desktop name accepted in a VNC server's ServerInit (QEMU sends "QEMU (<domain
+#: name>)"; libvirt names are far shorter); longer is a protocol error.
+MAX_DESKTOP_NAME_LENGTH = 4096
 
 #: Most bytes a machine keeps buffered before its handshake ends.
 MAX_BUFFERED = 64 * 1024
@@ -431,3 +437,33 @@ def client_init(shared: bool) -> bytes:
     @return: the one-byte ClientInit message (C{b"\\x01"} for shared).
     """
     return pack_u8(1 if shared else 0)
+
+
+#: ServerInit before the name: U16 width, U16 height, the 16-byte PIXEL_FORMAT, U32 name length.
+_SERVER_INIT = struct.Struct("!HHBBBBHHHBBB3xI")
+
+
+def parse_server_init(buffer: bytes | bytearray) -> tuple[bytes, int] | None:
+    """
+    Parse and check a VNC server's ServerInit (RFC 6143 section 7.3.2).
+
+    @param buffer: received bytes.
+    @return: C{(the ServerInit bytes unchanged, consumed)}, or C{None} if incomplete.
+    @raise ProtocolError: as soon as the header shows a desktop name longer than
+        L{MAX_DESKTOP_NAME_LENGTH}, a bits-per-pixel other than 8, 16 or 32, a depth of 0 or
+        above it, or a true-colour flag other than 0 or 1.
+    """
+    if len(buffer) < _SERVER_INIT.size:
+        return None
+    (_width, _height, bpp, depth, _big_endian, true_colour, *_rest,
+     name_length) = _SERVER_INIT.unpack_from(buffer)
+    if name_length > MAX_DESKTOP_NAME_LENGTH:
+        raise ProtocolError(f"desktop name of {name_length} bytes exceeds "
+                            f"{MAX_DESKTOP_NAME_LENGTH}")
+    if bpp not in (8, 16, 32) or not 0 < depth <= bpp or true_colour not in (0, 1):
+        raise ProtocolError(f"impossible pixel format (bits-per-pixel {bpp}, "
+                            f"depth {depth}, true-colour {true_colour})")
+    end = _SERVER_INIT.size + name_length
+    if len(buffer) < end:
+        return None
+    return bytes(buffer[:end]), end

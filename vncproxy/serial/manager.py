@@ -33,6 +33,7 @@ log. Times are UTC, from the reactor's clock. A domain that stops is no gap: not
 """
 
 import fnmatch
+import os
 from datetime import datetime, timezone
 
 from twisted.application.service import Service
@@ -68,15 +69,13 @@ def gap_marker(what, seconds, detail=None):
     return f"[consoleproxy: serial capture resumed at {stamp}; output since it stopped is missing]"
 
 
-def capturable(info, patterns=("*",)):
+def has_serial_pty(info):
     """
-    Whether a domain has a serial console we capture: a PTY (C{/dev/pts/N}), and its name or
-    UUID matches one of C{patterns} (C{[serial] domains}). A C{<serial type='dev'>} naming a host
-    device (C{/dev/ttyS1}) is never touched.
+    Whether a domain has a serial console on a PTY (C{/dev/pts/N}), the only kind we capture. A
+    C{<serial type='dev'>} naming a host device (C{/dev/ttyS1}) is never touched.
     """
-    if not info.serial_pty or not info.serial_pty.startswith("/dev/pts/"):
-        return False
-    return selected(info.name, info.uuid, patterns)
+    # normalised: "/dev/pts/../ptmx" is not under /dev/pts
+    return bool(info.serial_pty) and os.path.normpath(info.serial_pty).startswith("/dev/pts/")
 
 
 def selected(name, uuid, patterns):
@@ -182,7 +181,7 @@ class SerialManager(Service):
 
         def found(infos):
             for info in infos:
-                if self.capturable(info) and info.uuid not in self._captures:
+                if self.serves(info) and info.uuid not in self._captures:
                     self._begin(info, force=True, resuming=True)
 
         def failed(f):
@@ -197,11 +196,13 @@ class SerialManager(Service):
 
     # -- what the web layer asks -----------------------------------------------------------------
 
-    def capturable(self, info):
+    def serves(self, info):
         """
-        Whether this service captures (and serves) the serial console of the domain C{info}.
+        Whether this service captures (and serves) the serial console of the domain C{info}: it
+        has a PTY and C{[serial] domains} selects it.
         """
-        return capturable(info, self._config.serial_domains)
+        return has_serial_pty(info) and selected(info.name, info.uuid,
+                                                 self._config.serial_domains)
 
     def hub(self, uuid):
         """
@@ -305,7 +306,7 @@ class SerialManager(Service):
                 return
             if not info.active:
                 self._stopped(uuid)
-            elif not self.capturable(info):
+            elif not self.serves(info):
                 self._log.debug("{instance} has no serial console to capture", instance=uuid)
                 self._drop_capture(capture)
             else:
@@ -469,7 +470,7 @@ class SerialManager(Service):
                 return
             if not info.active:
                 self._stopped(capture.uuid)
-            elif not self.capturable(info):
+            elif not self.serves(info):
                 self._drop_capture(capture)
             else:
                 capture.info = info
@@ -493,9 +494,9 @@ class SerialManager(Service):
         return self._hypervisor.open_console(info.uuid, on_data, on_closed, force=force)
 
     def _open_pty(self, info, on_data, on_closed, force):
-        if not self.capturable(info):
+        if not self.serves(info):
             raise ConsoleUnavailable(f"{info.serial_pty} is not a PTY")
         return PtySource(self._reactor, info.serial_pty, on_data, on_closed)
 
 
-__all__ = ["HubBusy", "HubFull", "SerialManager", "SerialUnavailable", "capturable"]
+__all__ = ["HubBusy", "HubFull", "SerialManager", "SerialUnavailable", "has_serial_pty"]

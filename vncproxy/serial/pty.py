@@ -15,6 +15,7 @@ the descriptor stays dead: a new start gets a new PTY, which the caller opens an
 
 import errno
 import os
+import stat
 import termios
 import tty
 
@@ -26,6 +27,42 @@ from vncproxy.hypervisor import ConsoleUnavailable
 from vncproxy.interfaces import IConsoleSource
 
 
+#: Linux's Unix98 PTY follower majors (UNIX98_PTY_SLAVE_MAJOR 136, UNIX98_PTY_MAJOR_COUNT 8).
+PTY_MAJORS = range(136, 144)
+
+
+def _check_pty(path, st):
+    """
+    @raise ConsoleUnavailable: unless C{st} is a character device with a PTY follower major.
+    """
+    if not stat.S_ISCHR(st.st_mode) or os.major(st.st_rdev) not in PTY_MAJORS:
+        raise ConsoleUnavailable(f"{path} is not a terminal: not a PTY follower (character "
+                                 f"device of major {PTY_MAJORS.start}-{PTY_MAJORS.stop - 1})")
+
+
+def open_pty(path):
+    """
+    Open a PTY follower safely: resolve C{path} (symbolic links, C{..}), check that it is a PTY
+    before opening it (a path such as C{/dev/pts/../ptmx} or a link to a disk never gets
+    opened), open without following links, and check the descriptor again.
+
+    @return: the descriptor (non-blocking, close-on-exec, not our controlling terminal).
+    @raise ConsoleUnavailable: when it is missing, unreadable or not a PTY.
+    """
+    real = os.path.realpath(path)
+    try:
+        _check_pty(path, os.stat(real))
+        fd = os.open(real, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError as e:
+        raise ConsoleUnavailable(f"cannot open serial PTY {path}: {e.strerror}") from None
+    try:
+        _check_pty(path, os.fstat(fd))  # what was opened, not what was looked at
+    except ConsoleUnavailable:
+        os.close(fd)
+        raise
+    return fd
+
+
 @implementer(IConsoleSource)
 class PtySource(abstract.FileDescriptor):
     """
@@ -33,7 +70,8 @@ class PtySource(abstract.FileDescriptor):
     @param path: the follower side of the PTY (C{/dev/pts/N}).
     @param on_data: called with each chunk of output, on the reactor thread.
     @param on_closed: called once with a short reason when the PTY ends by itself.
-    @raise ConsoleUnavailable: when the PTY cannot be opened (missing, permission denied).
+    @raise ConsoleUnavailable: when the PTY cannot be opened (missing, permission denied) or
+        the path is not a PTY follower (see L{open_pty}).
     """
 
     _log = Logger()
@@ -44,10 +82,7 @@ class PtySource(abstract.FileDescriptor):
         self._on_data = on_data
         self._on_closed = on_closed
         self._released = False
-        try:
-            self._fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError as e:
-            raise ConsoleUnavailable(f"cannot open serial PTY {path}: {e.strerror}") from None
+        self._fd = open_pty(path)
         try:
             tty.setraw(self._fd, termios.TCSANOW)
         except termios.error as e:

@@ -29,6 +29,7 @@ import re
 from urllib.parse import unquote
 
 from twisted.internet import defer
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
@@ -37,8 +38,10 @@ from vncproxy.audit import audit, refusal_reason
 from vncproxy.closecodes import CloseCode
 from vncproxy.hypervisor import HypervisorError
 from vncproxy.serial.hub import HubBusy, HubFull
-from vncproxy.serial.manager import SerialUnavailable, capturable
+from vncproxy.serial.manager import SerialUnavailable, has_serial_pty
+from vncproxy.serial.text import plain_text
 from vncproxy.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from vncproxy.ratelimit import FailureLimiter
 from vncproxy.sessions import LimitReached
 from vncproxy.web import nova
 from vncproxy.web.auth import presented_key
@@ -48,6 +51,7 @@ from vncproxy.web.logfollow import LogFollower
 from vncproxy.web.lookup import describe_instance, hypervisor_down, iso_utc
 from vncproxy.web.nova import base_url, negotiate_microversion
 from vncproxy.web.operator import OperatorRoutes
+from vncproxy.web.site import has_nul, request_client
 
 MAX_BODY = 64 * 1024
 _TAIL = re.compile(r"[0-9]{1,15}")
@@ -80,9 +84,9 @@ def check_serial_attach(ctx, info, force, read_only):
     """
     if ctx.serial is None:
         raise ApiError(501, "serial consoles are not enabled")
-    if not capturable(info):
+    if not has_serial_pty(info):
         raise ApiError(409, f"instance {info.name} has no serial console")
-    if not ctx.serial.capturable(info):
+    if not ctx.serial.serves(info):
         raise ApiError(409, f"serial console of instance {info.name} is not served here "
                             "([serial] domains)", CloseCode.CONSOLE_UNAVAILABLE)
     try:
@@ -114,6 +118,10 @@ class ApiResource(Resource):
         super().__init__()
         self._ctx = ctx
         self._keys = keys
+        config = ctx.config
+        self._key_failures = FailureLimiter(ctx.reactor, config.ratelimit_window,
+                                            config.ratelimit_slow_after,
+                                            config.ratelimit_refuse_after)
         self._lxd = lxd
         # (method, path template, handler, needs an API key); openapi.json lists the same.
         self.routes = [
@@ -182,6 +190,8 @@ class ApiResource(Resource):
             path = request.path.decode("utf-8")
         except UnicodeDecodeError:
             raise ApiError(400, "path is not UTF-8") from None
+        if has_nul(request):
+            raise ApiError(400, "NUL byte in the path")
         method = request.method.decode("latin-1")
         allowed = []
         for route_method, pattern, handler, needs_key in self._compiled:
@@ -193,22 +203,51 @@ class ApiResource(Resource):
                 continue
             caller = None
             if needs_key:
-                presented = presented_key(request)
-                caller = self._keys.identify(presented)
-                if caller is None:
-                    # audited like every other refusal; never the presented key itself
-                    audit("refusal", console_type="api", peer=_peer(request),
-                          reason=refusal_reason("missing or invalid API key",
-                                                f"{method} {path}: " + (
-                                                    "no key" if presented is None
-                                                    else "unknown key")))
-                    request.setHeader(b"www-authenticate", b'Bearer realm="consoleproxy"')
-                    raise ApiError(401, "missing or invalid API key")
+                caller = self._authenticate(request, method, path)
+                if isinstance(caller, defer.Deferred):
+                    return caller
             return handler(request, caller, *(unquote(g) for g in match.groups()))
         if allowed:
             request.setHeader(b"allow", ", ".join(allowed).encode("ascii"))
             raise ApiError(405, f"method {method} not allowed here")
         raise ApiError(404, "no such resource")
+
+    def _authenticate(self, request, method, path):
+        """
+        The caller's label for a right API key. Wrong or missing keys are audited and count
+        against the client's address in a limiter of their own (C{[ratelimit]} settings; a
+        console client's bad tokens do not lock the API caller out): after C{slow_after}
+        failures each 401 comes later, after C{refuse_after} the address gets 429 for the
+        window, right key or not (an answer that told a right key apart would keep the guessing
+        going).
+
+        @return: the label, or a L{Deferred} failing with the L{ApiError} to answer.
+        """
+        limiter, client = self._key_failures, request_client(request)
+        host = getattr(request.getClientAddress(), "host", None)
+        peer = _peer(request) if client == host else client
+        if limiter.blocked(client):
+            audit("refusal", console_type="api", peer=peer,
+                  reason=refusal_reason("too many failed attempts", f"{method} {path}"))
+            return defer.fail(ApiError(429, "too many failed attempts: try again later"))
+        presented = presented_key(request)
+        caller = self._keys.identify(presented)
+        if caller is not None:
+            return caller
+        # audited like every other refusal; never the presented key itself
+        audit("refusal", console_type="api", peer=peer,
+              reason=refusal_reason("missing or invalid API key", f"{method} {path}: " + (
+                  "no key" if presented is None else "unknown key")))
+        request.setHeader(b"www-authenticate", b'Bearer realm="consoleproxy"')
+        refusal = ApiError(401, "missing or invalid API key")
+        delay = limiter.failed(client)
+        if delay <= 0:
+            return defer.fail(refusal)
+
+        def refuse():
+            raise refusal
+
+        return deferLater(self._ctx.reactor, delay, refuse)
 
     # -- minting -------------------------------------------------------------------------------
 
@@ -292,9 +331,14 @@ class ApiResource(Resource):
             if not _TAIL.fullmatch(text):
                 raise ApiError(400, "tail must be a number of bytes")
             tail = int(text)
+        form = request.args.get(b"format", [b"raw"])[0]
+        if form not in (b"raw", b"text"):
+            raise ApiError(400, "format must be raw or text")
         follow = request.args.get(b"follow", [b"false"])[0]
         if follow not in _BOOLEANS:
             raise ApiError(400, "follow must be true or false")
+        if _BOOLEANS[follow] and form == b"text":
+            raise ApiError(400, "follow streams the raw log: format=text cannot follow")
         info = yield self._console_log(instance)
         manager = self._ctx.serial
         follower = None
@@ -305,9 +349,14 @@ class ApiResource(Resource):
             except (HubFull, SerialUnavailable) as e:
                 raise ApiError(409, f"cannot follow the console log: {e}") from None
         data = manager.log(info.uuid).tail(tail)
+        audit("log_read", console_type="serial", instance=info.uuid, caller=caller,
+              peer=request_client(request), size=len(data))
         request.setResponseCode(200)
-        request.setHeader(b"content-type", b"application/octet-stream")
         request.setHeader(b"cache-control", b"no-store")
+        if form == b"text":
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return plain_text(data).encode("utf-8")
+        request.setHeader(b"content-type", b"application/octet-stream")
         if follower is None:
             return data
         request.setHeader(b"x-content-type-options", b"nosniff")
@@ -321,8 +370,8 @@ class ApiResource(Resource):
     def _clear_log(self, request, caller, instance):
         info = yield self._console_log(instance)
         self._ctx.serial.clear(info.uuid)
-        self._log.info("serial console log of {instance} cleared by {caller}",
-                       instance=info.uuid, caller=caller, event="clear_log")
+        audit("log_clear", console_type="serial", instance=info.uuid, caller=caller,
+              peer=request_client(request))
         request.setResponseCode(204)
         return b""
 

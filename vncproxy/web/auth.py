@@ -8,15 +8,32 @@ configuration names no file, the service creates one with a random key in its st
 
 import hashlib
 import hmac
+import math
 import os
 import secrets
 import stat
+from collections import Counter
 
 from twisted.logger import Logger
 
 _log = Logger()
 
 MIN_KEY_LENGTH = 16
+#: Least estimated strength of a key, in bits: its length times the Shannon entropy of its
+#: characters (a random key of 16 characters from 16 or more symbols has 64 or more;
+#: "aaaaaaaaaaaaaaaa" has 0, "abababababababab" 16).
+MIN_KEY_BITS = 64
+
+
+def estimated_bits(key):
+    """
+    A key's estimated strength: its length times the Shannon entropy (bits per character) of
+    its character frequencies. It overestimates patterned keys ("0123456789abcdef") but
+    catches repeats and small alphabets, the usual typed-in weak keys.
+    """
+    counts = Counter(key)
+    per_char = -sum(n / len(key) * math.log2(n / len(key)) for n in counts.values())
+    return len(key) * per_char + 0.0  # + 0.0: no "-0"
 
 
 class KeyFileError(RuntimeError):
@@ -28,7 +45,8 @@ def load_keys(path):
     Read the keys in C{path}.
 
     @raise KeyFileError: when the file cannot be read, holds no key, holds a key shorter than
-        L{MIN_KEY_LENGTH}, or is readable by everyone.
+        L{MIN_KEY_LENGTH} or weaker than L{MIN_KEY_BITS}, is readable by everyone, or is
+        writable by its group or others.
     """
     try:
         st = os.stat(path)
@@ -38,12 +56,22 @@ def load_keys(path):
         raise KeyFileError(f"{path}: cannot read API key file: {e.strerror}") from None
     if st.st_mode & stat.S_IROTH:
         raise KeyFileError(f"{path}: API key file must not be readable by others (chmod o-r)")
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise KeyFileError(f"{path}: API key file must not be writable by group or others "
+                           "(chmod go-w): whoever can write it can add a key")
     keys = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
     if not keys:
         raise KeyFileError(f"{path}: no API key in the file")
     for number, key in enumerate(keys, 1):
         if len(key) < MIN_KEY_LENGTH:
             raise KeyFileError(f"{path}: key {number} is shorter than {MIN_KEY_LENGTH} characters")
+        bits = estimated_bits(key)
+        if bits < MIN_KEY_BITS:
+            raise KeyFileError(
+                f"{path}: key {number} is too easy to guess (about {bits:.0f} bits of entropy, "
+                f"{MIN_KEY_BITS} needed: too few distinct characters or a repeated pattern); "
+                "use a random key, e.g. from: python3 -c 'import secrets; "
+                "print(secrets.token_urlsafe(32))'")
     return tuple(keys)
 
 

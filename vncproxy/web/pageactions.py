@@ -18,6 +18,7 @@ from twisted.web.server import NOT_DONE_YET
 from vncproxy.actions import BadAction, parse_action
 from vncproxy.web.errors import ApiError, read_json_object, render_error, render_json
 from vncproxy.web.lookup import describe_instance
+from vncproxy.web.site import request_client
 from vncproxy.web.operator import perform
 
 MAX_BODY = 4096
@@ -26,7 +27,7 @@ MAX_BODY = 4096
 class PageActions(Resource):
     """
     @param ctx: the L{vncproxy.context.ProxyContext}.
-    @param origin_allowed: C{origin_allowed(origin, host_header)} -> bool, the console
+    @param origin_allowed: C{origin_allowed(origin, local_address)} -> bool, the console
         WebSocket's own Origin rule.
     """
 
@@ -61,13 +62,12 @@ class PageActions(Resource):
     @defer.inlineCallbacks
     def _act(self, request):
         ctx = self._ctx
-        source = getattr(request.getClientAddress(), "host", None) or "unix"
+        source = request_client(request)
         if ctx.limiter.blocked(source):
             raise ApiError(429, "too many failed attempts")
         origin = request.getHeader(b"origin")
-        host = request.getHeader(b"host")
         if not self._origin_allowed(origin.decode("latin-1") if origin else None,
-                                    host.decode("latin-1") if host else None):
+                                    request.getHost()):
             raise ApiError(403, "origin refused")
         body = read_json_object(request, MAX_BODY)
         try:

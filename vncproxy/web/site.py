@@ -6,12 +6,14 @@ logged).
 """
 
 import json
+from urllib.parse import unquote_to_bytes
 
 from twisted.web.error import UnsupportedMethod
 from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource, getChildForRequest
 from twisted.web.server import Request, Site
 
+from vncproxy.clientaddr import NO_PROXIES, client_address
 from vncproxy.ratelimit import PendingPerAddress
 from vncproxy.web.clients import ASSET_POLICY
 from vncproxy.web.errors import ApiError, error_document, family_of
@@ -26,12 +28,35 @@ def redacted_log_line(timestamp, request):
     """
     path = request.path.decode("latin-1", "replace")
     agent = (request.getHeader(b"user-agent") or b"-").decode("latin-1", "replace")
-    host = getattr(request.getClientAddress(), "host", "-")
+    host = request_client(request)
     return (
         f'{host} - - {timestamp} "{request.method.decode("latin-1")} {path} '
         f'{request.clientproto.decode("latin-1")}" {request.code} '
         f'{request.sentLength or "-"} "{agent}"'
     )
+
+
+def request_client(request):
+    """
+    The real client of a twisted.web request (L{vncproxy.clientaddr.client_address}): its
+    C{Forwarded} / C{X-Forwarded-For} count only when it came from the site's trusted proxies.
+    """
+    channel = getattr(request, "channel", None)
+    trusted = getattr(getattr(channel, "factory", None), "trusted", NO_PROXIES)
+    headers = request.requestHeaders
+    return client_address(
+        request.getClientAddress(),
+        [v.decode("latin-1") for v in headers.getRawHeaders(b"forwarded", [])],
+        [v.decode("latin-1") for v in headers.getRawHeaders(b"x-forwarded-for", [])],
+        trusted)
+
+
+def has_nul(request):
+    """
+    Whether the request's path holds a NUL byte, raw or percent-encoded (C{%00}): no file or
+    instance name can contain one, and the filesystem and libvirt calls would raise on it.
+    """
+    return b"\0" in unquote_to_bytes(request.path)
 
 
 def _is_upgrade(request):
@@ -83,6 +108,10 @@ class ConsoleRoot(Resource):
         is_console_path = path in _WEBSOCKET_PATHS or _INSTANCE_PATH.fullmatch(
             path.decode("latin-1"))
         set_security_headers(request)
+        if has_nul(request):
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            request.setResponseCode(400)
+            return b"bad request: NUL byte in the path\n"
         if is_console_path and _is_upgrade(request):
             request.setHeader(b"cache-control", b"no-store")
             return self._websocket.render(request)
@@ -151,17 +180,26 @@ class BoundedHTTPChannel(HTTPChannel):
 
     _deadline = None
     _pending = False
+    _capped = True
     _request_line_seen = False
 
     def connectionMade(self):
         super().connectionMade()
         site = self.factory
-        self._source = getattr(self.transport.getPeer(), "host", "unix")
-        if not site.pending.admit(self._source):
+        self._source = client_address(self.transport.getPeer())
+        # A trusted front proxy carries many clients: it is not held to one address's cap.
+        self._capped = self._source not in site.trusted
+        if not site.pending.admit(self._source, self._shed, capped=self._capped):
             self.transport.abortConnection()
             return
         self._pending = True
         self._arm()
+
+    def _shed(self):
+        # The oldest pending connection on a listener over its total ([http] max_pending).
+        self._disarm()
+        if self.transport is not None:
+            self.transport.abortConnection()
 
     def _arm(self):
         self._deadline = self.callLater(self.factory.header_timeout, self._too_slow)
@@ -172,7 +210,7 @@ class BoundedHTTPChannel(HTTPChannel):
         self._deadline = None
         if self._pending:
             self._pending = False
-            self.factory.pending.release(self._source)
+            self.factory.pending.release(self._source, self._shed)
 
     def _too_slow(self):
         self._deadline = None
@@ -236,7 +274,7 @@ class BoundedHTTPChannel(HTTPChannel):
         super().requestDone(request)
         if self.transport is not None and not self._pending:
             # keep-alive: the next request counts as pending and gets a deadline of its own
-            self.factory.pending.add(self._source)
+            self.factory.pending.add(self._source, self._shed)
             self._pending = True
             self._arm()
 
@@ -273,16 +311,18 @@ class BoundedSite(Site):
     requestFactory = BoundedRequest
 
     def __init__(self, resource, header_timeout, max_pending_per_address, idle_timeout,
-                 max_body=MAX_BODY, **kw):
+                 max_body=MAX_BODY, trusted=NO_PROXIES, max_pending=None, **kw):
         super().__init__(resource, logFormatter=redacted_log_line, timeout=idle_timeout, **kw)
+        self.trusted = trusted
         self.max_body = max_body
         self.header_timeout = header_timeout
-        self.pending = PendingPerAddress(max_pending_per_address)
+        self.pending = PendingPerAddress(max_pending_per_address, max_pending)
 
 
-def make_site(root, config, reactor=None):
+def make_site(root, config, reactor=None, trusted=NO_PROXIES):
     """
     A site with the configured bounds and the redacting access log.
     """
     return BoundedSite(root, config.http_header_timeout, config.http_max_pending_per_address,
-                       config.http_idle_timeout, reactor=reactor)
+                       config.http_idle_timeout, reactor=reactor, trusted=trusted,
+                       max_pending=config.http_max_pending)

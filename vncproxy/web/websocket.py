@@ -15,6 +15,7 @@ noVNC offers none). A serial token attaches a L{SerialSession} (text frames coun
 bytes); its refusals (console busy, viewer limit, not captured) are 409 as well.
 """
 
+import ipaddress
 import json
 import re
 from http.cookies import CookieError, SimpleCookie
@@ -28,6 +29,7 @@ from twisted.web import http
 
 from vncproxy import relay
 from vncproxy.admission import CONSOLE, Refusal
+from vncproxy.clientaddr import client_address
 from vncproxy.closecodes import REASONS, CloseCode
 from vncproxy.grants import credential
 from vncproxy.serial.session import SerialSession
@@ -68,14 +70,25 @@ def _origin_key(url):
     return scheme, parts.hostname.lower(), port
 
 
-def origin_allowed(origin, host_header, config, secure):
+def origin_allowed(origin, local, config, secure):
     """
-    Whether a browser at C{origin} may open a console.
+    Whether a browser at C{origin} may open a console. The rule (docs/security.md, "Origin
+    check"), compared as (scheme, host, port) with default ports filled in:
 
-    Allowed: no Origin header at all (not a browser: websocat, native tools; cross-site
-    WebSocket hijacking needs a browser, and browsers always send Origin); the origin this
-    listener is reached at (the request's Host); the configured C{public_url}; and each entry
-    of C{allowed_origins} (a full origin, a bare host name, or C{*}).
+    - no Origin header at all: allowed (not a browser: websocat, native tools; cross-site
+      WebSocket hijacking needs a browser, and browsers always send Origin);
+    - the address the connection arrived at (C{local}: the listener's IP address and port,
+      with C{http} or C{https} as the listener speaks), and C{localhost} on that port when the
+      address is a loopback one;
+    - C{public_url} (or the URL derived from the console listener when it is unset);
+    - each entry of C{allowed_origins}: a full origin matches exactly; a bare host name
+      C{H} stands for C{https://H} on port 443 only; C{*} allows any origin.
+
+    The request's C{Host} header is not consulted: a page on a rebound DNS name
+    (C{http://attacker.example:6080} resolving to this host) sends that name as both Origin
+    and Host, and must not pass.
+
+    @param local: the L{IAddress} of our end of the connection, or C{None}.
     """
     if origin is None:
         return True
@@ -83,8 +96,16 @@ def origin_allowed(origin, host_header, config, secure):
     if key is None:
         return False
     scheme = "https" if secure else "http"
-    if host_header and key == _origin_key(f"{scheme}://{host_header}"):
-        return True
+    host, port = getattr(local, "host", None), getattr(local, "port", None)
+    if host is not None and port is not None:
+        if key == (scheme, host.lower(), port):
+            return True
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if loopback and key == (scheme, "localhost", port):
+            return True
     if key == _origin_key(config.console_base_url):
         return True
     for allowed in config.allowed_origins:
@@ -93,7 +114,7 @@ def origin_allowed(origin, host_header, config, secure):
         if "://" in allowed:
             if key == _origin_key(allowed):
                 return True
-        elif key[1] == allowed.lower():
+        elif key == ("https", allowed.lower(), 443):
             return True
     return False
 
@@ -153,7 +174,7 @@ class ConsoleServerProtocol(FastWebSocketMixin, WebSocketServerProtocol):
         and counted. With a delay, the answer comes that much later (rate limiting).
         """
         ctx = self.factory.ctx
-        ctx.admission.record(request.peer, refusal)
+        ctx.admission.record(self._peer(request), refusal)
         deny = ConnectionDeny(refusal.status, refusal.reason)
         if refusal.delay <= 0:
             raise deny
@@ -163,6 +184,23 @@ class ConsoleServerProtocol(FastWebSocketMixin, WebSocketServerProtocol):
 
         return task.deferLater(ctx.reactor, refusal.delay, later)
 
+    def _client(self, request):
+        """
+        The real client's address (L{vncproxy.clientaddr}): forwarding headers count only from
+        a trusted proxy.
+        """
+        headers = request.headers  # Autobahn joins repeated headers with ", "
+        return client_address(request.peer, [headers.get("forwarded", "")],
+                              [headers.get("x-forwarded-for", "")], self.factory.ctx.trusted)
+
+    def _peer(self, request):
+        """
+        The client as the audit and the session name it: Autobahn's peer string
+        (C{tcp4:1.2.3.4:5678}), or the forwarded client's address behind a trusted proxy.
+        """
+        client = self._client(request)
+        return request.peer if client == peer_host(request.peer) else client
+
     def _admit(self, request):
         ctx = self.factory.ctx
         path_instance = None
@@ -171,15 +209,15 @@ class ConsoleServerProtocol(FastWebSocketMixin, WebSocketServerProtocol):
             path_instance = unquote(match.group(1))
         elif request.path not in ("/", "/websockify"):
             raise ConnectionDeny(404, _NO_CONSOLE_HERE)
-        source = peer_host(request.peer)
+        source = self._client(request)
         origin = request.headers.get("origin")
         if not ctx.limiter.blocked(source) and not origin_allowed(
-                origin, request.headers.get("host"), ctx.config, self.factory.isSecure):
+                origin, self.transport.getHost(), ctx.config, self.factory.isSecure):
             return self._refuse(request, Refusal(CloseCode.ORIGIN_REFUSED, 403,
                                                  f"origin {origin!r}"))
         outcome = ctx.admission.admit(
             source, credential(ctx, _token_from(request), path_instance), CONSOLE,
-            lambda grant: self._open_session(grant, request.peer))
+            lambda grant: self._open_session(grant, self._peer(request)))
         if isinstance(outcome, Refusal):
             return self._refuse(request, outcome)
         self._session = outcome.session

@@ -1,0 +1,329 @@
+"""
+The whole consoleproxy in memory: the service on a L{MemoryReactorClock} with the fake
+hypervisor, the fake VNC server behind it, and clients that reach its listeners through
+C{iosim} transports instead of sockets. Time moves only by L{MemoryProxy.advance}; nothing
+sleeps, no thread runs.
+
+L{MemoryNetwork} (tests/support/memorynet.py) plays the kernel: every C{connectTCP} the reactor
+records (Twisted's HTTP C{Agent}, the proxy's connection to QEMU) is joined to the factory
+listening on that port and the data is pumped until everybody is quiet. WebSocket clients are
+Autobahn's own (C{autobahn.twisted.testing.create_memory_agent}), served by the console
+listener's HTTP site, so the upgrade goes through the same resource tree as over TCP.
+"""
+
+import json
+import re
+import struct
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from autobahn.twisted.testing import MemoryReactorClockResolver, create_memory_agent
+from autobahn.twisted.websocket import WebSocketClientProtocol
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.protocol import ClientFactory, Protocol
+from twisted.web.client import Agent, readBody
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IAgentEndpointFactory
+from zope.interface import implementer
+
+from tests.support.fakevnc import HEIGHT, WIDTH, FakeVncFactory
+from tests.support.memorynet import HOST, MemoryNetwork, client_address
+from vncproxy import config
+from vncproxy.hypervisor import VncEndpoint
+from vncproxy.hypervisor.fake import FakeHypervisor
+from vncproxy.rfb import HandshakeFailed, SecurityAccepted, UpstreamHandshake, client_init
+from vncproxy.rfb.events import ServerInitReceived
+from vncproxy.rfb.serverinit import ServerInitReader
+from vncproxy.service import ConsoleProxyService
+
+API_KEY = "integration-test-key-0123456789"
+VM = "6f1b3c55-2f0e-4b8e-9a57-1f2d3c4b5a69"
+API_PORT, CONSOLE_PORT, XVPVNC_PORT, NATIVE_PORT, VNC_PORT = 16080, 16081, 16082, 16083, 15900
+
+
+@implementer(IAgentEndpointFactory)
+class _Endpoints:
+    def __init__(self, reactor):
+        self.reactor = reactor
+
+    def endpointForURI(self, uri):
+        return TCP4ClientEndpoint(self.reactor, uri.host.decode(), uri.port)
+
+
+@dataclass
+class Response:
+    status: int
+    headers: Headers
+    body: object  # decoded JSON, or the raw bytes of any other type
+
+
+class WebSocketViewer(WebSocketClientProtocol):
+    """An Autobahn WebSocket client that keeps what it received and how it was closed."""
+
+    def onConnect(self, response):
+        self.received = b""
+        self.closed = None  # (code, reason) once closed
+
+    def onMessage(self, payload, isBinary):
+        self.received += payload
+
+    def onClose(self, wasClean, code, reason):
+        self.closed = (code, reason)
+
+
+@dataclass
+class ServerInit:
+    width: int
+    height: int
+    name: str
+
+
+@dataclass
+class MemoryProxy:
+    """One service on a memory clock, with its fake hypervisor and fake VNC server."""
+
+    service: ConsoleProxyService
+    hypervisor: FakeHypervisor
+    vnc: FakeVncFactory
+    reactor: MemoryReactorClockResolver
+    network: MemoryNetwork
+    key: str = API_KEY
+    api_url: str = f"http://{HOST}:{API_PORT}"
+    ws_url: str = f"ws://{HOST}:{CONSOLE_PORT}"
+    _agent: Agent = field(default=None, repr=False)
+
+    def advance(self, seconds):
+        """Let C{seconds} pass, in steps, delivering whatever the timers cause."""
+        self.network.flush()
+        while seconds > 0:
+            pending = [c.getTime() - self.reactor.seconds() for c in self.reactor.getDelayedCalls()]
+            step = min([d for d in pending if d > 0] + [seconds])
+            self.reactor.advance(step)
+            seconds -= step
+            self.network.flush()
+
+    def settle(self, deferred):
+        """Pump until C{deferred} fired; return its result (or raise its failure)."""
+        results = []
+        deferred.addBoth(results.append)
+        self.network.flush()
+        assert results, "the in-memory exchange did not finish"
+        result = results[0]
+        if hasattr(result, "raiseException"):
+            result.raiseException()
+        return result
+
+    def request(self, path, method="GET", body=None, key=None, headers=None, raw=None):
+        """
+        An HTTP request to the token API through Twisted's C{Agent}.
+
+        @return: a L{Response}; error statuses are returned, not raised.
+        """
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        sent = Headers()
+        if data is not None:
+            sent.addRawHeader("Content-Type", "application/json")
+        if key is not None:
+            sent.addRawHeader("X-Auth-Token", key)
+        for name, value in (headers or {}).items():
+            sent.addRawHeader(name, value)
+        producer = None
+        if data is not None:
+            from twisted.web.client import FileBodyProducer
+            from io import BytesIO
+            producer = FileBodyProducer(BytesIO(data), cooperator=_ImmediateCooperator())
+        url = path if path.startswith("http") else self.api_url + path
+        response = self.settle(self._agent.request(method.encode(), url.encode(), sent, producer))
+        payload = self.settle(readBody(response))
+        ctype = (response.headers.getRawHeaders("Content-Type") or [""])[0].split(";")[0]
+        if ctype.strip() == "application/json":
+            payload = json.loads(payload)
+        return Response(response.code, response.headers, payload)
+
+    def call(self, path, method="GET", body=None, key=None, headers=None, raw=None):
+        """(status, decoded JSON or raw bytes), as L{tests.support.api.call} answers."""
+        response = self.request(path, method, body, key, headers, raw)
+        return response.status, response.body
+
+    def grant(self, instance, console_type="vnc", **extra):
+        return self.call(f"/v1/instances/{instance}/console_access_token", "POST",
+                         {"console_type": console_type, **extra}, key=self.key)
+
+    def open_websocket(self, url, origin=None):
+        """
+        Open C{url} on the console listener with Autobahn's in-memory client.
+
+        @return: the connected L{WebSocketViewer}.
+        @raise Exception: what Autobahn raises when the upgrade is refused.
+        """
+        console = self.service.getServiceNamed("console").factory
+
+        def server():
+            return console.buildProtocol(client_address())
+
+        agent = create_memory_agent(self.reactor, self.network, server)
+        options = {"origin": origin} if origin else {}
+        parts = urlsplit(url)
+        # The memory agent dials the URL's port; ours listens on CONSOLE_PORT in memory.
+        url = parts._replace(netloc=f"{HOST}:{CONSOLE_PORT}").geturl()
+        return self.settle(agent.open(url, options, protocol_class=WebSocketViewer))
+
+    def rfb_handshake(self, viewer):
+        """Run an RFB client handshake over C{viewer} up to ServerInit."""
+        machine = UpstreamHandshake()
+        events = machine.receive_data(viewer.received)
+        viewer.received = b""
+        self._send(viewer, machine.data_to_send())
+        while not any(isinstance(e, (SecurityAccepted, HandshakeFailed)) for e in events):
+            self.network.flush()
+            assert viewer.closed is None, viewer.closed
+            events += machine.receive_data(viewer.received)
+            viewer.received = b""
+            self._send(viewer, machine.data_to_send())
+        accepted = events[-1]
+        assert isinstance(accepted, SecurityAccepted), accepted
+        self._send(viewer, client_init(shared=True))
+        reader = ServerInitReader()
+        events = reader.receive_data(accepted.leftover + viewer.received)
+        viewer.received = b""
+        assert len(events) == 1 and isinstance(events[0], ServerInitReceived), events
+        message = events[0].message
+        viewer.received = events[0].leftover
+        width, height = struct.unpack("!HH", message[:4])
+        return ServerInit(width, height, message[24:].decode())
+
+    def framebuffer_update(self, viewer, incremental=False):
+        """Ask for the whole framebuffer; return what came back (an update, or nothing)."""
+        self._send(viewer, struct.pack("!BBHHHH", 3, int(incremental), 0, 0, WIDTH, HEIGHT))
+        received, viewer.received = viewer.received, b""
+        return received
+
+    def refusal(self, url, origin=None):
+        """
+        Ask for a WebSocket upgrade of C{url} on the console listener and let the clock run
+        until the answer is complete (a slowed refusal takes clock time).
+
+        @return: (HTTP status, decoded JSON body or C{None}).
+        """
+        parts = urlsplit(url)
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        request = (f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\n"
+                   "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                   "Sec-WebSocket-Version: 13\r\n"
+                   + (f"Origin: {origin}\r\n" if origin else "") + "\r\n")
+        answer = _Answer(request.encode())
+        self.reactor.connectTCP(HOST, CONSOLE_PORT, _OneShot(answer))
+        deadline = self.reactor.seconds() + 60
+        self.network.flush()
+        while not answer.complete() and self.reactor.seconds() < deadline:
+            if not self.reactor.getDelayedCalls():
+                break
+            self.advance(min(c.getTime() for c in self.reactor.getDelayedCalls())
+                         - self.reactor.seconds())
+        assert answer.complete(), answer.data[:200]
+        if answer.status == 101:
+            answer.transport.loseConnection()
+            self.network.flush()
+            return 101, None
+        return answer.status, json.loads(answer.body) if answer.body else None
+
+    def _send(self, viewer, data):
+        if data:
+            viewer.sendMessage(data, isBinary=True)
+            self.network.flush()
+
+    def stop(self):
+        stopped = self.service.stopService()
+        if stopped is not None:
+            self.advance(5)
+            self.settle(stopped)
+
+
+class _Answer(Protocol):
+    """Sends one request and keeps the HTTP answer (status line, headers, body)."""
+
+    def __init__(self, request):
+        self.request = request
+        self.data = b""
+        self.status = None
+        self.body = b""
+        self.lost = False
+
+    def connectionMade(self):
+        self.transport.write(self.request)
+
+    def dataReceived(self, data):
+        self.data += data
+
+    def connectionLost(self, reason):
+        self.lost = True
+
+    def complete(self):
+        head, sep, body = self.data.partition(b"\r\n\r\n")
+        if not sep:
+            return False
+        self.status = int(head.split(b" ", 2)[1])
+        if self.status == 101:
+            return True
+        length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+        if length and len(body) >= int(length.group(1)):
+            self.body = body[:int(length.group(1))]
+            return True
+        self.body = body
+        return self.lost
+
+
+class _OneShot(ClientFactory):
+    def __init__(self, protocol):
+        self.instance = protocol
+
+    def buildProtocol(self, addr):
+        return self.instance
+
+
+class _ImmediateCooperator:
+    """Runs a body producer's steps at once: a memory test has no reactor to cooperate with."""
+
+    def cooperate(self, iterator):
+        from twisted.internet.defer import succeed
+        for _ in iterator:
+            pass
+
+        class _Task:
+            def whenDone(self):
+                return succeed(iterator)
+
+            def stop(self):
+                pass
+        return _Task()
+
+
+def make_memory_proxy(tmp_path, **overrides):
+    """A started L{MemoryProxy} with config fields overridden, as C{make_proxy} does on TCP."""
+    reactor = MemoryReactorClockResolver()
+    network = MemoryNetwork(reactor)
+    fake_vnc = FakeVncFactory(password=b"secret1")
+    network.listen(VNC_PORT, fake_vnc)
+    hypervisor = FakeHypervisor(reactor)
+    hypervisor.add_domain("vm1", uuid=VM,
+                          vnc=VncEndpoint(host=HOST, port=VNC_PORT, password="secret1"))
+    hypervisor.add_domain("off1", state="shutoff")
+    settings = dict(
+        api_listen=f"tcp:{API_PORT}:interface={HOST}",
+        console_listen=f"tcp:{CONSOLE_PORT}:interface={HOST}",
+        xvpvnc_listen=f"tcp:{XVPVNC_PORT}:interface={HOST}",
+        vnc_listen=f"tcp:{NATIVE_PORT}:interface={HOST}",
+        vnc_handshake_timeout=5.0,
+        vnc_connect_timeout=2.0,
+        xvpvnc_native_wait=0.2,
+        state_dir=str(tmp_path / "state"),
+    )
+    settings.update(overrides)
+    service = ConsoleProxyService(config.defaults(**settings), reactor, hypervisor, [API_KEY])
+    service.startService()
+    for port, factory, _, _ in reactor.tcpServers:
+        network.listen(port, factory)
+    proxy = MemoryProxy(service, hypervisor, fake_vnc, reactor, network)
+    proxy._agent = Agent.usingEndpointFactory(reactor, _Endpoints(reactor))
+    network.flush()
+    return proxy
