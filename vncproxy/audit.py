@@ -14,6 +14,10 @@ _TEMPLATES = {
     "grant": "granted {console_type} console of {instance} to {caller} (grant {grant_id})",
     "connect": "{console_type} console of {instance} opened from {peer} (grant {grant_id})",
     "refusal": "refused {console_type} console from {peer}: {reason}",
+    "sessions_listed": "{caller} listed the {count} console sessions of {instance}",
+    "session_ended": ("{caller} ended {console_type} console session {session_id} of {instance} "
+                      "(grant {grant_id})"),
+    "action": "{caller} sent {action} to {instance}",
     "log_read": "serial console log of {instance} read by {caller} from {peer} ({size} bytes)",
     "log_clear": "serial console log of {instance} cleared by {caller} from {peer}",
     "close": ("{console_type} console of {instance} from {peer} closed after {duration:.1f}s: "
@@ -34,8 +38,8 @@ def refusal_reason(reason, detail):
 
 def audit(event, **fields):
     """
-    Emit one audit event; C{event} is one of grant, connect, refusal, close, log_read,
-    log_clear.
+    Emit one audit event; C{event} is one of grant, connect, refusal, close, sessions_listed,
+    session_ended, action, log_read, log_clear.
     """
     fields.setdefault("console_type", "-")
     _log.info(_TEMPLATES[event], audit=event, **fields)

@@ -20,6 +20,7 @@ class CloseCode(IntEnum):
     PROTOCOL_ERROR = 4011
     RATE_LIMITED = 4012
     SLOW_VIEWER = 4013
+    ENDED_BY_OPERATOR = 4014
 
 
 REASONS = {
@@ -36,6 +37,7 @@ REASONS = {
     CloseCode.PROTOCOL_ERROR: "protocol error",
     CloseCode.RATE_LIMITED: "too many failed attempts",
     CloseCode.SLOW_VIEWER: "viewer too slow",
+    CloseCode.ENDED_BY_OPERATOR: "ended by operator",
 }
 
 

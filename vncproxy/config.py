@@ -176,6 +176,7 @@ SCHEMA = {
     ("tokens", "trusted_issuers"): ("trusted_issuers", _issuers, ""),
     ("tokens", "clock_skew"): ("grant_clock_skew", _non_negative(float), "30"),
     ("sessions", "max_vnc_sessions"): ("max_vnc_sessions", _positive(int), "2"),
+    ("sessions", "max_vnc_viewers"): ("max_vnc_viewers", _non_negative(int), "8"),
     ("sessions", "idle_timeout"): ("idle_timeout", _positive(float), "600"),
     ("sessions", "max_session"): ("max_session", _positive(float), "3600"),
     ("ratelimit", "window"): ("ratelimit_window", _positive(float), "60"),
@@ -189,6 +190,7 @@ SCHEMA = {
     ("vnc", "tls_hostname"): ("vnc_tls_hostname", str, ""),
     ("vnc", "tls_anonymous"): ("vnc_tls_anonymous", _boolean, "false"),
     ("vnc", "zero_copy"): ("vnc_zero_copy", _boolean, "true"),
+    ("vnc", "connect"): ("vnc_connect", _one_of("graphics-fd", "tcp"), "graphics-fd"),
     ("relay", "lean_dispatch"): ("relay_lean_dispatch", _boolean, "true"),
     ("relay", "write_through"): ("relay_write_through", _boolean, "true"),
     ("relay", "websocket_send"): ("relay_websocket_send", _boolean, "true"),
@@ -252,6 +254,7 @@ class Config:
     trusted_issuers: tuple
     grant_clock_skew: float
     max_vnc_sessions: int
+    max_vnc_viewers: int
     idle_timeout: float
     max_session: float
     ratelimit_window: float
@@ -265,6 +268,7 @@ class Config:
     vnc_tls_hostname: str
     vnc_tls_anonymous: bool
     vnc_zero_copy: bool
+    vnc_connect: str
     relay_lean_dispatch: bool
     relay_write_through: bool
     relay_websocket_send: bool

@@ -26,6 +26,8 @@ class ProxyContext:
     @ivar grants: the L{vncproxy.grants.GrantVerifier} when the node accepts signed grants.
     @ivar vnc_tls: the L{vncproxy.vnctls.VncTls} settings toward VNC servers (default: none,
         so a VNC server requiring TLS is refused).
+    @ivar vnc_connect: C{"graphics-fd"} or C{"tcp"}, the mode in effect (see
+        L{vncproxy.vncconnect.effective_mode}).
     @ivar fast_paths: the L{vncproxy.relay.FastPaths} that are on (default: those the config
         asks for that passed their checks).
     """
@@ -40,6 +42,7 @@ class ProxyContext:
     limiter: object = None  # FailureLimiter for token redemption failures, per source address
     grants: object = None  # GrantVerifier of signed grants ([tokens] trusted_issuers), or None
     vnc_tls: VncTls = field(default_factory=VncTls)
+    vnc_connect: str = "tcp"  # how sessions reach QEMU's VNC server (vncproxy.vncconnect)
     trusted: TrustedProxies = NO_PROXIES  # [proxy] trusted: whose forwarding headers count
     fast_paths: object = None  # vncproxy.relay.FastPaths; None: decided from config
 

@@ -70,6 +70,38 @@ class IHypervisor(Interface):
             L{vncproxy.hypervisor.HypervisorError}.
         """
 
+    def send_keys(instance, keycodes, hold_ms):
+        """
+        Press keys on a running domain's keyboard together, hold them C{hold_ms} milliseconds,
+        and release them (libvirt's C{virDomainSendKey}).
+
+        @param keycodes: Linux input event codes (C{KEY_*} of C{linux/input-event-codes.h}),
+            1 to 16 of them, pressed in this order.
+        @return: a L{Deferred} firing with C{None} once the hypervisor accepted them, or failing
+            with L{vncproxy.hypervisor.NoSuchInstance},
+            L{vncproxy.hypervisor.InstanceNotRunning} or L{vncproxy.hypervisor.HypervisorError}.
+        """
+
+    def open_graphics(instance):
+        """
+        A socket connected to a running domain's VNC server, already authenticated
+        (libvirt's C{virDomainOpenGraphicsFD} with C{VIR_DOMAIN_OPEN_GRAPHICS_SKIPAUTH}): the
+        server offers security type None on it.
+
+        @return: a L{Deferred} firing with the file descriptor of a connected UNIX stream
+            socket (the caller owns and closes it), or failing with
+            L{vncproxy.hypervisor.NoSuchInstance}, L{vncproxy.hypervisor.InstanceNotRunning},
+            L{vncproxy.hypervisor.GraphicsUnavailable} (the driver or the domain cannot) or
+            L{vncproxy.hypervisor.HypervisorError}.
+        """
+
+    def inject_nmi(instance):
+        """
+        Send a non-maskable interrupt to a running domain (libvirt's C{virDomainInjectNMI}).
+
+        @return: a L{Deferred} firing with C{None}, or failing as L{send_keys} does.
+        """
+
     def ping():
         """
         Check that the hypervisor answers.

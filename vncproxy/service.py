@@ -34,12 +34,14 @@ from vncproxy.serial.manager import SerialManager
 from vncproxy.sessions import SessionRegistry
 from vncproxy.tlslisten import is_tls, tls_server_endpoint, tls_server_parts
 from vncproxy.tokens import TokenStore
+from vncproxy import vncconnect
 from vncproxy.vnctls import VncTls
 from vncproxy.web.api import ApiResource
 from vncproxy.web.auth import KeyChecker
 from vncproxy.web.clients import WebClients
 from vncproxy.web.site import ConsoleRoot, make_site
-from vncproxy.web.websocket import CLOSE_HANDSHAKE_TIMEOUT, make_factory
+from vncproxy.web.pageactions import PageActions
+from vncproxy.web.websocket import CLOSE_HANDSHAKE_TIMEOUT, make_factory, origin_allowed
 from vncproxy.xvpvnc import XvpVncFactory
 
 # Lifecycle events after which the domain's QEMU process is gone.
@@ -95,7 +97,7 @@ class ConsoleProxyService(MultiService):
         super().__init__()
         tokens = TokenStore(reactor, config.token_ttl, config.reconnect_grace,
                             config.reconnect_same_address)
-        sessions = SessionRegistry(config.max_vnc_sessions)
+        sessions = SessionRegistry(config.max_vnc_sessions, config.max_vnc_viewers)
         self.ctx = ProxyContext(
             config=config,
             reactor=reactor,
@@ -107,6 +109,7 @@ class ConsoleProxyService(MultiService):
             limiter=FailureLimiter(reactor, config.ratelimit_window,
                                    config.ratelimit_slow_after, config.ratelimit_refuse_after),
             vnc_tls=VncTls.from_config(config),
+            vnc_connect=vncconnect.effective_mode(config)[0],
             trusted=TrustedProxies(config.proxy_trusted),
         )
         self._reactor = reactor
@@ -131,6 +134,8 @@ class ConsoleProxyService(MultiService):
         self._console_factory = make_factory(self.ctx, secure)
         console_site = make_site(
             ConsoleRoot(WebSocketResource(self._console_factory), web,
+                        actions=PageActions(self.ctx, lambda origin, local: origin_allowed(
+                            origin, local, config, secure)),
                         prefix=config.listener_path_prefix), config,
             reactor=reactor, trusted=self.ctx.trusted)
         self._listen("console", config.console_listen, console_site)
@@ -180,6 +185,10 @@ class ConsoleProxyService(MultiService):
         service.setServiceParent(self)
 
     def startService(self):
+        mode, why = vncconnect.effective_mode(self.ctx.config)
+        if why:
+            self._log.info("VNC consoles connect over {mode}, not {configured}: {why}",
+                           mode=mode, configured=self.ctx.config.vnc_connect, why=why)
         self._unsubscribe = self.ctx.hypervisor.subscribe(self._lifecycle)
         super().startService()
         self._log.info("consoleproxy started: api {api}, console {console}, xvpvnc {xvpvnc}, "

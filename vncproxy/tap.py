@@ -7,6 +7,7 @@ This is the one module that may import the global reactor; everything below rece
 from twisted.python import usage
 
 from vncproxy import config as _config
+from vncproxy import vncconnect
 from vncproxy.web.auth import KeyFileError, ensure_key_file, load_keys
 
 
@@ -65,7 +66,10 @@ def makeService(options, reactor=None, hypervisor=None):
     if hypervisor is None:
         from vncproxy.hypervisor.libvirt_adapter import LibvirtHypervisor
 
-        hypervisor = LibvirtHypervisor(reactor, config.libvirt_uri)
+        # With graphics-fd in effect the VNC passwords are never needed: not even read.
+        mode, _ = vncconnect.effective_mode(config)
+        hypervisor = LibvirtHypervisor(reactor, config.libvirt_uri,
+                                       read_secrets=mode != vncconnect.GRAPHICS_FD)
     try:
         return ConsoleProxyService(config, reactor, hypervisor, keys)
     except _config.ConfigError as e:

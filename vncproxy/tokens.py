@@ -117,6 +117,13 @@ class TokenStore:
     def __len__(self):
         return len(self._grants)
 
+    @staticmethod
+    def key_of(secret):
+        """
+        What a grant keeps of its token (C{Grant._key}): to recognise a token's session later.
+        """
+        return _digest(secret) if isinstance(secret, str) and secret else None
+
     def mint(self, instance_uuid, console_type, force=False, caller=None, instance_name="",
              read_only=False):
         if console_type not in CONSOLE_TYPES:
@@ -243,6 +250,29 @@ class TokenStore:
             deadline = self._clock.seconds() + self.reconnect_grace
             self._resumable[grant._key] = (
                 replace(grant, session_started_at=session_started_at), deadline)
+
+    def reservations(self, instance_uuid, now=None):
+        """
+        The reconnect-grace reservations of one instance: C{(grant, deadline)} pairs, each a
+        dropped session's token that may open one more session until C{deadline}.
+        """
+        if now is None:
+            now = self._clock.seconds()
+        self._sweep(now)
+        return [(grant, deadline) for grant, deadline in self._resumable.values()
+                if grant.instance_uuid == instance_uuid]
+
+    def cancel_reservation(self, instance_uuid, grant_id):
+        """
+        Make a reconnect-grace reservation unusable.
+
+        @return: the cancelled L{Grant}, or C{None} when there was no such reservation.
+        """
+        for key, (grant, _) in list(self._resumable.items()):
+            if grant.instance_uuid == instance_uuid and grant.id == grant_id:
+                del self._resumable[key]
+                return grant
+        return None
 
     def _sweep(self, now):
         # Every grant lives ttl seconds and every resumable entry reconnect_grace, so both

@@ -49,6 +49,7 @@ from vncproxy.rfb import (
     ServerInitReader,
     ServerInitReceived,
 )
+from vncproxy.rfb.clientmsgs import ClientProtocolError, ViewOnlyFilter
 from vncproxy.rfb.wire import client_init
 from vncproxy.sessions import LimitReached, SessionTimer
 from vncproxy.vncupstream import UpstreamConnection
@@ -140,9 +141,24 @@ class VncSession:
         self._cancel_on_end = None
         self._timer = SessionTimer(self._reactor, ctx.config.idle_timeout,
                                    ctx.config.max_session, lambda code: self._end(code, None))
+        # View-only sessions: the viewer->QEMU direction goes through this filter (input dropped).
+        self._view_only = ViewOnlyFilter() if grant.read_only else None
         self.bytes_to_viewer = 0
         self.bytes_from_viewer = 0
         self.bytes_spliced = 0  # the part of bytes_to_viewer that went by splice (zerocopy)
+
+    # the registry's inventory (vncproxy.sessions)
+    @property
+    def grant(self):
+        return self._grant
+
+    @property
+    def peer(self):
+        return self._peer
+
+    @property
+    def timer(self):
+        return self._timer
 
     @property
     def state(self):
@@ -157,7 +173,8 @@ class VncSession:
         @raise Refused: 409 when the instance is at its limit.
         """
         try:
-            self._ctx.sessions.admit(self._grant.instance_uuid, "vnc", self)
+            self._ctx.sessions.admit(self._grant.instance_uuid, "vnc", self,
+                                     getattr(self._viewer, "listener", None))
         except LimitReached as e:
             raise Refused(Refusal(CloseCode.LIMIT_REACHED, 409, str(e),
                                   f"limit reached: {e}")) from None
@@ -286,7 +303,10 @@ class VncSession:
         if self._state is State.RELAYING:
             self._timer.activity()
             self.bytes_from_viewer += len(data)
-            self._qemu.write(data)
+            if self._view_only is not None:
+                data = self._filter_input(data)
+            if data:
+                self._qemu.write(data)
             return
         if self._downstream is None or self._state is State.SERVER_INIT:
             # Before the handshake starts, or between the viewer's ClientInit and QEMU's
@@ -318,6 +338,17 @@ class VncSession:
         self._end(None, "viewer dropped" if resumable else "viewer closed",
                   resumable=resumable)
 
+    def _filter_input(self, data):
+        """
+        A view-only session's bytes toward QEMU without the viewer's input; a message that
+        cannot be read ends the session (4011).
+        """
+        try:
+            return self._view_only.receive(data)
+        except ClientProtocolError as e:
+            self._end(CloseCode.PROTOCOL_ERROR, str(e))
+            return b""
+
     # -- relay -----------------------------------------------------------------------------------
 
     def _start_relay(self, leftover):
@@ -325,8 +356,12 @@ class VncSession:
         if self._qemu is None:
             self._end(CloseCode.CONSOLE_CLOSED, "VNC server closed the connection")
             return
-        self._qemu.write(client_init(True) + leftover)
         self.bytes_from_viewer += len(leftover)
+        if self._view_only is not None:
+            leftover = self._filter_input(leftover)
+            if self._state is State.CLOSED:
+                return
+        self._qemu.write(client_init(True) + leftover)
         # QEMU's ServerInit is read and checked before the viewer sees it (a hostile server's
         # 4 GiB desktop name never reaches a viewer); the handshake timeout still runs.
         self._server_init = ServerInitReader()
@@ -352,6 +387,10 @@ class VncSession:
         early, self._early = self._early, b""
         if early:
             self.bytes_from_viewer += len(early)
+            if self._view_only is not None:
+                early = self._filter_input(early)
+                if self._state is State.CLOSED:
+                    return
             self._qemu.write(early)
         self._splice = relay.start(self._ctx.fast_paths, self._qemu, self._viewer, self._spliced)
         # Each side throttles the other: when the viewer's socket buffer fills, reading from
@@ -414,4 +453,6 @@ class VncSession:
               grant_id=self._grant.id, caller=self._grant.caller,
               duration=now - (self._started_at or now), reason=reason,
               code=int(code) if code is not None else None,
-              bytes_to_viewer=self.bytes_to_viewer, bytes_from_viewer=self.bytes_from_viewer)
+              bytes_to_viewer=self.bytes_to_viewer, bytes_from_viewer=self.bytes_from_viewer,
+              mode="read-only" if self._view_only is not None else "interactive",
+              input_dropped=self._view_only.dropped_total if self._view_only is not None else 0)

@@ -16,6 +16,7 @@ and, from L{relay} on, every byte QEMU sends goes straight to the sink it was gi
 
 import enum
 import ipaddress
+import os
 
 from twisted.internet import defer
 from twisted.internet.endpoints import (
@@ -28,7 +29,13 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
 from vncproxy.closecodes import CloseCode
-from vncproxy.hypervisor import HypervisorError, NoSuchInstance
+from vncproxy import vncconnect
+from vncproxy.hypervisor import (
+    GraphicsUnavailable,
+    HypervisorError,
+    InstanceNotRunning,
+    NoSuchInstance,
+)
 from vncproxy.rfb import HandshakeFailed, SecurityAccepted, StartTLS, UpstreamHandshake
 from vncproxy.vnctls import TlsUnavailable
 
@@ -159,16 +166,46 @@ class UpstreamConnection:
         vnc = info.vnc
         if vnc is None:
             raise _Refused(CloseCode.CONSOLE_UNAVAILABLE, "instance has no VNC console")
+        self._vnc_host = vnc.host
+        self._connect_started = self._reactor.seconds()
+        self._protocol = _Protocol(self)
+        if self._ctx.vnc_connect == vncconnect.GRAPHICS_FD:
+            # Not kept in _connecting: cancelling it would lose the descriptor libvirt hands
+            # over; _adopt closes it when the session ended meanwhile.
+            d = self._ctx.hypervisor.open_graphics(info.uuid)
+            d.addCallback(self._adopt)
+            d.addErrback(self._graphics_refused, vnc)
+            return d
+        return self._connect_tcp(vnc)
+
+    def _adopt(self, fd):
+        """
+        libvirt's socket to QEMU's VNC server, past its authentication: QEMU offers security
+        type None on it.
+        """
+        if self.phase is not Phase.CONNECTING:
+            os.close(fd)
+            return
+        self._machine = UpstreamHandshake(password=None, tls=None)
+        vncconnect.adopt(self._reactor, fd, _Factory(self._protocol))
+
+    def _graphics_refused(self, failure, vnc):
+        failure.trap(GraphicsUnavailable)
+        if self.phase is not Phase.CONNECTING:
+            return None
+        self._log.info("vnc session {grant_id}: libvirt gives no graphics socket for {instance} "
+                       "({error}); connecting over tcp", grant_id=self._grant.id,
+                       instance=self._grant.instance_uuid, error=failure.getErrorMessage())
+        return self._connect_tcp(vnc)
+
+    def _connect_tcp(self, vnc):
         timeout = self._ctx.config.vnc_connect_timeout
         if vnc.socket:
             endpoint = UNIXClientEndpoint(self._reactor, vnc.socket, timeout=timeout)
         else:
             endpoint = _tcp_endpoint(self._reactor, vnc.host, vnc.port, timeout)
         password = vnc.password.encode("utf-8") if vnc.password else None
-        self._vnc_host = vnc.host
         self._machine = UpstreamHandshake(password=password, tls=self._ctx.vnc_tls.mode)
-        self._connect_started = self._reactor.seconds()
-        self._protocol = _Protocol(self)
         self._connecting = endpoint.connect(_Factory(self._protocol))
         return self._connecting
 
@@ -179,6 +216,8 @@ class UpstreamConnection:
             self._refused(failure.value.code, failure.value.detail)
         elif failure.check(NoSuchInstance):
             self._refused(CloseCode.INSTANCE_STOPPED, "instance no longer exists")
+        elif failure.check(InstanceNotRunning):
+            self._refused(CloseCode.INSTANCE_STOPPED, "instance is not running")
         elif failure.check(HypervisorError):
             self._refused(CloseCode.CONSOLE_UNAVAILABLE, "hypervisor unavailable")
         elif failure.check(defer.CancelledError):
@@ -196,7 +235,10 @@ class UpstreamConnection:
         self.phase = Phase.HANDSHAKE
         self.transport = transport
         if hasattr(transport, "setTcpNoDelay"):  # UNIX sockets have no Nagle to switch off
-            transport.setTcpNoDelay(True)
+            try:
+                transport.setTcpNoDelay(True)
+            except OSError:  # a UNIX socket adopted by Twisted < 23 as a TCP transport
+                pass
         if hasattr(transport, "bufferSize"):  # Twisted's recv() size (and write buffer mark)
             transport.bufferSize = READ_CHUNK
 

@@ -353,6 +353,8 @@ class TcpViewer:
 
     def __init__(self, protocol):
         self._protocol = protocol
+        # its name in the session inventory: the listener it came in on
+        self.listener = "vnc" if protocol.factory.greet_at_once else "xvpvnc"
 
     @property
     def network_transport(self):

@@ -22,7 +22,9 @@ from vncproxy.hypervisor import (
     ConsoleUnavailable,
     DomainInfo,
     DomainState,
+    GraphicsUnavailable,
     HypervisorError,
+    InstanceNotRunning,
     LifecycleEvent,
     LifecycleKind,
     NoSuchInstance,
@@ -267,6 +269,57 @@ def test_open_console_of_running_domain(world, wait_until):
 
 def _readable(fd):
     return bool(select.select([fd], [], [], 0)[0])
+
+
+@pytest_twisted.inlineCallbacks
+def test_keys_and_nmi_reach_a_running_domain(world):
+    """
+    A running domain takes a key combination (Linux key codes) and an NMI: both fire with None.
+    """
+    name, domain_uuid, _ = _start_one(world)
+    assert (yield world.hypervisor.send_keys(name, [56, 99, 31], 100)) is None
+    assert (yield world.hypervisor.send_keys(domain_uuid, [29, 56, 111], 0)) is None
+    assert (yield world.hypervisor.inject_nmi(name)) is None
+
+
+@pytest_twisted.inlineCallbacks
+def test_keys_and_nmi_to_a_stopped_domain_fail_with_not_running(world):
+    """
+    A stopped domain takes neither keys nor an NMI: InstanceNotRunning (a HypervisorError).
+    """
+    name, _, _ = _start_one(world)
+    world.destroy(name)
+    with pytest.raises(InstanceNotRunning):
+        yield world.hypervisor.send_keys(name, [56, 99, 31], 100)
+    with pytest.raises(InstanceNotRunning):
+        yield world.hypervisor.inject_nmi(name)
+
+
+@pytest.mark.parametrize("instance", ["contract-no-such-domain", str(uuid.uuid4())])
+@pytest_twisted.inlineCallbacks
+def test_keys_and_nmi_to_unknown_fail_with_no_such_instance(world, instance):
+    """
+    Keys and an NMI for an unknown domain fail with NoSuchInstance.
+    """
+    with pytest.raises(NoSuchInstance):
+        yield world.hypervisor.send_keys(instance, [28], 100)
+    with pytest.raises(NoSuchInstance):
+        yield world.hypervisor.inject_nmi(instance)
+
+
+@pytest_twisted.inlineCallbacks
+def test_open_graphics_where_the_driver_cannot(world):
+    """libvirt's test driver cannot hand over a VNC socket: GraphicsUnavailable for a running
+    domain (the fake, by default, the same); a stopped one is InstanceNotRunning, an unknown one
+    NoSuchInstance."""
+    name, _, _ = _start_one(world)
+    with pytest.raises(GraphicsUnavailable, match="not supported"):
+        yield world.hypervisor.open_graphics(name)
+    with pytest.raises(NoSuchInstance):
+        yield world.hypervisor.open_graphics("contract-no-such-domain")
+    world.destroy(name)
+    with pytest.raises(InstanceNotRunning):
+        yield world.hypervisor.open_graphics(name)
 
 
 @pytest_twisted.inlineCallbacks

@@ -5,13 +5,14 @@ libvirt's in-process test:///default driver.
 """
 
 import threading
+import uuid
 
 import libvirt
 import pytest
 import pytest_twisted
 from twisted.internet import reactor, task
 
-from vncproxy.hypervisor import HypervisorError, LifecycleKind
+from vncproxy.hypervisor import HypervisorError, LifecycleKind, VncEndpoint
 from vncproxy.hypervisor.libvirt_adapter import LibvirtHypervisor, ensure_event_loop
 
 TEST_URI = "test:///default"
@@ -233,3 +234,37 @@ def test_reconnect_backs_off_and_announces_reconnected(hypervisor, monkeypatch, 
         assert (yield hv.ping()) is True
     finally:
         yield hv.stopService()
+
+
+
+@pytest_twisted.inlineCallbacks
+def test_without_read_secrets_vnc_passwords_are_never_read():
+    """
+    read_secrets=False ([vnc] connect = graphics-fd): domain XML is read without its secrets,
+    so the VNC endpoint comes without the password the default adapter reads.
+    """
+    ensure_event_loop()
+    conn = libvirt.open(TEST_URI)
+    name = f"contract-secret-{uuid.uuid4().hex[:10]}"
+    dom = conn.defineXML(f"""
+        <domain type='test'><name>{name}</name><memory unit='MiB'>64</memory>
+          <os><type>hvm</type></os>
+          <devices><graphics type='vnc' port='5931' autoport='no' listen='127.0.0.1'
+                             passwd='pw-5931'/></devices>
+        </domain>""")
+    dom.create()
+    blind = LibvirtHypervisor(reactor, TEST_URI, read_secrets=False)
+    seeing = LibvirtHypervisor(reactor, TEST_URI)
+    blind.startService()
+    seeing.startService()
+    try:
+        info = yield blind.describe(name)
+        secure = yield seeing.describe(name)
+    finally:
+        yield blind.stopService()
+        yield seeing.stopService()
+        dom.destroy()
+        dom.undefine()
+        conn.close()
+    assert secure.vnc.password == "pw-5931"
+    assert info.vnc == VncEndpoint(host="127.0.0.1", port=5931, password=None)

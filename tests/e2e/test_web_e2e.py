@@ -24,7 +24,7 @@ import pytest
 from tests.e2e.service import ServiceProcess, free_port
 from tests.support import api
 from tests.support.browser import (
-    canvas_rgb, differing_pixels, lit_pixels, read_screendump, rgb_png, watch)
+    canvas_rgb, differing_pixels, lit_pixels, read_screendump, rgb_png, wait_for_line, watch)
 from tests.support.viewer import open_websocket
 from vncproxy.config import SCHEMA
 from vncproxy.web.clients import NPM_NOVNC_DIR, novnc_version
@@ -262,19 +262,6 @@ def test_npm_novnc_when_the_system_has_none(vnc_guest, browser, tmp_path_factory
 
 
 # -- serial ---------------------------------------------------------------------------------
-
-# True when a line of the terminal is (exact) or contains (not exact) the text.
-_HAS_LINE = """([text, exact]) => { const b = window.consoleTerminal.buffer.active;
-    for (let i = 0; i < b.length; i++) {
-        const line = b.getLine(i).translateToString(true);
-        if (exact ? line === text : line.includes(text)) return true;
-    }
-    return false; }"""
-
-
-def wait_for_line(page, text, exact=False, timeout=5000):
-    page.wait_for_function(_HAS_LINE, arg=[text, exact], timeout=timeout)
-
 
 class FakeSerial:
     """

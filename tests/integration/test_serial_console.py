@@ -145,8 +145,8 @@ def test_read_only_viewers_watch_but_cannot_type(proxy, serial_guest):
 
 @pytest_twisted.inlineCallbacks
 def test_grant_reports_read_only(proxy, serial_guest):
-    """A read-only grant says so in its response; read_only must be a boolean and is for serial
-    consoles only."""
+    """A read-only grant says so in its response (for VNC too: view-only sessions); read_only
+    must be a boolean."""
     def scenario():
         ok = grant(proxy, read_only=True)
         bad_type = api.grant(proxy.api_url, proxy.key, "ser1", "serial", read_only="yes")
@@ -154,7 +154,8 @@ def test_grant_reports_read_only(proxy, serial_guest):
         return ok, bad_type, for_vnc
     ok, bad_type, for_vnc = yield in_thread(scenario)
     assert ok["read_only"] is True
-    assert bad_type[0] == 400 and for_vnc[0] == 400
+    assert bad_type[0] == 400
+    assert for_vnc[0] == 200 and for_vnc[1]["read_only"] is True
 
 
 @pytest_twisted.inlineCallbacks

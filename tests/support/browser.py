@@ -219,3 +219,17 @@ def lit_pixels(rgb):
     The number of pixels that are not black.
     """
     return sum(1 for i in range(0, len(rgb), 3) if rgb[i:i + 3] != b"\0\0\0")
+
+
+# True when a line of the terminal is (exact) or contains (not exact) the text.
+_HAS_LINE = """([text, exact]) => { const b = window.consoleTerminal.buffer.active;
+    for (let i = 0; i < b.length; i++) {
+        const line = b.getLine(i).translateToString(true);
+        if (exact ? line === text : line.includes(text)) return true;
+    }
+    return false; }"""
+
+
+def wait_for_line(page, text, exact=False, timeout=5000):
+    """Wait until the serial page's terminal shows a line that is (or contains) C{text}."""
+    page.wait_for_function(_HAS_LINE, arg=[text, exact], timeout=timeout)

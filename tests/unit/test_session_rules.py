@@ -73,11 +73,11 @@ def test_registry_enforces_per_instance_limit():
     """At most max_vnc VNC sessions per instance; other instances are independent."""
     registry = SessionRegistry(max_vnc=2)
     a, b, c = object(), object(), object()
-    registry.admit("i1", "vnc", a)
-    registry.admit("i1", "vnc", b)
+    registry.admit("i1", "vnc", a, "websocket")
+    registry.admit("i1", "vnc", b, "websocket")
     with pytest.raises(LimitReached):
-        registry.admit("i1", "vnc", c)
-    registry.admit("i2", "vnc", c)
+        registry.admit("i1", "vnc", c, "websocket")
+    registry.admit("i2", "vnc", c, "websocket")
     registry.release("i1", "vnc", a)
-    registry.admit("i1", "vnc", a)
+    registry.admit("i1", "vnc", a, "websocket")
     assert registry.count("i1", "vnc") == 2

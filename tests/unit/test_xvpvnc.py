@@ -38,6 +38,7 @@ class RecordedSession:
     register = VncSession.register
     _ctx = property(lambda self: self.ctx)
     _grant = property(lambda self: self.grant)
+    _viewer = property(lambda self: self.viewer)
 
     def start(self):
         self.started = True
@@ -165,7 +166,7 @@ def test_serial_token_is_not_a_vnc_console(env):
 def test_connect_at_the_session_limit(env):
     """An instance at its session limit gets 409 Conflict."""
     for _ in range(2):
-        env.sessions.admit("uuid-1", "vnc", object())
+        env.sessions.admit("uuid-1", "vnc", object(), "xvpvnc")
     token, _ = env.tokens.mint("uuid-1", "vnc")
     protocol, transport = connect(env)
     protocol.dataReceived(f"CONNECT /console?token={token} HTTP/1.1\r\n\r\n".encode())
@@ -308,7 +309,7 @@ def test_a_queued_check_goes_with_its_connection(env):
 def test_native_session_limit(env):
     """A native login to an instance at its limit fails with the reason."""
     for _ in range(2):
-        env.sessions.admit("uuid-1", "vnc", object())
+        env.sessions.admit("uuid-1", "vnc", object(), "xvpvnc")
     _, grant = env.tokens.mint("uuid-1", "vnc")
     protocol, transport = connect(env)
     native_login(protocol, transport, env, grant.vnc_password.encode())

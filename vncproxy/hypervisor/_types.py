@@ -32,6 +32,19 @@ class ConsoleUnavailable(HypervisorError):
     """
 
 
+class InstanceNotRunning(HypervisorError):
+    """
+    The domain exists but is not running, so it cannot take keys or an NMI.
+    """
+
+
+class GraphicsUnavailable(HypervisorError):
+    """
+    The hypervisor will not hand over a socket to the domain's VNC server (the driver cannot,
+    the domain has no VNC graphics, QEMU refused).
+    """
+
+
 @dataclass(frozen=True)
 class VncEndpoint:
     """

@@ -22,7 +22,7 @@ domain's console at a time: a second open fails unless forced, and a forced one 
 """
 
 import uuid as _uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from twisted.application.service import Service
 from twisted.internet import defer
@@ -35,7 +35,9 @@ from vncproxy.hypervisor._types import (
     ConsoleUnavailable,
     DomainInfo,
     DomainState,
+    GraphicsUnavailable,
     HypervisorError,
+    InstanceNotRunning,
     LifecycleEvent,
     LifecycleKind,
     NoSuchInstance,
@@ -68,6 +70,7 @@ class _Domain:
     state: DomainState
     vnc: VncEndpoint | None
     serial_pty: str | None
+    keys_sent: list = field(default_factory=list)
 
     def info(self) -> DomainInfo:
         active = self.state in _ACTIVE
@@ -131,6 +134,7 @@ class FakeHypervisor(Service):
 
     def __init__(self, reactor=None):
         self.available = True
+        self.graphics = None  # see open_graphics
         self._reactor = reactor
         self._domains: dict[str, _Domain] = {}
         self._listeners = Subscribers()
@@ -275,8 +279,48 @@ class FakeHypervisor(Service):
         self._consoles[domain.uuid] = (source, on_closed)
         return defer.succeed(source)
 
+    def send_keys(self, instance, keycodes, hold_ms):
+        return self._on_running(instance, lambda d: d.keys_sent.append(tuple(keycodes)))
+
+    def open_graphics(self, instance):
+        """
+        Like libvirt's test driver: not supported, unless C{graphics} was set to a callable
+        C{graphics(uuid) -> fd} (a test's stand-in for QEMU's authenticated socket).
+        """
+        def open_():
+            domain = self._running(instance)
+            if self.graphics is None:
+                raise GraphicsUnavailable("this function is not supported by the connection "
+                                          "driver")
+            return self.graphics(domain.uuid)
+
+        return defer.maybeDeferred(open_)
+
+    def inject_nmi(self, instance):
+        return self._on_running(instance, lambda d: d.keys_sent.append("nmi"))
+
+    def keys_sent(self, instance: str) -> list:
+        """
+        What L{send_keys} (a tuple of key codes each) and L{inject_nmi} (C{"nmi"}) delivered to
+        a domain, in order.
+        """
+        return list(self._get(instance).keys_sent)
+
     def ping(self):
         return defer.succeed(bool(self.available))
+
+    def _running(self, instance):
+        if not self.available:
+            raise HypervisorError("the fake hypervisor is unavailable")
+        domain = self._find(instance)
+        if domain is None:
+            raise NoSuchInstance(instance)
+        if domain.state not in _ACTIVE:
+            raise InstanceNotRunning(f"instance {instance} is not running")
+        return domain
+
+    def _on_running(self, instance, action):
+        return defer.maybeDeferred(lambda: action(self._running(instance)) and None)
 
     # -- internals ------------------------------------------------------------------------
 

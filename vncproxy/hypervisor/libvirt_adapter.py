@@ -41,7 +41,9 @@ from vncproxy.hypervisor._types import (
     ConsoleUnavailable,
     DomainInfo,
     DomainState,
+    GraphicsUnavailable,
     HypervisorError,
+    InstanceNotRunning,
     LifecycleEvent,
     LifecycleKind,
     NoSuchInstance,
@@ -176,9 +178,12 @@ class LibvirtHypervisor(Service):
 
     _log = Logger()
 
-    def __init__(self, reactor, uri: str = "qemu:///system"):
+    def __init__(self, reactor, uri: str = "qemu:///system", read_secrets: bool = True):
         self._reactor = reactor
         self.uri = uri
+        # Without it, domain XML is read without its secrets (VNC passwords are then None):
+        # for [vnc] connect = graphics-fd, which needs no password and no read-secure right.
+        self._xml_flags = libvirt.VIR_DOMAIN_XML_SECURE if read_secrets else 0
         self._pool: ThreadPool | None = None
         self._listeners = Subscribers()
         self._reconnect_call = None
@@ -242,6 +247,17 @@ class LibvirtHypervisor(Service):
 
     def open_console(self, instance, on_data, on_closed, force=False):
         return self._call(self._open_console, instance, on_data, on_closed, force)
+
+    def send_keys(self, instance, keycodes, hold_ms):
+        keycodes = list(keycodes)
+        return self._call(self._on_running, instance, lambda dom: dom.sendKey(
+            libvirt.VIR_KEYCODE_SET_LINUX, hold_ms, keycodes, len(keycodes), 0))
+
+    def inject_nmi(self, instance):
+        return self._call(self._on_running, instance, lambda dom: dom.injectNMI(0))
+
+    def open_graphics(self, instance):
+        return self._call(self._open_graphics, instance)
 
     def ping(self):
         d = self._call(lambda conn: conn.getLibVersion())
@@ -469,6 +485,34 @@ class LibvirtHypervisor(Service):
                 raise NoSuchInstance(instance) from None
             raise
 
+    def _on_running(self, conn, instance: str, action) -> None:
+        """
+        Run C{action(dom)} on a running domain: a stopped one is L{InstanceNotRunning}.
+        """
+        dom = self._lookup(conn, instance)
+        try:
+            action(dom)
+        except libvirt.libvirtError as e:
+            code = _error_code(e)
+            if code == libvirt.VIR_ERR_NO_DOMAIN:  # undefined meanwhile
+                raise NoSuchInstance(instance) from None
+            if code == libvirt.VIR_ERR_OPERATION_INVALID and not dom.isActive():
+                raise InstanceNotRunning(f"instance {instance} is not running") from None
+            raise
+
+    def _open_graphics(self, conn, instance: str) -> int:
+        dom = self._lookup(conn, instance)
+        if not dom.isActive():
+            raise InstanceNotRunning(f"instance {instance} is not running")
+        try:
+            return dom.openGraphicsFD(0, libvirt.VIR_DOMAIN_OPEN_GRAPHICS_SKIPAUTH)
+        except libvirt.libvirtError as e:
+            if _error_code(e) == libvirt.VIR_ERR_NO_DOMAIN:
+                raise NoSuchInstance(instance) from None
+            if _is_connection_error(conn, e):
+                raise
+            raise GraphicsUnavailable(_message(e)) from None
+
     def _open_console(self, conn, instance: str, on_data, on_closed, force: bool):
         dom = self._lookup(conn, instance)
         try:
@@ -528,7 +572,7 @@ class LibvirtHypervisor(Service):
         state = _STATES.get(dom.state()[0], DomainState.NOSTATE)
         name = dom.name()
         try:
-            vnc, serial_pty = parse_domain_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE))
+            vnc, serial_pty = parse_domain_xml(dom.XMLDesc(self._xml_flags))
         except ValueError as e:
             raise HypervisorError(f"cannot read the XML of domain {name!r}: {e}") from None
         info = DomainInfo(uuid=dom.UUIDString().lower(), name=name, state=state)

@@ -27,7 +27,8 @@ from vncproxy.admission import Refusal
 from vncproxy.lxd.console import LXD, NOT_AUTHORIZED, OperationSecret
 from vncproxy.lxd.operations import event
 from vncproxy.web.errors import ApiError, error_document
-from vncproxy.web.websocket import CLOSE_HANDSHAKE_TIMEOUT, MAX_MESSAGE, _source_address
+from vncproxy.sessions import peer_host
+from vncproxy.web.websocket import CLOSE_HANDSHAKE_TIMEOUT, MAX_MESSAGE
 
 #: Largest control message (LXD reads at most this much of one).
 MAX_CONTROL = 32 * 1024
@@ -98,7 +99,7 @@ class LxdChannelProtocol(WebSocketServerProtocol):
             self.factory.operations, op_id, (request.params.get("secret") or [None])[0],
             credential.identify(self.transport, request.headers.get), credential.ambient)
         outcome = ctx.admission.admit(
-            _source_address(request.peer), secret, LXD,
+            peer_host(request.peer), secret, LXD,
             lambda grant: secret.console.open(secret.channel, self, request.peer))
         if isinstance(outcome, Refusal):
             ctx.admission.record(request.peer, outcome, console_type="serial")

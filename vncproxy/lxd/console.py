@@ -215,6 +215,8 @@ class _LxdViewer(_WebSocketViewer):
     The "0" channel as the session's viewer: a close from the session ends the operation.
     """
 
+    listener = "lxd"  # its name in the session inventory
+
     def __init__(self, protocol, operation):
         super().__init__(protocol)
         self._console = operation

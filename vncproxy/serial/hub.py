@@ -458,10 +458,11 @@ class SerialHub:
         if len(self._viewers) >= self.max_viewers:
             raise HubFull(f"serial viewer limit reached ({self.max_viewers})")
 
-    def join(self, sink, interactive=True, force=False):
+    def join(self, sink, interactive=True, force=False, scrollback=True):
         """
-        Add a viewer; it receives nothing before L{Viewer.open}, and then the scrollback first.
-        With C{interactive} and C{force}, the current writer is closed (TAKEN_OVER).
+        Add a viewer; it receives nothing before L{Viewer.open}, and then the scrollback first
+        (unless not C{scrollback}: live output only). With C{interactive} and C{force}, the
+        current writer is closed (TAKEN_OVER).
 
         @raise HubBusy: see L{check}.
         @raise HubFull: see L{check}.
@@ -474,7 +475,7 @@ class SerialHub:
             self._log.info("serial console of {instance} taken over by a forced session",
                            instance=self.instance)
             old.close(CloseCode.TAKEN_OVER, "another session took the console over")
-        recent = self.recent_output()
+        recent = self.recent_output() if scrollback else b""
         if recent:
             viewer._deliver(Chunk(recent))
         self._viewers.append(viewer)

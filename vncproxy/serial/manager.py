@@ -169,6 +169,8 @@ class SerialManager(Service):
                 self._hubs[capture.uuid].note(gap_marker(
                     "stopped", capture.lost_at if lost else now,
                     capture.lost_reason if lost else "service stopping"))
+        for hub in self._hubs.values():  # what is left: followers of the log
+            hub.close_viewers(CloseCode.SERVICE_STOPPING)
         self._captures.clear()
         for log in self._logs.values():
             log.close()
@@ -223,7 +225,7 @@ class SerialManager(Service):
             raise SerialUnavailable("serial console not available")
         hub.check(interactive, force)
 
-    def attach(self, uuid, sink, interactive, force=False):
+    def attach(self, uuid, sink, interactive, force=False, scrollback=True):
         """
         Join a viewer to the instance's hub (see L{SerialHub.join}).
 
@@ -232,7 +234,7 @@ class SerialManager(Service):
         hub = self.hub(uuid)
         if hub is None:
             raise SerialUnavailable("serial console not available")
-        return hub.join(sink, interactive, force)
+        return hub.join(sink, interactive, force, scrollback)
 
     def log(self, uuid):
         """

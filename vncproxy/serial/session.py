@@ -47,6 +47,19 @@ class SerialSession:
         self._timer = SessionTimer(ctx.reactor, ctx.config.idle_timeout, ctx.config.max_session,
                                    lambda code: self._end(code, None))
 
+    # the registry's inventory (vncproxy.sessions)
+    @property
+    def grant(self):
+        return self._grant
+
+    @property
+    def peer(self):
+        return self._peer
+
+    @property
+    def timer(self):
+        return self._timer
+
     @property
     def interactive(self):
         return not self._grant.read_only
@@ -63,7 +76,8 @@ class SerialSession:
 
     def register(self):
         """
-        Join the hub and the session registry (L{vncproxy.admission}, step 4).
+        Join the hub and the session registry (L{vncproxy.admission}, step 4), under the name
+        of the listener the viewer came in on (its adapter's C{listener}).
 
         @raise Refused: 409 when the console is busy, full or not being captured.
         """
@@ -82,7 +96,8 @@ class SerialSession:
         except HubFull as e:
             raise Refused(Refusal(CloseCode.LIMIT_REACHED, 409, str(e))) from None
         try:
-            self._ctx.sessions.admit(grant.instance_uuid, "serial", self)
+            self._ctx.sessions.admit(grant.instance_uuid, "serial", self,
+                                     getattr(self._ws, "listener", None))
         except Exception:
             self._place.leave()
             raise

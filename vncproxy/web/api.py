@@ -12,6 +12,8 @@ Three families of routes, each in the shape its clients already speak (INTERFACE
     GET  /v2.1[/{project_id}]/servers[/detail][?name=N]           the servers, from libvirt
     GET  /v2.1[/{project_id}]/servers/{server_id}
     GET|DELETE /v1/instances/{instance}/console_log[?tail=N]     serial console log (raw bytes)
+    GET /v1/instances/{instance}/console_sessions, DELETE .../{id},
+    POST /v1/instances/{instance}/console_actions                operators (web/operator.py)
     /1.0/...                                                      LXD's API (vncproxy.lxd)
     GET  /healthz  GET /metrics  GET /openapi.json               no key needed
 
@@ -24,7 +26,6 @@ response bodies.
 import json
 import os
 import re
-from datetime import datetime, timezone
 from urllib.parse import unquote
 
 from twisted.internet import defer
@@ -35,7 +36,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from vncproxy.audit import audit, refusal_reason
 from vncproxy.closecodes import CloseCode
-from vncproxy.hypervisor import HypervisorError, NoSuchInstance
+from vncproxy.hypervisor import HypervisorError
 from vncproxy.serial.hub import HubBusy, HubFull
 from vncproxy.serial.manager import SerialUnavailable, has_serial_pty
 from vncproxy.serial.text import plain_text
@@ -46,11 +47,15 @@ from vncproxy.web import nova
 from vncproxy.web.auth import presented_key
 from vncproxy.web.errors import (ApiError, family_of, read_json_object, render_error,
                                  render_json)
+from vncproxy.web.logfollow import LogFollower
+from vncproxy.web.lookup import describe_instance, hypervisor_down, iso_utc
 from vncproxy.web.nova import base_url, negotiate_microversion
+from vncproxy.web.operator import OperatorRoutes
 from vncproxy.web.site import has_nul, request_client
 
 MAX_BODY = 64 * 1024
 _TAIL = re.compile(r"[0-9]{1,15}")
+_BOOLEANS = {b"true": True, b"1": True, b"false": False, b"0": False}
 OPENAPI_PATH = os.path.join(os.path.dirname(__file__), "openapi.json")
 
 
@@ -63,44 +68,12 @@ def _peer(request):
     return f"{'tcp6' if ':' in host else 'tcp4'}:{host}:{address.port}"
 
 
-def _iso(timestamp):
-    return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
 
 def _compile(template):
     """
     C{/v1/instances/{instance}/x} -> a regex with one group per path parameter.
     """
     return re.compile(re.sub(r"\\\{[a-z_]+\\\}", "([^/]+)", re.escape(template)))
-
-
-_log = Logger()
-
-
-@defer.inlineCallbacks
-def describe_instance(ctx, instance, missing="instance {} not found"):
-    """
-    Describe C{instance} (a name or UUID): 404 (C{missing}'s message) when there is no such
-    domain, 503 when libvirt cannot say.
-
-    @raise ApiError: as above.
-    """
-    try:
-        info = yield ctx.hypervisor.describe(instance)
-    except NoSuchInstance:
-        raise ApiError(404, missing.format(instance)) from None
-    except HypervisorError as e:
-        hypervisor_down(e, instance)
-    return info
-
-
-def hypervisor_down(error, instance="(all)"):
-    """
-    An expected fault (libvirtd down or restarting): one line, no traceback, and a 503.
-    """
-    _log.warn("hypervisor lookup of {instance} failed: {error}", instance=instance,
-              error=str(error))
-    raise ApiError(503, "hypervisor unavailable") from None
 
 
 def check_serial_attach(ctx, info, force, read_only):
@@ -170,6 +143,7 @@ class ApiResource(Resource):
             ("GET", "/v2.1/{project_id}/servers/{server_id}", self._server_project, True),
             ("GET", "/v1/instances/{instance}/console_log", self._get_log, True),
             ("DELETE", "/v1/instances/{instance}/console_log", self._clear_log, True),
+            *OperatorRoutes(ctx).routes(),
             ("GET", "/healthz", self._healthz, False),
             ("GET", "/metrics", self._metrics, False),
             ("GET", "/openapi.json", self._openapi, False),
@@ -186,8 +160,8 @@ class ApiResource(Resource):
         request.notifyFinish().addBoth(finished.append)
 
         def respond(result):
-            if isinstance(result, bytes):  # a handler that wrote its own headers
-                return result
+            if isinstance(result, bytes) or result is NOT_DONE_YET:
+                return result  # a handler that wrote its own headers (or streams its answer)
             code, body = result
             return render_json(request, code, body)
 
@@ -200,6 +174,8 @@ class ApiResource(Resource):
             return render_error(request, ApiError(500, "internal error"), family)
 
         def write(data):
+            if data is NOT_DONE_YET:
+                return
             if not finished:  # the client may have gone away meanwhile
                 request.write(data)
                 request.finish()
@@ -278,9 +254,6 @@ class ApiResource(Resource):
     def _lookup(self, instance, missing="instance {} not found"):
         return describe_instance(self._ctx, instance, missing)
 
-    def _hypervisor_down(self, error, instance="(all)"):
-        hypervisor_down(error, instance)
-
     @defer.inlineCallbacks
     def _mint(self, instance, console_type, force, caller, read_only=False):
         """
@@ -298,7 +271,7 @@ class ApiResource(Resource):
         if console_type == "serial":
             self._check_serial(info, force, read_only)
         try:
-            self._ctx.sessions.check(info.uuid, console_type)
+            self._ctx.sessions.check(info.uuid, console_type, read_only)
         except LimitReached as e:
             raise ApiError(409, str(e), CloseCode.LIMIT_REACHED) from None
         secret, grant = self._ctx.tokens.mint(
@@ -322,15 +295,13 @@ class ApiResource(Resource):
         read_only = body.get("read_only", False)
         if not isinstance(read_only, bool):
             raise ApiError(400, "read_only must be true or false")
-        if read_only and console_type != "serial":
-            raise ApiError(400, "read_only applies to serial consoles only")
         secret, grant = yield self._mint(instance, console_type, force, caller, read_only)
         href = self._ctx.urls.ibm_href(grant.instance_uuid, secret)
         body = {
             "access_token": secret,
             "console_type": console_type,
-            "created_at": _iso(grant.created_at),
-            "expires_at": _iso(grant.expires_at),
+            "created_at": iso_utc(grant.created_at),
+            "expires_at": iso_utc(grant.expires_at),
             "force": force,
             "href": href,
         }
@@ -363,8 +334,21 @@ class ApiResource(Resource):
         form = request.args.get(b"format", [b"raw"])[0]
         if form not in (b"raw", b"text"):
             raise ApiError(400, "format must be raw or text")
+        follow = request.args.get(b"follow", [b"false"])[0]
+        if follow not in _BOOLEANS:
+            raise ApiError(400, "follow must be true or false")
+        if _BOOLEANS[follow] and form == b"text":
+            raise ApiError(400, "follow streams the raw log: format=text cannot follow")
         info = yield self._console_log(instance)
-        data = self._ctx.serial.log(info.uuid).tail(tail)
+        manager = self._ctx.serial
+        follower = None
+        if _BOOLEANS[follow] and manager.is_captured(info.uuid):
+            follower = LogFollower(request, info.uuid)
+            try:  # joined before the tail is read: nothing is lost or repeated in between
+                place = manager.attach(info.uuid, follower, interactive=False, scrollback=False)
+            except (HubFull, SerialUnavailable) as e:
+                raise ApiError(409, f"cannot follow the console log: {e}") from None
+        data = manager.log(info.uuid).tail(tail)
         audit("log_read", console_type="serial", instance=info.uuid, caller=caller,
               peer=request_client(request), size=len(data))
         request.setResponseCode(200)
@@ -373,7 +357,14 @@ class ApiResource(Resource):
             request.setHeader(b"content-type", b"text/plain; charset=utf-8")
             return plain_text(data).encode("utf-8")
         request.setHeader(b"content-type", b"application/octet-stream")
-        return data
+        if follower is None:
+            return data
+        request.setHeader(b"x-content-type-options", b"nosniff")
+        request.write(data)
+        follower.follow(place)
+        self._log.info("{caller} follows the console log of {instance}", caller=caller,
+                       instance=info.uuid, event="follow_log")
+        return NOT_DONE_YET
 
     @defer.inlineCallbacks
     def _clear_log(self, request, caller, instance):
@@ -408,7 +399,10 @@ class ApiResource(Resource):
             raise ApiError(400, "body must have a remote_console object")
         protocol, console_type = console.get("protocol"), console.get("type")
         nova.check_pair(protocol, console_type)
-        secret, _ = yield self._mint(server_id, protocol, False, caller)
+        read_only = console.get("read_only", False)  # our extension of Nova's body
+        if not isinstance(read_only, bool):
+            raise ApiError(400, "read_only must be true or false")
+        secret, _ = yield self._mint(server_id, protocol, False, caller, read_only)
         return 200, {"remote_console": {
             "protocol": protocol, "type": console_type,
             "url": self._console_url(console_type, secret)}}
@@ -449,7 +443,7 @@ class ApiResource(Resource):
         try:
             infos = yield self._ctx.hypervisor.list_all()
         except HypervisorError as e:
-            self._hypervisor_down(e)
+            hypervisor_down(e)
         base = base_url(request)
         return 200, {"servers": [
             nova.server_view(info, base, project_id, detail)

@@ -85,14 +85,17 @@ class ConsoleRoot(Resource):
 
     @param websocket_resource: Autobahn's C{WebSocketResource}.
     @param web: the L{vncproxy.web.clients.WebClients} tree, or C{None}.
+    @param actions: the L{vncproxy.web.pageactions.PageActions} resource served at
+        C{/console_actions}, or C{None}.
     """
 
     isLeaf = True
 
-    def __init__(self, websocket_resource, web=None, prefix=""):
+    def __init__(self, websocket_resource, web=None, actions=None, prefix=""):
         super().__init__()
         self._websocket = websocket_resource
         self._web = web
+        self._actions = actions
         self._prefix = prefix.rstrip("/").encode("utf-8")
 
     def render(self, request):
@@ -119,6 +122,12 @@ class ConsoleRoot(Resource):
             request.setResponseCode(426, b"Upgrade Required")
             request.setHeader(b"upgrade", b"websocket")
             return b"consoleproxy: this path takes a WebSocket connection with a console token\n"
+        if path == b"/console_actions" and self._actions is not None:
+            request.setHeader(b"cache-control", b"no-store")
+            try:
+                return self._actions.render(request)
+            except UnsupportedMethod:
+                return _method_not_allowed(request, (b"POST",))
         if self._web is not None:
             # This resource is a leaf, so the whole path is still in request.postpath.
             try:

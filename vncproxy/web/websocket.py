@@ -33,6 +33,7 @@ from vncproxy.clientaddr import client_address
 from vncproxy.closecodes import REASONS, CloseCode
 from vncproxy.grants import credential
 from vncproxy.serial.session import SerialSession
+from vncproxy.sessions import peer_host
 from vncproxy.web.errors import ApiError, error_document, family_of
 from vncproxy.vnc import VncSession
 from vncproxy.relay.wsframes import websocket_header
@@ -47,14 +48,6 @@ _NO_CONSOLE_HERE = "no console at this path"
 _INTERNAL_ERROR = "internal error"
 #: The refusal reasons we write ourselves (never a secret); any other comes from Autobahn.
 _OWN_REASONS = set(REASONS.values()) | {_NO_CONSOLE_HERE, _INTERNAL_ERROR}
-
-
-def _source_address(peer):
-    """
-    The host part of Autobahn's peer string (C{tcp:1.2.3.4:5678}, C{tcp6:::1:5678}, C{unix}).
-    """
-    kind, _, rest = peer.partition(":")
-    return rest.rpartition(":")[0] if kind in ("tcp", "tcp4", "tcp6") else peer
 
 
 def _default_port(scheme):
@@ -206,7 +199,7 @@ class ConsoleServerProtocol(FastWebSocketMixin, WebSocketServerProtocol):
         (C{tcp4:1.2.3.4:5678}), or the forwarded client's address behind a trusted proxy.
         """
         client = self._client(request)
-        return request.peer if client == _source_address(request.peer) else client
+        return request.peer if client == peer_host(request.peer) else client
 
     def _admit(self, request):
         ctx = self.factory.ctx
@@ -297,6 +290,8 @@ class _WebSocketViewer:
     """
     Adapts a L{ConsoleServerProtocol} to the viewer shape that L{VncSession} drives.
     """
+
+    listener = "websocket"  # its name in the session inventory
 
     def __init__(self, protocol):
         self._protocol = protocol

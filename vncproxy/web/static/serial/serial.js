@@ -24,6 +24,7 @@ const CLOSE_MESSAGES = {
     4011: 'The session ended after a protocol error.',
     4012: 'Too many failed attempts from this address: wait a minute, then ask for a new console URL.',
     4013: 'Disconnected: this browser could not keep up with the console\'s output.',
+    4014: 'An operator ended this session.',
     1000: 'The session ended.',
     1001: 'The console service went away.',
     1008: 'The console link is not valid: it is wrong, already used or expired. Ask for a new console URL.',
@@ -51,6 +52,52 @@ export function closeMessage(code, reason, wasOpen) {
         return wasOpen ? LOST : REFUSED;
     }
     return 'Disconnected (' + code + (reason ? ': ' + reason : '') + ').';
+}
+
+export function actionsUrl(location) {
+    // Relative to the page, like the WebSocket: the console listener's /console_actions.
+    const url = new URL('console_actions', location.href);
+    url.search = '';
+    url.hash = '';
+    return url.href;
+}
+
+// The "Send…" menu: console actions (keys, SysRq, NMI) with this page's own token. The service
+// takes them from the session's interactive holder only and says why otherwise.
+function wireActions(token, term) {
+    const menu = document.getElementById('actions');
+    const said = document.getElementById('action-status');
+    menu.addEventListener('click', async (event) => {
+        const button = event.target.closest('button[data-action]');
+        if (!button) {
+            return;
+        }
+        menu.open = false;
+        const body = { token: token, action: button.dataset.action };
+        if (button.dataset.key) {
+            body.key = button.dataset.key;
+        }
+        said.textContent = 'Sending ' + button.textContent + '…';
+        try {
+            const response = await fetch(actionsUrl(window.location), {
+                method: 'POST',
+                headers: { 'Content-Type': 'application/json' },
+                body: JSON.stringify(body),
+                credentials: 'omit',
+                cache: 'no-store',
+            });
+            if (response.status === 202) {
+                said.textContent = 'Sent ' + button.textContent;
+            } else {
+                const answer = await response.json().catch(() => ({}));
+                const why = answer.error ? answer.error.message : String(response.status);
+                said.textContent = 'Not sent: ' + why;
+            }
+        } catch (e) {
+            said.textContent = 'Not sent: the console service cannot be reached';
+        }
+        term.focus();
+    });
 }
 
 export function socketUrl(location, token) {
@@ -87,6 +134,7 @@ function start() {
         return;
     }
 
+    wireActions(token, term);
     setState('connecting', 'Connecting…');
     const ws = new WebSocket(socketUrl(window.location, token));
     ws.binaryType = 'arraybuffer';
