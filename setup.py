@@ -30,6 +30,7 @@ setup(
         "test": [
             "pytest>=7.2",
             "pytest-twisted>=1.13",
+            "ruff==0.8.6",  # .ci/run lints with it (ruff.toml)
             "hypothesis>=6.67",
             "websocket-client>=1.6",
             "vncdotool>=1.2",

@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "e2e"))
 
+import testbed as _testbed  # noqa: E402
 from autobahn.twisted.websocket import (  # noqa: E402
     WebSocketClientFactory,
     WebSocketClientProtocol,
@@ -35,7 +36,6 @@ from autobahn.twisted.websocket import (  # noqa: E402
 from twisted.internet import defer, task  # noqa: E402
 from twisted.internet.threads import deferToThread  # noqa: E402
 
-import testbed as _testbed  # noqa: E402
 from tests.e2e.service import ServiceProcess  # noqa: E402
 from tests.support import api  # noqa: E402
 

@@ -6,8 +6,8 @@ The collaborators every request handler and session needs, built once by the com
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from vncproxy.clientaddr import NO_PROXIES, TrustedProxies
 from vncproxy.admission import Admission
+from vncproxy.clientaddr import NO_PROXIES, TrustedProxies
 from vncproxy.config import Config
 from vncproxy.ratelimit import GuessBudget
 from vncproxy.sessions import SessionRegistry

@@ -19,12 +19,12 @@ outside the TLS layer (see L{vncproxy.service}).
 
 import enum
 
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
 from twisted.protocols.haproxy._exceptions import InvalidProxyHeader
 from twisted.protocols.haproxy._v1parser import V1Parser
 from twisted.protocols.haproxy._v2parser import V2Parser
 from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper, HAProxyWrappingFactory
-from twisted.internet.protocol import Protocol
-from twisted.logger import Logger
 from zope.interface import directlyProvides, providedBy
 
 from vncproxy.clientaddr import client_address

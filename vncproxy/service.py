@@ -14,19 +14,25 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
+from vncproxy import hostname, vncconnect
 from vncproxy.clientaddr import TrustedProxies
-from vncproxy import hostname
 from vncproxy.closecodes import CloseCode
-from vncproxy.endpoints import parse_args
 from vncproxy.context import ProxyContext
+from vncproxy.endpoints import parse_args
 from vncproxy.grants import verifier_for
 from vncproxy.hypervisor import LifecycleKind
 from vncproxy.lxd.channels import make_factory as make_lxd_factory
 from vncproxy.lxd.operations import OperationStore
 from vncproxy.lxd.rest import LxdResource
-from vncproxy.lxd.trust import (CertificateCredential, KeyCredential, SocketCredential,
-                                TrustedCertificates, UnixSocketService, check_owner_group,
-                                tls_listener)
+from vncproxy.lxd.trust import (
+    CertificateCredential,
+    KeyCredential,
+    SocketCredential,
+    TrustedCertificates,
+    UnixSocketService,
+    check_owner_group,
+    tls_listener,
+)
 from vncproxy.metrics import Metrics
 from vncproxy.proxyproto import ProxyProtocolFactory
 from vncproxy.ratelimit import FailureLimiter
@@ -34,13 +40,12 @@ from vncproxy.serial.manager import SerialManager
 from vncproxy.sessions import SessionRegistry
 from vncproxy.tlslisten import is_tls, tls_server_endpoint, tls_server_parts
 from vncproxy.tokens import TokenStore
-from vncproxy import vncconnect
 from vncproxy.vnctls import VncTls
 from vncproxy.web.api import ApiResource
 from vncproxy.web.auth import KeyChecker
 from vncproxy.web.clients import WebClients
-from vncproxy.web.site import ConsoleRoot, make_site
 from vncproxy.web.pageactions import PageActions
+from vncproxy.web.site import ConsoleRoot, make_site
 from vncproxy.web.websocket import CLOSE_HANDSHAKE_TIMEOUT, make_factory, origin_allowed
 from vncproxy.xvpvnc import XvpVncFactory
 

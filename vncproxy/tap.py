@@ -51,10 +51,8 @@ def makeService(options, reactor=None, hypervisor=None):
     """
     if reactor is None:
         from twisted.internet import reactor
-    from vncproxy import relay
+    from vncproxy import auditjournal, relay
     from vncproxy.service import ConsoleProxyService
-
-    from vncproxy import auditjournal
 
     auditjournal.install()  # under systemd: audit events as journal entries with fields
     config = options["config_obj"]

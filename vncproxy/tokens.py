@@ -25,8 +25,8 @@ the token or the password consumes the grant. Passwords do not resume.
 
 import hashlib
 import secrets
-from itertools import islice
 from dataclasses import dataclass, field, replace
+from itertools import islice
 
 from zope.interface import implementer
 

@@ -28,8 +28,8 @@ from twisted.internet.endpoints import (
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
-from vncproxy.closecodes import CloseCode
 from vncproxy import vncconnect
+from vncproxy.closecodes import CloseCode
 from vncproxy.hypervisor import (
     GraphicsUnavailable,
     HypervisorError,

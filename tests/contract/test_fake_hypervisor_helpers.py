@@ -8,7 +8,6 @@ from twisted.internet import defer
 from twisted.internet.testing import MemoryReactorClock
 
 from tests.support.ptypair import PtyPair
-
 from vncproxy.hypervisor import (
     ConsoleUnavailable,
     DomainState,

@@ -19,8 +19,8 @@ screendump (virsh screenshot): the same text cells lit, wherever the viewer put 
 import os
 import pty
 import select
-import termios
 import subprocess
+import termios
 import time
 from pathlib import Path
 

@@ -20,12 +20,18 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.e2e.service import ServiceProcess
-from tests.support import api
 from tests.e2e.test_web_e2e import nova_url, wait_for_connected_canvas
+from tests.support import api
 from tests.support.browser import wait_for_line, watch
 from tests.support.serialclient import SerialClient
 from tests.support.viewer import (
-    PipeClosed, RfbRefused, RfbViewer, WebSocketPipe, open_websocket, xvp_connect)
+    PipeClosed,
+    RfbRefused,
+    RfbViewer,
+    WebSocketPipe,
+    open_websocket,
+    xvp_connect,
+)
 from vncproxy.closecodes import CloseCode
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"

@@ -32,8 +32,7 @@ import websocket
 
 from tests.e2e.region import Region
 from tests.support import api
-from tests.support.browser import (
-    canvas_rgb, differing_pixels, lit_pixels, read_screendump, watch)
+from tests.support.browser import canvas_rgb, differing_pixels, lit_pixels, read_screendump, watch
 from tests.support.viewer import PipeClosed, RfbViewer, WebSocketPipe, xvp_connect
 
 REPO = Path(__file__).resolve().parents[2]

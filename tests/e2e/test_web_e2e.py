@@ -24,7 +24,14 @@ import pytest
 from tests.e2e.service import ServiceProcess, free_port
 from tests.support import api
 from tests.support.browser import (
-    canvas_rgb, differing_pixels, lit_pixels, read_screendump, rgb_png, wait_for_line, watch)
+    canvas_rgb,
+    differing_pixels,
+    lit_pixels,
+    read_screendump,
+    rgb_png,
+    wait_for_line,
+    watch,
+)
 from tests.support.viewer import open_websocket
 from vncproxy.config import SCHEMA
 from vncproxy.web.clients import NPM_NOVNC_DIR, novnc_version

@@ -24,8 +24,8 @@ from vncproxy.rfb import (
     StartTLS,
     UpstreamHandshake,
     UpstreamState,
+    wire,
 )
-from vncproxy.rfb import wire
 
 PASSWORD = b"hunter2"
 

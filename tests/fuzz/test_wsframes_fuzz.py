@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 
 from tests.fuzz.wsframe_targets import (
     MAX_FRAME,
+    ON,
     assert_same,
     chunks_of,
     frame,
-    ON,
     outcome,
 )
 

@@ -8,7 +8,6 @@ Run by tools/package-test (CONSOLEPROXY_INSTALL_TEST=1) with Debian's /usr/bin/p
 that variable nothing here is collected.
 """
 
-import os
 import socket
 import subprocess
 import time

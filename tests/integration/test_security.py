@@ -16,8 +16,15 @@ from twisted.logger import formatEvent, globalLogPublisher
 
 from tests.support import api
 from tests.support.fakevnc import FakeVncFactory
-from tests.support.viewer import (PipeClosed, RfbRefused, RfbViewer, WebSocketPipe, connect_tcp,
-                                  open_websocket, xvp_connect)
+from tests.support.viewer import (
+    PipeClosed,
+    RfbRefused,
+    RfbViewer,
+    WebSocketPipe,
+    connect_tcp,
+    open_websocket,
+    xvp_connect,
+)
 from vncproxy.hypervisor import VncEndpoint
 
 in_thread = threads.deferToThread

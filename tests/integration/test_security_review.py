@@ -12,8 +12,8 @@ import time
 import pytest_twisted
 import websocket
 from twisted.internet import reactor, threads
-from twisted.internet.task import deferLater
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import deferLater
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
 from tests.integration.conftest import API_KEY

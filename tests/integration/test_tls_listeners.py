@@ -111,6 +111,7 @@ def test_sslmethod_is_refused_in_the_configuration(certificate):
 def test_vencrypt_client_does_not_offer_old_versions(tmp_path, certificate):
     """The X.509 TLS client toward QEMU refuses to negotiate below TLS 1.2."""
     from OpenSSL import SSL
+
     from vncproxy.rfb import StartTLS, VeNCryptSubtype
     ca = pki.make_ca()
     ca.write(tmp_path / "ca.pem")

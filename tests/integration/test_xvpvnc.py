@@ -11,12 +11,12 @@ import time
 import pytest
 import pytest_twisted
 import websocket
-from twisted.internet import threads
+from twisted.internet import reactor, threads
 from twisted.internet.task import deferLater
 from twisted.logger import globalLogPublisher
 
 from tests.support import api
-from tests.support.fakevnc import HEIGHT, WIDTH, pattern
+from tests.support.fakevnc import HEIGHT, WIDTH, FakeVncFactory, pattern
 from tests.support.viewer import (
     PipeClosed,
     RfbRefused,
@@ -25,9 +25,6 @@ from tests.support.viewer import (
     open_websocket,
     xvp_connect,
 )
-from twisted.internet import reactor
-
-from tests.support.fakevnc import FakeVncFactory
 from vncproxy.hypervisor import VncEndpoint
 
 in_thread = threads.deferToThread

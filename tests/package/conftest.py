@@ -14,7 +14,15 @@ import sys
 
 import pytest
 
-from tests.package.installed import CONFFILE, KEYS, REPO, UnitProcess, free_port, read_unit, set_listeners
+from tests.package.installed import (
+    CONFFILE,
+    KEYS,
+    REPO,
+    UnitProcess,
+    free_port,
+    read_unit,
+    set_listeners,
+)
 
 if os.environ.get("CONSOLEPROXY_PACKAGE_TEST") != "1":
     collect_ignore_glob = ["test_*.py"]

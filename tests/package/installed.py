@@ -11,7 +11,9 @@ import subprocess
 from pathlib import Path
 
 from tests.support.api import wait_until_healthy
-from tests.support.ports import free_port  # noqa: F401 (tests/package/conftest.py imports it from here)
+from tests.support.ports import (
+    free_port,  # noqa: F401 (tests/package/conftest.py imports it from here)
+)
 
 REPO = Path(__file__).resolve().parents[2]
 UNIT = Path("/lib/systemd/system/consoleproxy.service")

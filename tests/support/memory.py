@@ -129,8 +129,9 @@ class MemoryProxy:
             sent.addRawHeader(name, value)
         producer = None
         if data is not None:
-            from twisted.web.client import FileBodyProducer
             from io import BytesIO
+
+            from twisted.web.client import FileBodyProducer
             producer = FileBodyProducer(BytesIO(data), cooperator=_ImmediateCooperator())
         url = path if path.startswith("http") else self.api_url + path
         response = self.settle(self._agent.request(method.encode(), url.encode(), sent, producer))

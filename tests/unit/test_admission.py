@@ -7,8 +7,15 @@ import pytest
 from twisted.internet.task import Clock
 
 from vncproxy import config
-from vncproxy.admission import (CONSOLE, XVPVNC, Admitted, PasswordCredential, Refusal,
-                                Refused, TokenCredential)
+from vncproxy.admission import (
+    CONSOLE,
+    XVPVNC,
+    Admitted,
+    PasswordCredential,
+    Refusal,
+    Refused,
+    TokenCredential,
+)
 from vncproxy.closecodes import CloseCode
 from vncproxy.context import ProxyContext
 from vncproxy.hypervisor.fake import FakeHypervisor

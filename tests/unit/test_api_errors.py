@@ -10,8 +10,7 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from vncproxy.closecodes import CloseCode
 from vncproxy.web import errors
-from vncproxy.web.errors import family_of
-from vncproxy.web.errors import ApiError, error_message, register_family, render_error
+from vncproxy.web.errors import ApiError, error_message, family_of, register_family, render_error
 
 
 def rendered(error, family):

@@ -6,7 +6,7 @@ protocol), through a real AF_UNIX datagram socket standing where journald's is.
 import socket
 
 import pytest
-from twisted.logger import LogPublisher, Logger
+from twisted.logger import Logger, LogPublisher
 
 from vncproxy import auditjournal
 from vncproxy.audit import _TEMPLATES

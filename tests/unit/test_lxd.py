@@ -20,8 +20,12 @@ from vncproxy.hypervisor import DomainInfo, DomainState
 from vncproxy.lxd import envelope
 from vncproxy.lxd.console import ConsoleOperation
 from vncproxy.lxd.operations import OperationStore, SecretRejected, Status, event
-from vncproxy.lxd.trust import (CertificateCredential, SocketCredential, TrustedCertificates,
-                                fingerprint)
+from vncproxy.lxd.trust import (
+    CertificateCredential,
+    SocketCredential,
+    TrustedCertificates,
+    fingerprint,
+)
 from vncproxy.metrics import Metrics
 from vncproxy.serial.hub import SerialHub
 from vncproxy.sessions import SessionRegistry

@@ -11,6 +11,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.test import iosim
 
+from tests.support.fakevnc import HEIGHT, WIDTH, FakeVncFactory, pattern
 from vncproxy import config
 from vncproxy.closecodes import CloseCode
 from vncproxy.context import ProxyContext
@@ -21,7 +22,6 @@ from vncproxy.ratelimit import FailureLimiter
 from vncproxy.sessions import SessionRegistry
 from vncproxy.tokens import TokenStore
 from vncproxy.vnc import State, VncSession
-from tests.support.fakevnc import HEIGHT, WIDTH, FakeVncFactory, pattern
 
 GREETING = b"RFB 003.008\n"
 TIMEOUT, IDLE = 15.0, 600.0

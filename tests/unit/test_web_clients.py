@@ -6,7 +6,8 @@ noVNC version lookup.
 import gzip
 import json
 
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from vncproxy.web.clients import novnc_policy, novnc_version, serial_policy
 

@@ -6,6 +6,7 @@ replaced by a recorder (the integration tests run the real one).
 """
 
 import struct
+
 import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock

@@ -22,12 +22,12 @@ from twisted.internet import task
 from twisted.logger import Logger
 from twisted.web import http
 
-from vncproxy.lxd import envelope
 from vncproxy.admission import Refusal
+from vncproxy.lxd import envelope
 from vncproxy.lxd.console import LXD, NOT_AUTHORIZED, OperationSecret
 from vncproxy.lxd.operations import event
-from vncproxy.web.errors import ApiError, error_document
 from vncproxy.sessions import peer_host
+from vncproxy.web.errors import ApiError, error_document
 from vncproxy.web.websocket import CLOSE_HANDSHAKE_TIMEOUT, MAX_MESSAGE
 
 #: Largest control message (LXD reads at most this much of one).

@@ -26,7 +26,6 @@ from zope.interface import implementer
 from vncproxy.hypervisor import ConsoleUnavailable
 from vncproxy.interfaces import IConsoleSource
 
-
 #: Linux's Unix98 PTY follower majors (UNIX98_PTY_SLAVE_MAJOR 136, UNIX98_PTY_MAJOR_COUNT 8).
 PTY_MAJORS = range(136, 144)
 

@@ -37,16 +37,15 @@ from twisted.web.server import NOT_DONE_YET
 from vncproxy.audit import audit, refusal_reason
 from vncproxy.closecodes import CloseCode
 from vncproxy.hypervisor import HypervisorError
+from vncproxy.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from vncproxy.ratelimit import FailureLimiter
 from vncproxy.serial.hub import HubBusy, HubFull
 from vncproxy.serial.manager import SerialUnavailable, has_serial_pty
 from vncproxy.serial.text import plain_text
-from vncproxy.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from vncproxy.ratelimit import FailureLimiter
 from vncproxy.sessions import LimitReached
 from vncproxy.web import nova
 from vncproxy.web.auth import presented_key
-from vncproxy.web.errors import (ApiError, family_of, read_json_object, render_error,
-                                 render_json)
+from vncproxy.web.errors import ApiError, family_of, read_json_object, render_error, render_json
 from vncproxy.web.logfollow import LogFollower
 from vncproxy.web.lookup import describe_instance, hypervisor_down, iso_utc
 from vncproxy.web.nova import base_url, negotiate_microversion

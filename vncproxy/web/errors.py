@@ -17,6 +17,7 @@ a program can map it to a message. LXD's envelope (C{lxd}: C{{"type": "error", "
 import json
 import uuid
 
+
 class ApiError(Exception):
     """
     Raised anywhere below a handler; rendered in the route's family format by L{render_error}.

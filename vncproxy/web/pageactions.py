@@ -18,8 +18,8 @@ from twisted.web.server import NOT_DONE_YET
 from vncproxy.actions import BadAction, parse_action
 from vncproxy.web.errors import ApiError, read_json_object, render_error, render_json
 from vncproxy.web.lookup import describe_instance
-from vncproxy.web.site import request_client
 from vncproxy.web.operator import perform
+from vncproxy.web.site import request_client
 
 MAX_BODY = 4096
 

@@ -32,12 +32,12 @@ from vncproxy.admission import CONSOLE, Refusal
 from vncproxy.clientaddr import client_address
 from vncproxy.closecodes import REASONS, CloseCode
 from vncproxy.grants import credential
-from vncproxy.serial.session import SerialSession
-from vncproxy.sessions import peer_host
-from vncproxy.web.errors import ApiError, error_document, family_of
-from vncproxy.vnc import VncSession
 from vncproxy.relay.wsframes import websocket_header
 from vncproxy.relay.wsprotocol import FastWebSocketMixin
+from vncproxy.serial.session import SerialSession
+from vncproxy.sessions import peer_host
+from vncproxy.vnc import VncSession
+from vncproxy.web.errors import ApiError, error_document, family_of
 
 _INSTANCE_PATH = re.compile(r"/v1/instances/([^/]+)/console")
 MAX_MESSAGE = 1024 * 1024
