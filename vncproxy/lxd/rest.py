@@ -17,7 +17,6 @@ its secret (as in LXD).
 """
 
 import re
-from urllib.parse import unquote
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -29,7 +28,7 @@ from vncproxy.lxd import envelope
 from vncproxy.lxd.console import ConsoleOperation
 from vncproxy.web.api import MAX_BODY, check_serial_attach, describe_instance
 from vncproxy.web.errors import ApiError, read_json_object, render_error
-from vncproxy.web.site import has_nul
+from vncproxy.web.routes import RouteTable
 
 NOT_AUTHORIZED = "not authorized"
 #: The paths that take a WebSocket (both GET).
@@ -47,10 +46,6 @@ def busy_refusal(instance):
     # LXD's own words (lxc prints them), then ours: which instance, and how.
     return (f"This console is already connected. Force is required to take it over "
             f'(instance {instance}: send "force": true)')
-
-
-def _compile(template):
-    return re.compile(re.sub(r"\\\{[a-z_]+\\\}", "([^/]+)", re.escape(template)))
 
 
 def _is_upgrade(request):
@@ -86,7 +81,7 @@ class LxdResource(Resource):
             ("GET", "/1.0/operations/{id}/websocket", self._needs_upgrade, False),
             ("GET", "/1.0/events", self._needs_upgrade, True),
         ]
-        self._compiled = [(m, _compile(t), h, k) for m, t, h, k in self.routes]
+        self._table = RouteTable(self.routes, "not found", "method not allowed")
 
     def render(self, request):
         if _is_upgrade(request) and WEBSOCKET_PATHS.fullmatch(
@@ -127,31 +122,13 @@ class LxdResource(Resource):
         return self._credential.identify(getattr(channel, "transport", None), header)
 
     def _dispatch(self, request):
-        try:
-            path = request.path.decode("utf-8")
-        except UnicodeDecodeError:
-            raise ApiError(400, "path is not UTF-8") from None
-        if has_nul(request):
-            raise ApiError(400, "NUL byte in the path")
-        method = request.method.decode("latin-1")
-        allowed = []
-        for route_method, pattern, handler, needs_credential in self._compiled:
-            match = pattern.fullmatch(path)
-            if match is None:
-                continue
-            if route_method != method:
-                allowed.append(route_method)
-                continue
-            caller = self._caller(request)
-            if needs_credential and caller is None:
-                if self._credential.refusal == 401:
-                    request.setHeader(b"www-authenticate", b'Bearer realm="consoleproxy"')
-                raise ApiError(self._credential.refusal, NOT_AUTHORIZED)
-            return handler(request, caller, *(unquote(g) for g in match.groups()))
-        if allowed:
-            request.setHeader(b"allow", ", ".join(allowed).encode("ascii"))
-            raise ApiError(405, "method not allowed")
-        raise ApiError(404, "not found")
+        handler, needs_credential, args = self._table.find(request)
+        caller = self._caller(request)
+        if needs_credential and caller is None:
+            if self._credential.refusal == 401:
+                request.setHeader(b"www-authenticate", b'Bearer realm="consoleproxy"')
+            raise ApiError(self._credential.refusal, NOT_AUTHORIZED)
+        return handler(request, caller, *args)
 
     # -- handlers ------------------------------------------------------------------------------
 

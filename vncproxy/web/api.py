@@ -26,7 +26,6 @@ response bodies.
 import json
 import os
 import re
-from urllib.parse import unquote
 
 from twisted.internet import defer
 from twisted.internet.task import deferLater
@@ -50,7 +49,8 @@ from vncproxy.web.logfollow import LogFollower
 from vncproxy.web.lookup import describe_instance, hypervisor_down, iso_utc
 from vncproxy.web.nova import base_url, negotiate_microversion
 from vncproxy.web.operator import OperatorRoutes
-from vncproxy.web.site import has_nul, request_client
+from vncproxy.web.routes import RouteTable
+from vncproxy.web.site import request_client
 
 MAX_BODY = 64 * 1024
 _TAIL = re.compile(r"[0-9]{1,15}")
@@ -66,13 +66,6 @@ def _peer(request):
         return str(address)
     return f"{'tcp6' if ':' in host else 'tcp4'}:{host}:{address.port}"
 
-
-
-def _compile(template):
-    """
-    C{/v1/instances/{instance}/x} -> a regex with one group per path parameter.
-    """
-    return re.compile(re.sub(r"\\\{[a-z_]+\\\}", "([^/]+)", re.escape(template)))
 
 
 def check_serial_attach(ctx, info, force, read_only):
@@ -147,7 +140,7 @@ class ApiResource(Resource):
             ("GET", "/metrics", self._metrics, False),
             ("GET", "/openapi.json", self._openapi, False),
         ]
-        self._compiled = [(m, _compile(t), h, k) for m, t, h, k in self.routes]
+        self._table = RouteTable(self.routes, "no such resource", "method {method} not allowed here")
         if lxd is not None:  # dispatched by the LXD resource, listed here for openapi.json
             self.routes = self.routes + lxd.routes
 
@@ -185,31 +178,14 @@ class ApiResource(Resource):
         return NOT_DONE_YET
 
     def _dispatch(self, request):
-        try:
-            path = request.path.decode("utf-8")
-        except UnicodeDecodeError:
-            raise ApiError(400, "path is not UTF-8") from None
-        if has_nul(request):
-            raise ApiError(400, "NUL byte in the path")
-        method = request.method.decode("latin-1")
-        allowed = []
-        for route_method, pattern, handler, needs_key in self._compiled:
-            match = pattern.fullmatch(path)
-            if match is None:
-                continue
-            if route_method != method:
-                allowed.append(route_method)
-                continue
-            caller = None
-            if needs_key:
-                caller = self._authenticate(request, method, path)
-                if isinstance(caller, defer.Deferred):
-                    return caller
-            return handler(request, caller, *(unquote(g) for g in match.groups()))
-        if allowed:
-            request.setHeader(b"allow", ", ".join(allowed).encode("ascii"))
-            raise ApiError(405, f"method {method} not allowed here")
-        raise ApiError(404, "no such resource")
+        handler, needs_key, args = self._table.find(request)
+        caller = None
+        if needs_key:
+            caller = self._authenticate(request, request.method.decode("latin-1"),
+                                        request.path.decode("utf-8"))
+            if isinstance(caller, defer.Deferred):
+                return caller
+        return handler(request, caller, *args)
 
     def _authenticate(self, request, method, path):
         """
