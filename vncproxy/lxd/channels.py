@@ -16,7 +16,7 @@ registration (the console's: 409 when it is no longer free). Refusals are LXD er
 
 import json
 
-from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.twisted.websocket import WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet import task
 from twisted.logger import Logger
@@ -28,7 +28,7 @@ from vncproxy.lxd.console import LXD, NOT_AUTHORIZED, OperationSecret
 from vncproxy.lxd.operations import event
 from vncproxy.sessions import peer_host
 from vncproxy.web.errors import ApiError, error_document
-from vncproxy.web.websocket import CLOSE_HANDSHAKE_TIMEOUT, MAX_MESSAGE
+from vncproxy.web.websocket import server_factory
 
 #: Largest control message (LXD reads at most this much of one).
 MAX_CONTROL = 32 * 1024
@@ -184,19 +184,7 @@ def make_factory(ctx, operations, credential):
     """
     The WebSocket factory of one LXD listener.
     """
-    factory = WebSocketServerFactory(None, server="consoleproxy")
-    factory.protocol = LxdChannelProtocol
-    factory.ctx = ctx
+    factory = server_factory(ctx, LxdChannelProtocol)
     factory.operations = operations
     factory.credential = credential
-    factory.connections = set()
-    factory.setProtocolOptions(
-        maxFramePayloadSize=MAX_MESSAGE,
-        maxMessagePayloadSize=MAX_MESSAGE,
-        failByDrop=False,
-        openHandshakeTimeout=15,
-        closeHandshakeTimeout=CLOSE_HANDSHAKE_TIMEOUT,
-        autoPingInterval=30,
-        autoPingTimeout=30,
-    )
     return factory

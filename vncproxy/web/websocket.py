@@ -344,15 +344,17 @@ class _WebSocketViewer:
         self._protocol.transport.resumeProducing()
 
 
-def make_factory(ctx, secure=False):
+def server_factory(ctx, protocol, secure=False):
     """
-    The WebSocket factory of the console listener.
+    An Autobahn server factory as every WebSocket listener of ours uses it (the console's, the
+    LXD API's): our reactor, its timers included; the message bounds; close frames with codes;
+    the handshake timeouts and auto-ping.
     """
     # Autobahn derives isSecure from the URL; the host part is unused (externalPort unset).
     factory = WebSocketServerFactory("wss://localhost" if secure else None, server="consoleproxy",
                                      reactor=ctx.reactor)
-    relay.tune_websocket(factory, ctx.reactor, ctx.fast_paths)
-    factory.protocol = ConsoleServerProtocol
+    relay.use_reactor_timers(factory, ctx.reactor)
+    factory.protocol = protocol
     factory.ctx = ctx
     factory.connections = set()  # open WebSocket connections (the service waits for them on stop)
     factory.setProtocolOptions(
@@ -369,4 +371,13 @@ def make_factory(ctx, secure=False):
     return factory
 
 
-__all__ = ["ConsoleServerProtocol", "make_factory", "origin_allowed"]
+def make_factory(ctx, secure=False):
+    """
+    The WebSocket factory of the console listener, with its fast paths.
+    """
+    factory = server_factory(ctx, ConsoleServerProtocol, secure)
+    relay.tune_websocket(factory, ctx.reactor, ctx.fast_paths)
+    return factory
+
+
+__all__ = ["ConsoleServerProtocol", "make_factory", "origin_allowed", "server_factory"]
