@@ -21,14 +21,13 @@ import re
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET
 
 from vncproxy.audit import audit
 from vncproxy.lxd import envelope
 from vncproxy.lxd.console import ConsoleOperation
 from vncproxy.web.api import MAX_BODY, check_serial_attach, describe_instance
-from vncproxy.web.errors import ApiError, read_json_object, render_error
-from vncproxy.web.routes import RouteTable
+from vncproxy.web.errors import ApiError, read_json_object
+from vncproxy.web.routes import RouteTable, render_later
 
 NOT_AUTHORIZED = "not authorized"
 #: The paths that take a WebSocket (both GET).
@@ -88,30 +87,8 @@ class LxdResource(Resource):
                 request.path.decode("latin-1")):
             request.setHeader(b"cache-control", b"no-store")
             return self._websocket.render(request)  # the channels decide (secret, credential)
-        finished = []
-        request.notifyFinish().addBoth(finished.append)
-
-        def respond(result):
-            if isinstance(result, bytes):  # a handler that wrote its own headers
-                return result
-            code, body = result
-            return envelope.render(request, code, body)
-
-        def fail(failure):
-            if failure.check(ApiError):
-                return render_error(request, failure.value, envelope.FAMILY)
-            self._log.failure("LXD API request failed", failure)
-            return render_error(request, ApiError(500, "internal error"), envelope.FAMILY)
-
-        def write(data):
-            if not finished:
-                request.write(data)
-                request.finish()
-
-        d = defer.maybeDeferred(self._dispatch, request)
-        d.addCallbacks(respond, fail)
-        d.addCallback(write)
-        return NOT_DONE_YET
+        return render_later(request, self._dispatch, envelope.render, envelope.FAMILY,
+                            self._log)
 
     def _caller(self, request):
         def header(name):

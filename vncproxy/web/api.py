@@ -44,12 +44,12 @@ from vncproxy.serial.text import plain_text
 from vncproxy.sessions import LimitReached
 from vncproxy.web import nova
 from vncproxy.web.auth import presented_key
-from vncproxy.web.errors import ApiError, family_of, read_json_object, render_error, render_json
+from vncproxy.web.errors import ApiError, family_of, read_json_object, render_json
 from vncproxy.web.logfollow import LogFollower
 from vncproxy.web.lookup import describe_instance, hypervisor_down, iso_utc
 from vncproxy.web.nova import base_url, negotiate_microversion
 from vncproxy.web.operator import OperatorRoutes
-from vncproxy.web.routes import RouteTable
+from vncproxy.web.routes import RouteTable, render_later
 from vncproxy.web.site import request_client
 
 MAX_BODY = 64 * 1024
@@ -148,34 +148,8 @@ class ApiResource(Resource):
         if self._lxd is not None and (request.path == b"/1.0"
                                       or request.path.startswith(b"/1.0/")):
             return self._lxd.render(request)
-        finished = []
-        request.notifyFinish().addBoth(finished.append)
-
-        def respond(result):
-            if isinstance(result, bytes) or result is NOT_DONE_YET:
-                return result  # a handler that wrote its own headers (or streams its answer)
-            code, body = result
-            return render_json(request, code, body)
-
-        family = family_of(request.path.decode("utf-8", "replace"))
-
-        def fail(failure):
-            if failure.check(ApiError):
-                return render_error(request, failure.value, family)
-            self._log.failure("API request failed", failure)
-            return render_error(request, ApiError(500, "internal error"), family)
-
-        def write(data):
-            if data is NOT_DONE_YET:
-                return
-            if not finished:  # the client may have gone away meanwhile
-                request.write(data)
-                request.finish()
-
-        d = defer.maybeDeferred(self._dispatch, request)
-        d.addCallbacks(respond, fail)
-        d.addCallback(write)
-        return NOT_DONE_YET
+        return render_later(request, self._dispatch, render_json,
+                            family_of(request.path.decode("utf-8", "replace")), self._log)
 
     def _dispatch(self, request):
         handler, needs_key, args = self._table.find(request)

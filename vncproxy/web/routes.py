@@ -8,7 +8,10 @@ theirs.
 import re
 from urllib.parse import unquote
 
-from vncproxy.web.errors import ApiError
+from twisted.internet import defer
+from twisted.web.server import NOT_DONE_YET
+
+from vncproxy.web.errors import ApiError, render_error
 from vncproxy.web.site import has_nul
 
 
@@ -59,4 +62,42 @@ class RouteTable:
         raise ApiError(404, self._not_found)
 
 
-__all__ = ["RouteTable", "compile_template"]
+def render_later(request, dispatch, render, family, log):
+    """
+    Answer C{request} with what C{dispatch(request)} gives (a value or a L{Deferred}): a
+    C{(code, body)} pair goes through C{render(request, code, body)}; bytes (a handler that wrote
+    its own headers) go as they are; C{NOT_DONE_YET} means the handler streams its answer. An
+    L{ApiError} is answered in C{family}'s format, anything else is logged and answered 500.
+    Nothing is written once the client went away.
+
+    @return: C{NOT_DONE_YET}, for a C{render} method to return.
+    """
+    finished = []
+    request.notifyFinish().addBoth(finished.append)
+
+    def respond(result):
+        if isinstance(result, bytes) or result is NOT_DONE_YET:
+            return result
+        code, body = result
+        return render(request, code, body)
+
+    def fail(failure):
+        if failure.check(ApiError):
+            return render_error(request, failure.value, family)
+        log.failure("API request failed: {path}", failure, path=request.path.decode("latin-1"))
+        return render_error(request, ApiError(500, "internal error"), family)
+
+    def write(data):
+        if data is NOT_DONE_YET:
+            return
+        if not finished:  # the client may have gone away meanwhile
+            request.write(data)
+            request.finish()
+
+    d = defer.maybeDeferred(dispatch, request)
+    d.addCallbacks(respond, fail)
+    d.addCallback(write)
+    return NOT_DONE_YET
+
+
+__all__ = ["RouteTable", "compile_template", "render_later"]
