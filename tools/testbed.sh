@@ -46,7 +46,7 @@ TAG=consoleproxy-testbed
 PY=${CONSOLEPROXY_PYTHON:-python3}
 VENV=$REPO/.venv
 VENV_STAMP=$VENV/.consoleproxy-deps-stamp
-IMAGES_VERSION=1                      # bump when the image recipe below changes
+IMAGES_VERSION=3                      # bump when the image recipe below changes
 
 APT_PKGS=(qemu-system-x86 libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
           libvirt-dev pkg-config gcc busybox-static openssl
@@ -298,6 +298,10 @@ hostname "${name:-guest}"
 for m in button evdev pvpanic pvpanic-mmio; do insmod /lib/modules/$m.ko 2>/dev/null; done
 # ACPI power button (virsh shutdown) -> /etc/acpi/PWRF/00000080 -> poweroff
 acpid -l /dev/null
+# About 2 s after boot the kernel refines the TSC calibration and prints three lines on the
+# console; wait for them (at most 5 s) so that they never land in a shell's prompt or echo.
+i=0
+while [ $i -lt 50 ] && ! dmesg | grep -q 'Switched to clocksource tsc$'; do usleep 100000; i=$((i+1)); done
 echo "CONSOLEPROXY-TESTBED-READY name=$(hostname) uptime=$(cut -d' ' -f1 /proc/uptime)" > /dev/ttyS0
 EOF
     printf '#!/bin/sh\necho CONSOLEPROXY-TESTBED-ACPI-POWER > /dev/console\npoweroff\n' > "$root/etc/acpi/PWRF/00000080"
