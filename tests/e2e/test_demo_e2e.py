@@ -54,6 +54,9 @@ def test_the_demo_links_open_the_screen_in_novnc_and_the_serial_console(service,
     page.goto(serial)
     page.wait_for_function("() => document.body.dataset.state === 'open'", timeout=10000)
     page.keyboard.press("Enter")
+    # typed only once the prompt is back: busybox's shell asks the terminal for the cursor
+    # position after each prompt, and keys typed before the answer can be swallowed
+    wait_for_line(page, vnc_guest.prompt.decode().strip(), timeout=15000)
     page.keyboard.type("echo demo-$((6*7))")
     page.keyboard.press("Enter")
     wait_for_line(page, "demo-42", exact=True, timeout=15000)
