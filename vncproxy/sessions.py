@@ -74,6 +74,26 @@ class Entry:
         return getattr(getattr(self.session, "timer", None), "started_at", None)
 
 
+
+class Listed:
+    """
+    What the session inventory reads of a session (VNC or serial): the grant it was admitted
+    with, its client, and its idle/maximum timer, kept by the session as C{_grant}, C{_peer}
+    and C{_timer}.
+    """
+
+    @property
+    def grant(self):
+        return self._grant
+
+    @property
+    def peer(self):
+        return self._peer
+
+    @property
+    def timer(self):
+        return self._timer
+
 class LimitReached(Exception):
     """
     The instance already has as many sessions of this console type as allowed.

@@ -51,7 +51,7 @@ from vncproxy.rfb import (
 )
 from vncproxy.rfb.clientmsgs import ClientProtocolError, ViewOnlyFilter
 from vncproxy.rfb.wire import client_init
-from vncproxy.sessions import LimitReached, SessionTimer
+from vncproxy.sessions import LimitReached, Listed, SessionTimer
 from vncproxy.vncupstream import UpstreamConnection
 
 # Bytes a viewer may send before the downstream handshake starts (it should send none).
@@ -108,7 +108,7 @@ class _Throttle:
         pass
 
 
-class VncSession:
+class VncSession(Listed):
     """
     @param ctx: the L{vncproxy.context.ProxyContext}.
     @param grant: the L{vncproxy.tokens.Grant} that admitted the viewer.
@@ -146,19 +146,6 @@ class VncSession:
         self.bytes_to_viewer = 0
         self.bytes_from_viewer = 0
         self.bytes_spliced = 0  # the part of bytes_to_viewer that went by splice (zerocopy)
-
-    # the registry's inventory (vncproxy.sessions)
-    @property
-    def grant(self):
-        return self._grant
-
-    @property
-    def peer(self):
-        return self._peer
-
-    @property
-    def timer(self):
-        return self._timer
 
     @property
     def state(self):

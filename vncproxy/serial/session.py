@@ -24,10 +24,10 @@ from vncproxy.audit import audit
 from vncproxy.closecodes import CloseCode, reason_for
 from vncproxy.serial.hub import HubBusy, HubFull
 from vncproxy.serial.manager import SerialUnavailable
-from vncproxy.sessions import SessionTimer
+from vncproxy.sessions import Listed, SessionTimer
 
 
-class SerialSession:
+class SerialSession(Listed):
     """
     @param ctx: the L{vncproxy.context.ProxyContext} (its C{serial} is the L{SerialManager}).
     @param grant: the L{vncproxy.tokens.Grant} (C{force}, C{read_only}).
@@ -46,19 +46,6 @@ class SerialSession:
         self._started_at = None
         self._timer = SessionTimer(ctx.reactor, ctx.config.idle_timeout, ctx.config.max_session,
                                    lambda code: self._end(code, None))
-
-    # the registry's inventory (vncproxy.sessions)
-    @property
-    def grant(self):
-        return self._grant
-
-    @property
-    def peer(self):
-        return self._peer
-
-    @property
-    def timer(self):
-        return self._timer
 
     @property
     def interactive(self):
