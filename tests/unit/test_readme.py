@@ -25,3 +25,34 @@ def test_region_guide_shows_the_haproxy_configuration_the_region_test_runs():
                       r"<!-- end etc/haproxy/region.cfg -->", guide, re.S)
     assert shown, "docs/region.md lost its copy of etc/haproxy/region.cfg"
     assert shown.group(1) == (docs.parent / "etc" / "haproxy" / "region.cfg").read_text()
+
+
+def layout_rows():
+    """The README's Layout table: C{{row: module file names cited}}, C{""} for top-level
+    modules (named in the first column), C{"pkg/"} for a package's row (named anywhere in it)."""
+    text = (README.parents[1] / "README.md").read_text()
+    table = re.search(r"^## Layout\n(.*?)\n\n(?!\|)", text, re.S | re.M)
+    assert table, "README.md lost its Layout section"
+    rows = {}
+    for first, owns in re.findall(r"^\| (.+?) \| (.+) \|$", table.group(1), re.M):
+        if first.endswith("/`"):
+            rows.setdefault(first.strip("`"), set()).update(re.findall(r"`(\w+\.py)`", owns))
+        else:
+            rows.setdefault("", set()).update(re.findall(r"`(\w+\.py)`", first))
+    return rows
+
+
+def test_readme_layout_lists_every_module_and_no_other():
+    """Every module under vncproxy/ has a line in the README's Layout table (top-level modules
+    in the first column, a package's modules in its row), and every module cited exists."""
+    package = README.parents[1] / "vncproxy"
+    on_disk = {}
+    for path in package.rglob("*.py"):
+        if path.name == "__init__.py":
+            continue
+        rel = path.relative_to(package)
+        key = f"{rel.parent}/" if rel.parent != pathlib.Path(".") else ""
+        on_disk.setdefault(key, set()).add(path.name)
+    rows = layout_rows()
+    for key in sorted(set(rows) | set(on_disk)):
+        assert rows.get(key) == on_disk.get(key), f"Layout row {key or 'top level'!r}"
