@@ -104,7 +104,7 @@ def client_address(peer, forwarded=(), x_forwarded_for=(), trusted=NO_PROXIES):
     @param trusted: the L{TrustedProxies}.
     @return: the client's address as a string (C{"unix"} for a UNIX socket peer).
     """
-    host = _peer_host(peer)
+    host = peer_host(peer)
     if host not in trusted:
         return host
     for hop in reversed(forwarded_for(list(forwarded), list(x_forwarded_for))):
@@ -117,7 +117,14 @@ def client_address(peer, forwarded=(), x_forwarded_for=(), trusted=NO_PROXIES):
     return host
 
 
-def _peer_host(peer):
+def peer_host(peer):
+    """
+    The host part of a connection's peer: an L{IAddress}'s host (C{"unix"} for a UNIX socket),
+    or of Autobahn's peer string (C{tcp:1.2.3.4:5678}, C{tcp6:::1:5678}); any other string
+    (already a bare address) unchanged, C{None} for none.
+    """
+    if peer is None:
+        return None
     if isinstance(peer, str):
         kind, _, rest = peer.partition(":")
         if kind in ("tcp", "tcp4", "tcp6"):

@@ -18,20 +18,8 @@ import secrets
 from collections import defaultdict
 from dataclasses import dataclass
 
+from vncproxy.clientaddr import peer_host
 from vncproxy.closecodes import CloseCode
-
-
-def peer_host(peer):
-    """
-    The host part of a peer string (Autobahn's C{tcp:1.2.3.4:5678}, C{tcp6:::1:5678}, C{unix});
-    anything else (already a bare address) unchanged.
-    """
-    if not peer:
-        return None
-    kind, sep, rest = peer.partition(":")
-    if sep and kind in ("tcp", "tcp4", "tcp6"):
-        return rest.rpartition(":")[0]
-    return peer
 
 
 @dataclass(frozen=True)

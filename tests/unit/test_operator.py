@@ -9,8 +9,9 @@ import pytest
 from twisted.internet.task import Clock
 
 from vncproxy.actions import KEY_CODES, MAX_KEYS, BadAction, parse_action
+from vncproxy.clientaddr import peer_host
 from vncproxy.closecodes import REASONS, CloseCode
-from vncproxy.sessions import SessionRegistry, SessionTimer, peer_host
+from vncproxy.sessions import SessionRegistry, SessionTimer
 from vncproxy.tokens import TokenStore
 
 

@@ -23,10 +23,10 @@ from twisted.logger import Logger
 from twisted.web import http
 
 from vncproxy.admission import Refusal
+from vncproxy.clientaddr import peer_host
 from vncproxy.lxd import envelope
 from vncproxy.lxd.console import LXD, NOT_AUTHORIZED, OperationSecret
 from vncproxy.lxd.operations import event
-from vncproxy.sessions import peer_host
 from vncproxy.web.errors import ApiError, error_document
 from vncproxy.web.websocket import server_factory
 
