@@ -15,7 +15,7 @@ from twisted.web.server import Request, Site
 
 from vncproxy.clientaddr import NO_PROXIES, client_address
 from vncproxy.ratelimit import PendingPerAddress
-from vncproxy.web.clients import ASSET_POLICY
+from vncproxy.web.csp import ASSET_POLICY
 from vncproxy.web.errors import ApiError, error_document, family_of
 from vncproxy.web.websocket import _INSTANCE_PATH
 
