@@ -3,22 +3,36 @@ Configuration: one INI file, validated into a frozen L{Config}.
 
 Every key has a built-in default, so the service runs with no file at all. Unknown sections and
 keys are errors that name the file, the section and the key: a typo must never be silently
-ignored. Listener values are Twisted endpoint strings, checked at load time.
+ignored. Listener values are Twisted endpoint strings, checked at load time. Each value is
+read by one parser of L{vncproxy.configvalues}; this module adds where a bad one was (file,
+section, key) and the checks that span several keys.
 
 The schema below is the single source of truth; C{etc/consoleproxy.conf} documents every key
 (a test checks that the two agree).
 """
 
 import configparser
-import ipaddress
 import os
 from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
-from twisted.internet.endpoints import serverFromString
-
 from vncproxy import urls
-from vncproxy.endpoints import parse_args as _parse_args
+from vncproxy.configvalues import (
+    at_least,
+    boolean,
+    endpoint,
+    issuers,
+    listeners,
+    mode,
+    networks,
+    node_id,
+    non_negative,
+    one_of,
+    optional_endpoint,
+    positive,
+    url,
+    words,
+)
 
 
 class ConfigError(ValueError):
@@ -27,203 +41,76 @@ class ConfigError(ValueError):
     """
 
 
-def _endpoint(value):
-    # Building the endpoint object checks the type and its arguments; nothing listens yet.
-    try:
-        serverFromString(object(), value)
-    except Exception as e:
-        raise ValueError(f"not a server endpoint string ({e})") from None
-    args, kwargs = _parse_args(value)
-    if args[:1] == ["ssl"] and "sslmethod" in kwargs:
-        raise ValueError("sslmethod is not supported: TLS listeners speak TLS 1.2 and later")
-    return value
-
-
-def _optional_endpoint(kind):
-    def parse(value):
-        if not value:
-            return ""
-        if _parse_args(value)[0][:1] != [kind]:
-            raise ValueError(f"must be a {kind}: endpoint string (or empty: none)")
-        return _endpoint(value)
-
-    return parse
-
-
-def _mode(value):
-    try:
-        mode = int(value, 8)
-    except ValueError:
-        raise ValueError("must be an octal file mode such as 0660") from None
-    if not 0 <= mode <= 0o777:
-        raise ValueError("must be an octal file mode such as 0660")
-    return mode
-
-
-def _positive(kind):
-    def parse(value):
-        number = kind(value)
-        if number <= 0:
-            raise ValueError("must be greater than zero")
-        return number
-
-    return parse
-
-
-def _at_least(kind, minimum):
-    def parse(value):
-        number = kind(value)
-        if number < minimum:
-            raise ValueError(f"must be at least {minimum}")
-        return number
-
-    return parse
-
-
-def _non_negative(kind):
-    def parse(value):
-        number = kind(value)
-        if number < 0:
-            raise ValueError("must not be negative")
-        return number
-
-    return parse
-
-
-def _one_of(*choices):
-    def parse(value):
-        if value not in choices:
-            raise ValueError("must be one of " + ", ".join(choices))
-        return value
-
-    return parse
-
-
-def _words(value):
-    return tuple(w for w in value.replace(",", " ").split() if w)
-
-
-def _networks(value):
-    entries = _words(value)
-    for entry in entries:
-        try:
-            ipaddress.ip_network(entry, strict=False)
-        except ValueError:
-            raise ValueError(f"{entry!r} is not an IP address or network") from None
-    return entries
-
-
-def _listeners(value):
-    names = _words(value)
-    for name in names:
-        if name not in ("api", "console", "xvpvnc", "vnc"):
-            raise ValueError(f"{name!r} is not a listener (api, console, xvpvnc, vnc)")
-    return names
-
-
-def _issuers(value):
-    from vncproxy.grants import parse_public_key  # cryptography: loaded only when used
-
-    keys = _words(value)
-    for key in keys:
-        parse_public_key(key)
-    return keys
-
-
-def _node_id(value):
-    if value and not all(c.isalnum() or c in "-_." for c in value):
-        raise ValueError("letters, digits, '-', '_' and '.' only")
-    return value
-
-
-def _boolean(value):
-    lowered = value.lower()
-    if lowered in ("true", "yes", "on", "1"):
-        return True
-    if lowered in ("false", "no", "off", "0"):
-        return False
-    raise ValueError("must be true or false")
-
-
-def _url(value):
-    if not value:
-        return ""
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https", "ws", "wss") or not parts.hostname:
-        raise ValueError("must be an http(s):// or ws(s):// URL with a host")
-    return value.rstrip("/")
-
-
 # (section, key) -> (field name, parser, default as written in the file)
 SCHEMA = {
-    ("listen", "api"): ("api_listen", _endpoint, "tcp:6090:interface=127.0.0.1"),
-    ("listen", "console"): ("console_listen", _endpoint, "tcp:6080"),
-    ("listen", "xvpvnc"): ("xvpvnc_listen", _endpoint, "tcp:6081"),
-    ("proxy", "trusted"): ("proxy_trusted", _networks, ""),
-    ("proxy", "proxy_protocol"): ("proxy_protocol", _listeners, ""),
-    ("listen", "vnc"): ("vnc_listen", _endpoint, "tcp:6084"),
-    ("console", "public_url"): ("public_url", _url, ""),
-    ("console", "allowed_origins"): ("allowed_origins", _words, ""),
-    ("console", "prefix"): ("public_prefix_mode", _one_of("stripped", "kept"), "stripped"),
-    ("console", "public_xvpvnc_port"): ("public_xvpvnc_port", _non_negative(int), "0"),
-    ("console", "public_vnc_port"): ("public_vnc_port", _non_negative(int), "0"),
+    ("listen", "api"): ("api_listen", endpoint, "tcp:6090:interface=127.0.0.1"),
+    ("listen", "console"): ("console_listen", endpoint, "tcp:6080"),
+    ("listen", "xvpvnc"): ("xvpvnc_listen", endpoint, "tcp:6081"),
+    ("proxy", "trusted"): ("proxy_trusted", networks, ""),
+    ("proxy", "proxy_protocol"): ("proxy_protocol", listeners, ""),
+    ("listen", "vnc"): ("vnc_listen", endpoint, "tcp:6084"),
+    ("console", "public_url"): ("public_url", url, ""),
+    ("console", "allowed_origins"): ("allowed_origins", words, ""),
+    ("console", "prefix"): ("public_prefix_mode", one_of("stripped", "kept"), "stripped"),
+    ("console", "public_xvpvnc_port"): ("public_xvpvnc_port", non_negative(int), "0"),
+    ("console", "public_vnc_port"): ("public_vnc_port", non_negative(int), "0"),
     ("api", "keys_file"): ("api_keys_file", str, ""),
     ("libvirt", "uri"): ("libvirt_uri", str, "qemu:///system"),
-    ("tokens", "token_ttl"): ("token_ttl", _positive(float), "180"),
-    ("tokens", "reconnect_grace"): ("reconnect_grace", _non_negative(float), "15"),
-    ("tokens", "reconnect_same_address"): ("reconnect_same_address", _boolean, "true"),
-    ("tokens", "node_id"): ("node_id", _node_id, ""),
-    ("tokens", "trusted_issuers"): ("trusted_issuers", _issuers, ""),
-    ("tokens", "clock_skew"): ("grant_clock_skew", _non_negative(float), "30"),
-    ("sessions", "max_vnc_sessions"): ("max_vnc_sessions", _positive(int), "2"),
-    ("sessions", "max_vnc_viewers"): ("max_vnc_viewers", _non_negative(int), "8"),
-    ("sessions", "idle_timeout"): ("idle_timeout", _positive(float), "600"),
-    ("sessions", "max_session"): ("max_session", _positive(float), "3600"),
-    ("ratelimit", "window"): ("ratelimit_window", _positive(float), "60"),
-    ("ratelimit", "slow_after"): ("ratelimit_slow_after", _non_negative(int), "5"),
-    ("ratelimit", "refuse_after"): ("ratelimit_refuse_after", _positive(int), "20"),
-    ("vnc", "connect_timeout"): ("vnc_connect_timeout", _positive(float), "10"),
-    ("vnc", "handshake_timeout"): ("vnc_handshake_timeout", _positive(float), "15"),
+    ("tokens", "token_ttl"): ("token_ttl", positive(float), "180"),
+    ("tokens", "reconnect_grace"): ("reconnect_grace", non_negative(float), "15"),
+    ("tokens", "reconnect_same_address"): ("reconnect_same_address", boolean, "true"),
+    ("tokens", "node_id"): ("node_id", node_id, ""),
+    ("tokens", "trusted_issuers"): ("trusted_issuers", issuers, ""),
+    ("tokens", "clock_skew"): ("grant_clock_skew", non_negative(float), "30"),
+    ("sessions", "max_vnc_sessions"): ("max_vnc_sessions", positive(int), "2"),
+    ("sessions", "max_vnc_viewers"): ("max_vnc_viewers", non_negative(int), "8"),
+    ("sessions", "idle_timeout"): ("idle_timeout", positive(float), "600"),
+    ("sessions", "max_session"): ("max_session", positive(float), "3600"),
+    ("ratelimit", "window"): ("ratelimit_window", positive(float), "60"),
+    ("ratelimit", "slow_after"): ("ratelimit_slow_after", non_negative(int), "5"),
+    ("ratelimit", "refuse_after"): ("ratelimit_refuse_after", positive(int), "20"),
+    ("vnc", "connect_timeout"): ("vnc_connect_timeout", positive(float), "10"),
+    ("vnc", "handshake_timeout"): ("vnc_handshake_timeout", positive(float), "15"),
     ("vnc", "tls_ca"): ("vnc_tls_ca", str, ""),
     ("vnc", "tls_cert"): ("vnc_tls_cert", str, ""),
     ("vnc", "tls_key"): ("vnc_tls_key", str, ""),
     ("vnc", "tls_hostname"): ("vnc_tls_hostname", str, ""),
-    ("vnc", "tls_anonymous"): ("vnc_tls_anonymous", _boolean, "false"),
-    ("vnc", "zero_copy"): ("vnc_zero_copy", _boolean, "true"),
-    ("vnc", "connect"): ("vnc_connect", _one_of("graphics-fd", "tcp"), "graphics-fd"),
-    ("relay", "lean_dispatch"): ("relay_lean_dispatch", _boolean, "true"),
-    ("relay", "write_through"): ("relay_write_through", _boolean, "true"),
-    ("relay", "websocket_send"): ("relay_websocket_send", _boolean, "true"),
-    ("relay", "websocket_receive"): ("relay_websocket_receive", _boolean, "true"),
-    ("xvpvnc", "native_wait"): ("xvpvnc_native_wait", _positive(float), "2"),
-    ("xvpvnc", "max_pending_per_address"): ("xvpvnc_max_pending_per_address", _positive(int),
+    ("vnc", "tls_anonymous"): ("vnc_tls_anonymous", boolean, "false"),
+    ("vnc", "zero_copy"): ("vnc_zero_copy", boolean, "true"),
+    ("vnc", "connect"): ("vnc_connect", one_of("graphics-fd", "tcp"), "graphics-fd"),
+    ("relay", "lean_dispatch"): ("relay_lean_dispatch", boolean, "true"),
+    ("relay", "write_through"): ("relay_write_through", boolean, "true"),
+    ("relay", "websocket_send"): ("relay_websocket_send", boolean, "true"),
+    ("relay", "websocket_receive"): ("relay_websocket_receive", boolean, "true"),
+    ("xvpvnc", "native_wait"): ("xvpvnc_native_wait", positive(float), "2"),
+    ("xvpvnc", "max_pending_per_address"): ("xvpvnc_max_pending_per_address", positive(int),
                                             "32"),
-    ("xvpvnc", "max_pending"): ("xvpvnc_max_pending", _positive(int), "1024"),
+    ("xvpvnc", "max_pending"): ("xvpvnc_max_pending", positive(int), "1024"),
     ("xvpvnc", "max_failures_per_instance"): ("xvpvnc_max_failures_per_instance",
-                                              _positive(int), "20"),
+                                              positive(int), "20"),
     ("xvpvnc", "password_checks_per_second"): ("xvpvnc_password_checks_per_second",
-                                               _positive(float), "20"),
-    ("http", "header_timeout"): ("http_header_timeout", _positive(float), "10"),
-    ("http", "idle_timeout"): ("http_idle_timeout", _positive(float), "60"),
-    ("http", "max_pending_per_address"): ("http_max_pending_per_address", _positive(int), "32"),
-    ("http", "max_pending"): ("http_max_pending", _positive(int), "1024"),
+                                               positive(float), "20"),
+    ("http", "header_timeout"): ("http_header_timeout", positive(float), "10"),
+    ("http", "idle_timeout"): ("http_idle_timeout", positive(float), "60"),
+    ("http", "max_pending_per_address"): ("http_max_pending_per_address", positive(int), "32"),
+    ("http", "max_pending"): ("http_max_pending", positive(int), "1024"),
     ("service", "state_dir"): ("state_dir", str, "/var/lib/consoleproxy"),
-    ("serial", "source"): ("serial_source", _one_of("libvirt", "pty"), "libvirt"),
-    ("serial", "domains"): ("serial_domains", _words, "*"),
+    ("serial", "source"): ("serial_source", one_of("libvirt", "pty"), "libvirt"),
+    ("serial", "domains"): ("serial_domains", words, "*"),
     ("serial", "log_dir"): ("serial_log_dir", str, ""),
-    ("serial", "log_size"): ("serial_log_size", _at_least(int, 4096), "1048576"),
-    ("serial", "log_files"): ("serial_log_files", _non_negative(int), "2"),
-    ("serial", "scrollback"): ("serial_scrollback", _non_negative(int), "65536"),
-    ("serial", "viewer_queue"): ("serial_viewer_queue", _at_least(int, 4096), "1048576"),
-    ("serial", "slow_viewer_grace"): ("serial_slow_viewer_grace", _positive(float), "5"),
-    ("serial", "max_viewers"): ("serial_max_viewers", _positive(int), "16"),
+    ("serial", "log_size"): ("serial_log_size", at_least(int, 4096), "1048576"),
+    ("serial", "log_files"): ("serial_log_files", non_negative(int), "2"),
+    ("serial", "scrollback"): ("serial_scrollback", non_negative(int), "65536"),
+    ("serial", "viewer_queue"): ("serial_viewer_queue", at_least(int, 4096), "1048576"),
+    ("serial", "slow_viewer_grace"): ("serial_slow_viewer_grace", positive(float), "5"),
+    ("serial", "max_viewers"): ("serial_max_viewers", positive(int), "16"),
     ("web", "novnc_dir"): ("novnc_dir", str, "/usr/share/novnc"),
     ("web", "xterm_dir"): ("xterm_dir", str, ""),
-    ("lxd", "listen"): ("lxd_listen", _optional_endpoint("unix"), ""),
+    ("lxd", "listen"): ("lxd_listen", optional_endpoint("unix"), ""),
     ("lxd", "socket_owner"): ("lxd_socket_owner", str, ""),
     ("lxd", "socket_group"): ("lxd_socket_group", str, ""),
-    ("lxd", "socket_mode"): ("lxd_socket_mode", _mode, "0660"),
-    ("lxd", "listen_tls"): ("lxd_listen_tls", _optional_endpoint("ssl"), ""),
+    ("lxd", "socket_mode"): ("lxd_socket_mode", mode, "0660"),
+    ("lxd", "listen_tls"): ("lxd_listen_tls", optional_endpoint("ssl"), ""),
     ("lxd", "trusted_certificates"): ("lxd_trusted_certificates", str, ""),
 }
 

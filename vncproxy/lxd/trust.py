@@ -30,7 +30,8 @@ from twisted.internet import ssl
 from twisted.internet.endpoints import UNIXServerEndpoint
 from twisted.logger import Logger
 
-from vncproxy.config import ConfigError, _parse_args
+from vncproxy.config import ConfigError
+from vncproxy.endpoints import parse_args
 from vncproxy.tlslisten import _PEM_CERTIFICATE, tls_server_endpoint
 from vncproxy.web.auth import presented_key
 
@@ -159,7 +160,7 @@ class UnixSocketService(StreamServerEndpointService):
     """
 
     def __init__(self, reactor, description, factory, owner, group, mode):
-        args, kwargs = _parse_args(description)
+        args, kwargs = parse_args(description)
         self.path = args[1] if len(args) > 1 else kwargs.get("address")
         endpoint = UNIXServerEndpoint(reactor, self.path, mode=mode, wantPID=True)
         super().__init__(endpoint, factory)

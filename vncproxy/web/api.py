@@ -11,7 +11,7 @@ Three families of routes, each in the shape its clients already speak (INTERFACE
     GET  / , /v2.1 , /v2.1/                                       Nova's version documents
     GET  /v2.1[/{project_id}]/servers[/detail][?name=N]           the servers, from libvirt
     GET  /v2.1[/{project_id}]/servers/{server_id}
-    GET|DELETE /v1/instances/{instance}/console_log[?tail=N]     serial console log (raw bytes)
+    GET|DELETE /v1/instances/{instance}/console_log[?tail=N]     serial console logs (consolelog.py)
     GET /v1/instances/{instance}/console_sessions, DELETE .../{id},
     POST /v1/instances/{instance}/console_actions                operators (web/operator.py)
     /1.0/...                                                      LXD's API (vncproxy.lxd)
@@ -25,13 +25,11 @@ response bodies.
 
 import json
 import os
-import re
 
 from twisted.internet import defer
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET
 
 from vncproxy.audit import audit, refusal_reason
 from vncproxy.closecodes import CloseCode
@@ -40,12 +38,11 @@ from vncproxy.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from vncproxy.ratelimit import FailureLimiter
 from vncproxy.serial.hub import HubBusy, HubFull
 from vncproxy.serial.manager import SerialUnavailable, has_serial_pty
-from vncproxy.serial.text import plain_text
 from vncproxy.sessions import LimitReached
 from vncproxy.web import nova
 from vncproxy.web.auth import presented_key
+from vncproxy.web.consolelog import ConsoleLogRoutes
 from vncproxy.web.errors import ApiError, family_of, read_json_object, render_json
-from vncproxy.web.logfollow import LogFollower
 from vncproxy.web.lookup import describe_instance, hypervisor_down, iso_utc
 from vncproxy.web.nova import base_url, negotiate_microversion
 from vncproxy.web.operator import OperatorRoutes
@@ -53,8 +50,6 @@ from vncproxy.web.routes import RouteTable, render_later
 from vncproxy.web.site import request_client
 
 MAX_BODY = 64 * 1024
-_TAIL = re.compile(r"[0-9]{1,15}")
-_BOOLEANS = {b"true": True, b"1": True, b"false": False, b"0": False}
 OPENAPI_PATH = os.path.join(os.path.dirname(__file__), "openapi.json")
 
 
@@ -133,8 +128,7 @@ class ApiResource(Resource):
             ("GET", "/v2.1/{project_id}/servers", self._servers, True),
             ("GET", "/v2.1/{project_id}/servers/detail", self._servers_detail, True),
             ("GET", "/v2.1/{project_id}/servers/{server_id}", self._server_project, True),
-            ("GET", "/v1/instances/{instance}/console_log", self._get_log, True),
-            ("DELETE", "/v1/instances/{instance}/console_log", self._clear_log, True),
+            *ConsoleLogRoutes(ctx).routes(),
             *OperatorRoutes(ctx).routes(),
             ("GET", "/healthz", self._healthz, False),
             ("GET", "/metrics", self._metrics, False),
@@ -263,66 +257,6 @@ class ApiResource(Resource):
 
     def _check_serial(self, info, force, read_only):
         check_serial_attach(self._ctx, info, force, read_only)
-
-    # -- serial console logs -------------------------------------------------------------------
-
-    def _console_log(self, instance):
-        if self._ctx.serial is None:
-            raise ApiError(501, "serial consoles are not enabled")
-        return self._lookup(instance)
-
-    @defer.inlineCallbacks
-    def _get_log(self, request, caller, instance):
-        tail = None
-        raw = request.args.get(b"tail")
-        if raw:
-            text = raw[0].decode("ascii", "replace")
-            if not _TAIL.fullmatch(text):
-                raise ApiError(400, "tail must be a number of bytes")
-            tail = int(text)
-        form = request.args.get(b"format", [b"raw"])[0]
-        if form not in (b"raw", b"text"):
-            raise ApiError(400, "format must be raw or text")
-        follow = request.args.get(b"follow", [b"false"])[0]
-        if follow not in _BOOLEANS:
-            raise ApiError(400, "follow must be true or false")
-        if _BOOLEANS[follow] and form == b"text":
-            raise ApiError(400, "follow streams the raw log: format=text cannot follow")
-        info = yield self._console_log(instance)
-        manager = self._ctx.serial
-        follower = None
-        if _BOOLEANS[follow] and manager.is_captured(info.uuid):
-            follower = LogFollower(request, info.uuid)
-            try:  # joined before the tail is read: nothing is lost or repeated in between
-                place = manager.attach(info.uuid, follower, interactive=False, scrollback=False)
-            except (HubFull, SerialUnavailable) as e:
-                raise ApiError(409, f"cannot follow the console log: {e}") from None
-        data = manager.log(info.uuid).tail(tail)
-        audit("log_read", console_type="serial", instance=info.uuid, caller=caller,
-              peer=request_client(request), size=len(data))
-        request.setResponseCode(200)
-        request.setHeader(b"cache-control", b"no-store")
-        if form == b"text":
-            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-            return plain_text(data).encode("utf-8")
-        request.setHeader(b"content-type", b"application/octet-stream")
-        if follower is None:
-            return data
-        request.setHeader(b"x-content-type-options", b"nosniff")
-        request.write(data)
-        follower.follow(place)
-        self._log.info("{caller} follows the console log of {instance}", caller=caller,
-                       instance=info.uuid, event="follow_log")
-        return NOT_DONE_YET
-
-    @defer.inlineCallbacks
-    def _clear_log(self, request, caller, instance):
-        info = yield self._console_log(instance)
-        self._ctx.serial.clear(info.uuid)
-        audit("log_clear", console_type="serial", instance=info.uuid, caller=caller,
-              peer=request_client(request))
-        request.setResponseCode(204)
-        return b""
 
     # -- OpenStack -----------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from twisted.web.server import Request, Site
 
 from vncproxy.clientaddr import NO_PROXIES, client_address
 from vncproxy.ratelimit import PendingPerAddress
-from vncproxy.web.clients import ASSET_POLICY
+from vncproxy.web.csp import ASSET_POLICY
 from vncproxy.web.errors import ApiError, error_document, family_of
 from vncproxy.web.websocket import _INSTANCE_PATH
 
@@ -67,7 +67,7 @@ def _is_upgrade(request):
 def set_security_headers(request):
     """
     The headers of every response on the console listener. Pages replace the CSP with their
-    own (L{vncproxy.web.clients}); static files relax C{Cache-Control} to C{no-cache}, but
+    own (L{vncproxy.web.csp}); static files relax C{Cache-Control} to C{no-cache}, but
     anything whose URL has a query string (where tokens travel) is never stored.
     """
     request.setHeader(b"referrer-policy", b"no-referrer")
