@@ -12,7 +12,7 @@ setup(
     # The web clients: our pages, and the committed build of tools/webclients.sh (xterm.js, and
     # noVNC's library as the fallback for hosts without the system package novnc).
     package_data={
-        "vncproxy.web": ["openapi.json", "static/*.html", "static/serial/*", "static/vendor/**/*"],
+        "vncproxy.web": ["openapi.json", "static/*.html", "static/serial/*", "static/console/*", "static/vendor/**/*"],
         "twisted": ["plugins/consoleproxy.py"],
     },
     python_requires=">=3.11",

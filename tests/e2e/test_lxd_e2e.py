@@ -4,14 +4,16 @@ setup.py and tools/testbed.sh) against the real service in front of a real busyb
 through the LXD console API (docs/api.md, "LXD"): the [lxd] UNIX socket, the [lxd] TLS port with
 a client certificate the operator trusts, and /1.0 on the token API with our API key.
 
-The tests run in order on one guest: show-log -> interactive + detach -> busy + takeover ->
-TLS certificates -> secrets -> socket permissions -> vga.
+The tests run in order on one guest: show-log -> interactive + detach -> listed and ended by
+the operator -> busy + takeover -> TLS certificates -> secrets -> socket permissions -> vga.
 """
 
 import grp
+import hashlib
 import json
 import os
 import pwd
+import re
 import shutil
 import ssl
 import tempfile
@@ -148,6 +150,47 @@ def test_interactive_console_types_and_detaches(service, serial_guest, local):
         assert time.monotonic() < deadline, "the session outlived the detach"
         time.sleep(0.2)
     assert b"lxd-unix-42" in wait_for_log(service, serial_guest, b"lxd-unix-42")
+
+
+def test_operator_lists_and_ends_an_lxc_console(service, serial_guest, local):
+    """An open `lxc console` is listed by GET /v1/instances/{instance}/console_sessions (an
+    interactive serial session on the "lxd" listener); DELETE of it ends lxc's console, which
+    exits with the reason as its error; the audit names the API key for both, and the
+    console's close says why."""
+    console = local.console(f"cp:{serial_guest.name}")
+    try:
+        interact(console, serial_guest, "listed")
+        status, body = api.call(
+            f"{service.api_url}/v1/instances/{serial_guest.name}/console_sessions",
+            key=service.key)
+        assert status == 200, body
+        rows = [r for r in body["sessions"] if r["listener"] == "lxd"]
+        assert len(rows) == 1, body
+        row = rows[0]
+        assert (row["console_type"], row["mode"], row["state"]) == (
+            "serial", "interactive", "open"), row
+        assert row["bytes_from_viewer"] > 0 and row["bytes_to_viewer"] > 0, row
+        status, _ = api.call(f"{service.api_url}/v1/instances/{serial_guest.name}/"
+                             f"console_sessions/{row['id']}", "DELETE", key=service.key)
+        assert status == 204
+        assert console.wait() != 0
+        assert b"Error: ended by operator" in console.received, console.received[-300:]
+    finally:
+        console.close()
+    assert session_is_free(service, serial_guest)
+    caller = "key-" + hashlib.sha256(service.key.encode()).hexdigest()[:8]
+    deadline = time.monotonic() + 10
+    ended = (f"{caller} ended serial console session {row['id']} of {serial_guest.uuid} "
+             f"(grant {row['grant_id']})")
+    closed = re.compile(rf"serial console of {serial_guest.uuid} from \S+ closed after "
+                        rf"[0-9.]+s: ended by operator")
+    while True:
+        log = service.log()
+        if ended in log and closed.search(log):
+            break
+        assert time.monotonic() < deadline, log[-3000:]
+        time.sleep(0.2)
+    assert f"{caller} listed the " in log and f" console sessions of {serial_guest.uuid}" in log
 
 
 def _pylxd_with_key(service):

@@ -6,7 +6,8 @@ Alt+SysRq+S ("sysrq: Emergency Sync") and an NMI ("NMI received for unknown reas
 Chromium, the serial page's menu sends SysRq for the interactive holder, never a read-only
 viewer; following the console log delivers a line typed later; noVNC on a read_only token
 types into the VM's screen and the guest never sees it, while an interactive session's typing
-runs; with graphics-fd (the default) the console opens while QEMU's VNC password is unknown to
+runs, and the noVNC page's menu sends SysRq for the interactive holder, never a read-only
+viewer; with graphics-fd (the default) the console opens while QEMU's VNC password is unknown to
 the service.
 """
 
@@ -238,6 +239,35 @@ def test_view_only_novnc_types_and_the_guest_never_sees_it(service, vnc_guest, b
     finally:
         context.close()
     assert b"view-only-typed" not in vnc_guest.serial_output(since)
+
+
+def test_novnc_page_menu_sends_sysrq_for_the_interactive_holder_only(service, vnc_guest, browser):
+    """In Chromium, the noVNC page of the URL the API hands out (vnc_auto.html) has the "Send…"
+    menu: on a read_only token it says why it was refused and the kernel prints nothing; on an
+    interactive token it sends Alt+SysRq+H and the kernel prints its SysRq help."""
+    watcher = grant(service, vnc_guest, read_only=True)["access_token"]
+    ro_context, ro_page, ro_log = _novnc_page(browser, service, vnc_guest, watcher)
+    rw_context, rw_page, rw_log = _novnc_page(browser, service, vnc_guest,
+                                              grant(service, vnc_guest)["access_token"])
+    try:
+        since = vnc_guest.serial_offset()
+        said = _send_from_menu(ro_page, "SysRq: help (h)")
+        assert said == "Not sent: a read-only session cannot send console actions"
+        time.sleep(3)
+        assert b"sysrq: HELP" not in vnc_guest.serial_output(since)
+        ARTIFACTS.mkdir(exist_ok=True)
+        ro_page.screenshot(path=str(ARTIFACTS / "novnc-page-menu-refused.png"))
+        assert _send_from_menu(rw_page, "SysRq: help (h)") == "Sent SysRq: help (h)"
+        vnc_guest.wait_for_serial(b"sysrq: HELP", timeout=30, since=since)
+        rw_page.screenshot(path=str(ARTIFACTS / "novnc-page-menu-sysrq.png"))
+        assert rw_page.text_content("#status") == f"Connected to QEMU ({vnc_guest.name})"
+        for log, page in ((ro_log, ro_page), (rw_log, rw_page)):
+            # the read-only page's refused POST shows as a failed resource load, nothing else
+            assert [p for p in log.problems(page) if "403" not in p] == []
+        assert any("403" in p for p in ro_log.problems(ro_page))
+    finally:
+        ro_context.close()
+        rw_context.close()
 
 
 def _set_vnc_password(guest, password):

@@ -5,7 +5,8 @@ the real service (twistd subprocess) in front of a real QEMU guest run by a real
 noVNC: the Nova URL form C{/vnc_auto.html?path=websockify%3Ftoken%3DT} connects and the canvas
 shows the guest's screen, pixel for pixel the one QEMU reports (C{virsh screenshot}), also when
 the page is reached through another host and port (a relay standing in for a load balancer at
-C{public_url}); a link naming another host is stopped by the page's CSP. Serial: the page loads
+C{public_url}); a link naming another host is stopped by the CSP of noVNC's own page, and
+ignored by ours (vnc_auto.html). Serial: the page loads
 under its CSP, connects to the URL its token names, relays typing, paste and output, refits on
 resize and shows why a session closed (the WebSocket is played by Playwright for those); the
 last test runs against the real serial console of the guest. Screenshots are kept in test-artifacts/.
@@ -165,11 +166,13 @@ def test_full_novnc_ui_connects(service, vnc_guest, page, tmp_path):
 
 
 def test_link_naming_another_host_is_stopped_by_the_csp(service, vnc_guest, page):
-    """A host= in the link cannot send the page elsewhere: the CSP blocks it, the token stays unused."""
+    """A host= in the link cannot send noVNC's own page (vnc_lite.html reads it) elsewhere: the
+    CSP blocks it, the token stays unused."""
     log = watch(page)
     token = token_for(service, vnc_guest.name)
     # Loaded from localhost, told to connect to 127.0.0.1: the same server, another origin.
-    url = nova_url(f"http://localhost:{service.console_port}", token) + "&host=127.0.0.1"
+    url = nova_url(f"http://localhost:{service.console_port}", token).replace(
+        "/vnc_auto.html?", "/vnc_lite.html?") + "&host=127.0.0.1"
     page.goto(url)
     page.wait_for_function("() => window.__cspViolations.length > 0", timeout=10000)
     violations = page.evaluate("window.__cspViolations")
@@ -177,6 +180,17 @@ def test_link_naming_another_host_is_stopped_by_the_csp(service, vnc_guest, page
     assert log.problems(page)  # the blocked connection is reported, as it should be
     # Nothing reached the service, so the token still opens the console.
     open_websocket(f"{service.ws_url}/websockify?token={token}").close()
+
+
+def test_our_novnc_page_takes_no_host_from_the_link(service, vnc_guest, page):
+    """vnc_auto.html, our page, ignores a host= in the link: it connects to its own origin."""
+    log = watch(page)
+    url = nova_url(f"http://localhost:{service.console_port}", token_for(service, vnc_guest.name))
+    page.goto(url + "&host=127.0.0.1&port=1")
+    wait_for_connected_canvas(page, "#status", f"Connected to QEMU ({vnc_guest.name})",
+                              "#screen canvas")
+    assert page.evaluate("window.__cspViolations") == []
+    assert_clean(log, page)
 
 
 class Relay:

@@ -94,7 +94,9 @@ def test_the_installed_service_serves_the_serial_page_and_novnc(path, clone, tmp
         status, page = _get(f"{base}/serial.html")
         assert status == 200 and b"serial" in page
         for asset in ("/xterm/xterm.mjs", "/xterm/xterm.css", "/xterm/addon-fit.mjs",
-                      "/serial/serial.js", "/vnc_lite.html", "/core/rfb.js"):
+                      "/serial/serial.js", "/vnc_lite.html", "/core/rfb.js",
+                      "/vnc_auto.html", "/console/vnc.js", "/console/actions.js",
+                      "/console/actions.css"):
             status, body = _get(base + asset)
             assert status == 200 and body, asset
     finally:

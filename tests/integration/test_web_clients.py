@@ -81,17 +81,32 @@ def get(url, method="GET"):
 
 
 @pytest_twisted.inlineCallbacks
-def test_vnc_auto_is_vnc_lite_with_its_inline_code_allowed_by_hash(web, novnc):
-    """/vnc_auto.html serves vnc_lite.html unchanged, its CSP naming the hashes of its inline code."""
-    status, headers, body = yield get(f"{web}/vnc_auto.html?path=websockify%3Ftoken%3DT")
+def test_vnc_lite_is_novncs_own_with_its_inline_code_allowed_by_hash(web, novnc):
+    """/vnc_lite.html serves noVNC's own page unchanged, its CSP naming the hashes of its inline code."""
+    status, headers, body = yield get(f"{web}/vnc_lite.html?path=websockify%3Ftoken%3DT")
     assert status == 200
     assert body == LITE.encode()
     assert headers["content-type"] == "text/html; charset=utf-8"
     csp = headers["content-security-policy"]
     assert "script-src 'self' 'sha256-bhHHL3z2vDgxUt0W3dWQOrprscmda2Y5pLsLg4GF+pI='" in csp
     assert "connect-src 'self'" in csp
-    _, lite_headers, lite = yield get(f"{web}/vnc_lite.html")
-    assert lite == body and lite_headers["content-security-policy"] == csp
+
+
+@pytest_twisted.inlineCallbacks
+def test_vnc_auto_is_our_page_with_the_actions_menu_and_no_inline_code(web, novnc):
+    """/vnc_auto.html (the URL the token API hands out) is our page on the served noVNC's
+    library, whatever noVNC's own pages are: its script, style and menu are files of ours, so
+    its CSP allows scripts and styles from the origin only."""
+    status, headers, body = yield get(f"{web}/vnc_auto.html?path=websockify%3Ftoken%3DT")
+    assert status == 200 and body == clients.OWN_LITE_PAGE.read_bytes()
+    csp = headers["content-security-policy"]
+    assert "script-src 'self';" in csp and "style-src 'self';" in csp
+    assert "connect-src 'self'" in csp and "sha256-" not in csp
+    for path, needle in (("/console/vnc.js", b"from '../core/rfb.js'"),
+                         ("/console/actions.js", b"console_actions"),
+                         ("/console/actions.css", b"#actions")):
+        status, _, script = yield get(web + path)
+        assert status == 200 and needle in script, path
 
 
 @pytest_twisted.inlineCallbacks
@@ -127,6 +142,7 @@ def test_files_have_their_content_types(web):
                 "/xterm/xterm.mjs": "text/javascript; charset=utf-8",
                 "/xterm/xterm.css": "text/css; charset=utf-8",
                 "/serial/serial.css": "text/css; charset=utf-8",
+                "/console/vnc.js": "text/javascript; charset=utf-8",
                 "/package.json": "application/json"}
     for path, content_type in expected.items():
         status, headers, _ = yield get(web + path)
@@ -136,7 +152,7 @@ def test_files_have_their_content_types(web):
 @pytest_twisted.inlineCallbacks
 def test_only_the_client_files_are_served(web):
     """noVNC's utils, directory listings, traversal and unknown names are 404."""
-    for path in ("/utils/novnc_proxy", "/core/", "/core", "/app/", "/xterm/", "/serial/",
+    for path in ("/utils/novnc_proxy", "/core/", "/core", "/app/", "/xterm/", "/serial/", "/console/",
                  "/core/..%2fvnc.html", "/core/%2e%2e/%2e%2e/etc/passwd", "/../../etc/passwd",
                  "/vnc_auto", "/index.html"):
         status, headers, body = yield get(web + path)
@@ -191,8 +207,9 @@ def test_npm_library_is_the_fallback_with_our_own_lite_page(tmp_path, novnc, xte
     try:
         status, headers, body = yield get(f"{base}/vnc_auto.html?path=websockify%3Ftoken%3DT")
         assert status == 200 and body == clients.OWN_LITE_PAGE.read_bytes()
-        assert "sha256-" in headers["content-security-policy"]
         assert "'unsafe-inline'" not in headers["content-security-policy"]
+        status, _, lite = yield get(f"{base}/vnc_lite.html")
+        assert (status, lite) == (200, body)
         status, _, body = yield get(f"{base}/core/rfb.js")
         assert (status, body) == (200, b"export default class RFB {}\n")
         status, _, body = yield get(f"{base}/vnc.html")

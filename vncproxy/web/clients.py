@@ -6,7 +6,9 @@ URL space (everything else is 404; directories are never listed)::
 
     /vnc.html                noVNC's full UI            (the system's noVNC, [web] novnc_dir)
     /vnc_lite.html           noVNC's minimal page       (ours when noVNC is the npm library)
-    /vnc_auto.html           the same as vnc_lite.html (noVNC 1.x dropped the name; Nova uses it)
+    /vnc_auto.html           our noVNC page (static/novnc_lite.html): the console URL we hand
+                             out (Nova's name), with the console actions menu
+    /console/                its script and style, and the actions menu of both our pages
     /app/ /core/ /vendor/    noVNC's modules, styles, images
     /package.json            noVNC's version (its full UI shows it)
     /favicon.ico             noVNC's icon
@@ -17,7 +19,9 @@ URL space (everything else is 404; directories are never listed)::
 noVNC is the system's copy ([web] novnc_dir, Debian's package novnc) when that directory holds
 noVNC, otherwise the library that tools/webclients.sh installed from npm at build time; the npm
 package has no pages, so with it vnc_lite.html is our own small page (static/novnc_lite.html)
-and vnc.html is 404.
+and vnc.html is 404. vnc_auto.html, the page of the URLs the token API hands out, is always our
+own page, on noVNC's RFB module from whichever copy is served: it has the "Send…" menu of
+console actions (static/console/actions.js, shared with the serial page) and no inline code.
 
 The policies themselves (pinning connections to the page's origin, inline code by hash, the
 serial page's nonce, framing) are L{vncproxy.web.csp}'s.
@@ -302,9 +306,11 @@ class WebClients(resource.Resource):
         xterm = Path(xterm_dir) if xterm_dir else DEFAULT_XTERM_DIR
         self.putChild(b"", _Index())
         self.putChild(b"vnc.html", NoVncPage(novnc / "vnc.html", _NO_FULL_UI, ancestors))
-        lite = NoVncPage(lite_path, ancestors=ancestors)
-        self.putChild(b"vnc_lite.html", lite)
-        self.putChild(b"vnc_auto.html", lite)
+        self.putChild(b"vnc_lite.html", NoVncPage(lite_path, ancestors=ancestors))
+        # Our page needs noVNC's library; without one it is the same 404 as vnc_lite.html.
+        own_page = OWN_LITE_PAGE if _has_novnc(novnc) else lite_path
+        self.putChild(b"vnc_auto.html", NoVncPage(own_page, ancestors=ancestors))
+        self.putChild(b"console", _Files(str(STATIC_DIR / "console")))
         self.putChild(b"package.json", _PackageJson(novnc))
         for name in ("app", "core", "vendor"):
             self.putChild(name.encode(), _Files(str(novnc / name)))

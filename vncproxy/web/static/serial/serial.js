@@ -8,6 +8,7 @@
 import './csp-nonce.js';
 import { Terminal } from '../xterm/xterm.mjs';
 import { FitAddon } from '../xterm/addon-fit.mjs';
+import { wireActions } from '../console/actions.js';
 
 // consoleproxy's close codes (docs/api.md, "Close codes"), in words for the person at the page.
 const CLOSE_MESSAGES = {
@@ -54,52 +55,6 @@ export function closeMessage(code, reason, wasOpen) {
     return 'Disconnected (' + code + (reason ? ': ' + reason : '') + ').';
 }
 
-export function actionsUrl(location) {
-    // Relative to the page, like the WebSocket: the console listener's /console_actions.
-    const url = new URL('console_actions', location.href);
-    url.search = '';
-    url.hash = '';
-    return url.href;
-}
-
-// The "Send…" menu: console actions (keys, SysRq, NMI) with this page's own token. The service
-// takes them from the session's interactive holder only and says why otherwise.
-function wireActions(token, term) {
-    const menu = document.getElementById('actions');
-    const said = document.getElementById('action-status');
-    menu.addEventListener('click', async (event) => {
-        const button = event.target.closest('button[data-action]');
-        if (!button) {
-            return;
-        }
-        menu.open = false;
-        const body = { token: token, action: button.dataset.action };
-        if (button.dataset.key) {
-            body.key = button.dataset.key;
-        }
-        said.textContent = 'Sending ' + button.textContent + '…';
-        try {
-            const response = await fetch(actionsUrl(window.location), {
-                method: 'POST',
-                headers: { 'Content-Type': 'application/json' },
-                body: JSON.stringify(body),
-                credentials: 'omit',
-                cache: 'no-store',
-            });
-            if (response.status === 202) {
-                said.textContent = 'Sent ' + button.textContent;
-            } else {
-                const answer = await response.json().catch(() => ({}));
-                const why = answer.error ? answer.error.message : String(response.status);
-                said.textContent = 'Not sent: ' + why;
-            }
-        } catch (e) {
-            said.textContent = 'Not sent: the console service cannot be reached';
-        }
-        term.focus();
-    });
-}
-
 export function socketUrl(location, token) {
     // Relative to the page, so a public_url with a path prefix keeps it.
     const url = new URL('./', location.href);
@@ -134,7 +89,8 @@ function start() {
         return;
     }
 
-    wireActions(token, term);
+    // The "Send…" menu: console actions with this page's own token (../console/actions.js).
+    wireActions(token, document.getElementById('action-status'), () => term.focus());
     setState('connecting', 'Connecting…');
     const ws = new WebSocket(socketUrl(window.location, token));
     ws.binaryType = 'arraybuffer';
