@@ -5,15 +5,9 @@ a grace period; twice over: closed at once), with a real PTY pair as the console
 guest's output matters and a test clock.
 """
 
+from tests.support import serialhub
 from tests.support.ptypair import print_through
-from tests.support.serialhub import (  # noqa: F401 (fixtures: reactor, pty, console)
-    UUID,
-    FakeTransport,
-    Sink,
-    console_fixture,
-    pty_fixture,
-    reactor_fixture,
-)
+from tests.support.serialhub import console_fixture, pty_fixture, reactor_fixture  # noqa: F401
 from vncproxy.closecodes import CloseCode
 from vncproxy.serial.hub import SerialHub
 
@@ -22,7 +16,7 @@ def test_slow_viewer_is_dropped_after_the_grace(console, pty, reactor):
     """A viewer stuck over its queue limit (8 KB here) is closed with SLOW_VIEWER after the
     grace; the others and the log get every byte, before and after."""
     hub, source, log, _ = console
-    stuck, fast = Sink(FakeTransport(limit=1024)), Sink(FakeTransport(limit=1 << 30))
+    stuck, fast = serialhub.Sink(serialhub.FakeTransport(limit=1024)), serialhub.Sink(serialhub.FakeTransport(limit=1 << 30))
     stuck_viewer = hub.join(stuck, interactive=False)
     stuck_viewer.open()
     stuck_viewer.pauseProducing()  # its transport's buffer is full already
@@ -45,8 +39,8 @@ def test_slow_viewer_that_catches_up_in_time_stays(console, pty, reactor):
     """A viewer briefly over its limit that drains within the grace stays, and gets every byte
     in order (its queue is sent when its transport resumes)."""
     hub, source, _, _ = console
-    transport = FakeTransport(limit=1024)
-    sink = Sink(transport)
+    transport = serialhub.FakeTransport(limit=1024)
+    sink = serialhub.Sink(transport)
     hub.join(sink, interactive=False).open()
     printed = b"".join(bytes([97 + i % 26]) * 1000 for i in range(12))
     print_through(pty, source, printed)
@@ -60,9 +54,9 @@ def test_slow_viewer_that_catches_up_in_time_stays(console, pty, reactor):
 
 def test_viewer_twice_over_the_limit_is_dropped_at_once(reactor):
     """Lagging by more than twice the queue limit closes the viewer without waiting."""
-    hub = SerialHub(UUID, reactor, scrollback=0, queue_limit=4096, grace=5.0)
-    transport = FakeTransport(limit=0)
-    sink = Sink(transport)
+    hub = SerialHub(serialhub.UUID, reactor, scrollback=0, queue_limit=4096, grace=5.0)
+    transport = serialhub.FakeTransport(limit=0)
+    sink = serialhub.Sink(transport)
     hub.join(sink).open()
     for _ in range(3):
         hub.source_data(b"z" * 4000)
@@ -74,9 +68,9 @@ def test_viewer_twice_over_the_limit_is_dropped_at_once(reactor):
 
 def test_queue_is_sent_in_batches_on_resume(reactor):
     """A resumed viewer gets its backlog coalesced into few large chunks, in order."""
-    hub = SerialHub(UUID, reactor, scrollback=0, queue_limit=1 << 20)
-    transport = FakeTransport(limit=10)
-    sink = Sink(transport)
+    hub = SerialHub(serialhub.UUID, reactor, scrollback=0, queue_limit=1 << 20)
+    transport = serialhub.FakeTransport(limit=10)
+    sink = serialhub.Sink(transport)
     hub.join(sink).open()
     expected = b""
     for i in range(1000):
