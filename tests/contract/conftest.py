@@ -27,7 +27,8 @@ from twisted.internet import defer, reactor, task
 
 from vncproxy.hypervisor import DomainState, VncEndpoint
 from vncproxy.hypervisor.fake import FakeHypervisor
-from vncproxy.hypervisor.libvirt_adapter import LibvirtHypervisor, ensure_event_loop
+from vncproxy.hypervisor.libvirt_adapter import LibvirtHypervisor
+from vncproxy.hypervisor.libvirt_eventloop import ensure_event_loop
 
 TEST_URI = "test:///default"
 # A libvirtd socket that cannot exist: the remote driver fails at once, without a daemon.

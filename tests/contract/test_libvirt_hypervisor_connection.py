@@ -13,7 +13,8 @@ import pytest_twisted
 from twisted.internet import reactor, task
 
 from vncproxy.hypervisor import HypervisorError, LifecycleKind, VncEndpoint
-from vncproxy.hypervisor.libvirt_adapter import LibvirtHypervisor, ensure_event_loop
+from vncproxy.hypervisor.libvirt_adapter import LibvirtHypervisor
+from vncproxy.hypervisor.libvirt_eventloop import ensure_event_loop
 
 TEST_URI = "test:///default"
 UNREACHABLE_URI = "qemu+unix:///system?socket=/nonexistent/consoleproxy-test/libvirt-sock"

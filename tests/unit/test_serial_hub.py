@@ -1,6 +1,8 @@
 """
 SerialHub with a real PTY pair (os.openpty) as the console and a test clock: capture, fan-out,
-scrollback, one writer with forced takeover, read-only viewers, slow viewers, input throttling.
+scrollback, one writer with forced takeover, read-only viewers, a stuck viewer that never
+stalls the guest, input throttling (each viewer's own queue and the slow-viewer rule:
+test_serial_viewer.py).
 
 Nothing here runs a reactor: the PTY is read with select() + doRead() (tests/support/ptypair),
 the hub's timers run on MemoryReactorClock.
@@ -9,104 +11,21 @@ the hub's timers run on MemoryReactorClock.
 import os
 
 import pytest
-from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 
 from tests.support.ptypair import PtyPair, print_through, pump
+from tests.support.serialhub import (  # noqa: F401 (fixtures: reactor, pty, console)
+    UUID,
+    FakeTransport,
+    Sink,
+    console_fixture,
+    pty_fixture,
+    reactor_fixture,
+)
 from vncproxy.closecodes import CloseCode
 from vncproxy.serial.capture import ConsoleLog
 from vncproxy.serial.hub import HubBusy, HubFull, SerialHub
 from vncproxy.serial.pty import PtySource
-
-UUID = "6f1b3c55-2f0e-4b8e-9a57-1f2d3c4b5a69"
-
-
-class FakeTransport:
-    """
-    A transport with a send buffer: past C{limit} bytes it pauses its producer, as TCP does;
-    L{drain} empties it and resumes the producer.
-    """
-
-    def __init__(self, limit=64 * 1024):
-        self.limit = limit
-        self.buffered = 0
-        self.producer = None
-        self.paused = False
-
-    def registerProducer(self, producer, streaming):
-        assert streaming and self.producer is None
-        self.producer = producer
-
-    def unregisterProducer(self):
-        self.producer = None
-
-    def write(self, n):
-        self.buffered += n
-        if self.buffered > self.limit and self.producer is not None and not self.paused:
-            self.paused = True
-            self.producer.pauseProducing()
-
-    def drain(self):
-        self.buffered = 0
-        if self.paused and self.producer is not None:
-            self.paused = False
-            self.producer.resumeProducing()
-
-
-class Sink:
-    """
-    A viewer's side of the hub: records what it got and how it was closed.
-    """
-
-    def __init__(self, transport=None):
-        self.received = bytearray()
-        self.chunks = []
-        self.closed = None
-        self.network_transport = transport
-        self.reading = True
-
-    def send(self, chunk):
-        self.chunks.append(chunk)
-        self.received += chunk.data
-        if self.network_transport is not None:
-            self.network_transport.write(len(chunk.data))
-
-    def close(self, code, detail):
-        assert self.closed is None, "closed twice"
-        self.closed = (code, detail)
-
-    def pause_reading(self):
-        self.reading = False
-
-    def resume_reading(self):
-        self.reading = True
-
-
-@pytest.fixture
-def reactor():
-    return MemoryReactorClock()
-
-
-@pytest.fixture
-def pty():
-    pair = PtyPair()
-    yield pair
-    pair.close()
-
-
-@pytest.fixture
-def console(reactor, pty, tmp_path):
-    """
-    A hub whose source is a PtySource on the test's PTY, logging to tmp_path.
-    """
-    log = ConsoleLog(str(tmp_path), UUID, 1 << 20, 2)
-    hub = SerialHub(UUID, reactor, log=log, scrollback=1024, queue_limit=8192, grace=5.0,
-                    max_viewers=4)
-    ended = []
-    source = PtySource(reactor, pty.path, hub.source_data, ended.append)
-    hub.attach_source(source)
-    yield hub, source, log, ended
-    source.close()
 
 
 def test_output_reaches_every_viewer_and_the_log(console, pty):
@@ -255,29 +174,6 @@ def test_leaving_frees_the_writer_slot(reactor):
     hub.join(Sink())
 
 
-def test_slow_viewer_is_dropped_after_the_grace(console, pty, reactor):
-    """A viewer stuck over its queue limit (8 KB here) is closed with SLOW_VIEWER after the
-    grace; the others and the log get every byte, before and after."""
-    hub, source, log, _ = console
-    stuck, fast = Sink(FakeTransport(limit=1024)), Sink(FakeTransport(limit=1 << 30))
-    stuck_viewer = hub.join(stuck, interactive=False)
-    stuck_viewer.open()
-    stuck_viewer.pauseProducing()  # its transport's buffer is full already
-    hub.join(fast, interactive=False).open()
-    printed = b"".join(bytes([65 + i]) * 4000 for i in range(3))
-    print_through(pty, source, printed)
-    reactor.advance(4.9)
-    assert stuck.closed is None  # over the limit, but within the grace period
-    reactor.advance(0.1)
-    assert stuck.closed[0] == CloseCode.SLOW_VIEWER
-    assert "bytes behind after 5 s" in stuck.closed[1]
-    print_through(pty, source, b"after")
-    printed += b"after"
-    assert bytes(fast.received) == printed
-    assert log.tail() == printed
-    assert [v.sink for v in hub.viewers] == [fast]
-
-
 def test_a_stuck_viewer_never_stalls_the_guest(reactor, pty, tmp_path):
     """With a viewer that takes nothing, the PTY is still read: 200 KB (ten times what stalls
     QEMU when its PTY holder stops reading) go through to the log."""
@@ -292,54 +188,6 @@ def test_a_stuck_viewer_never_stalls_the_guest(reactor, pty, tmp_path):
     assert log.tail() == printed
     assert hub.viewers[0].queued > 190 * 1024
     source.close()
-
-
-def test_slow_viewer_that_catches_up_in_time_stays(console, pty, reactor):
-    """A viewer briefly over its limit that drains within the grace stays, and gets every byte
-    in order (its queue is sent when its transport resumes)."""
-    hub, source, _, _ = console
-    transport = FakeTransport(limit=1024)
-    sink = Sink(transport)
-    hub.join(sink, interactive=False).open()
-    printed = b"".join(bytes([97 + i % 26]) * 1000 for i in range(12))
-    print_through(pty, source, printed)
-    reactor.advance(4.0)
-    transport.limit = 1 << 30
-    transport.drain()
-    reactor.advance(10.0)
-    assert sink.closed is None
-    assert bytes(sink.received) == printed
-
-
-def test_viewer_twice_over_the_limit_is_dropped_at_once(reactor):
-    """Lagging by more than twice the queue limit closes the viewer without waiting."""
-    hub = SerialHub(UUID, reactor, scrollback=0, queue_limit=4096, grace=5.0)
-    transport = FakeTransport(limit=0)
-    sink = Sink(transport)
-    hub.join(sink).open()
-    for _ in range(3):
-        hub.source_data(b"z" * 4000)
-    assert sink.closed is None
-    hub.source_data(b"z" * 4000)
-    assert sink.closed[0] == CloseCode.SLOW_VIEWER
-    assert hub.writer is None
-
-
-def test_queue_is_sent_in_batches_on_resume(reactor):
-    """A resumed viewer gets its backlog coalesced into few large chunks, in order."""
-    hub = SerialHub(UUID, reactor, scrollback=0, queue_limit=1 << 20)
-    transport = FakeTransport(limit=10)
-    sink = Sink(transport)
-    hub.join(sink).open()
-    expected = b""
-    for i in range(1000):
-        data = b"%d," % i
-        expected += data
-        hub.source_data(data)
-    transport.limit = 1 << 30
-    transport.drain()
-    assert bytes(sink.received) == expected
-    assert len(sink.chunks) < 10
 
 
 def test_source_may_go_and_come_back(console, pty, reactor):

@@ -352,7 +352,7 @@ EPOCH = 1_795_000_000  # 2026-11-18T11:06:40Z
 
 def test_gap_marker_lines():
     """Gap markers are one line each, UTC to the second, with the reason for a stop."""
-    from vncproxy.serial.manager import gap_marker
+    from vncproxy.serial.domaincapture import gap_marker
 
     assert gap_marker("stopped", EPOCH, "service stopping") == (
         "[consoleproxy: serial capture stopped at 2026-11-18T11:06:40Z (service stopping)]")

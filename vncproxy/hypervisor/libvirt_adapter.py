@@ -13,19 +13,21 @@ Three threads are involved::
     loop thread        calls our lifecycle/reboot/close callbacks here, which only build a
                        LifecycleEvent and hand it to the reactor
 
-L{ensure_event_loop} registers libvirt's default event implementation once per process; it must
-run before the first C{libvirt.open()} anywhere in the process (L{LibvirtHypervisor.startService}
-calls it; so must any other code that opens libvirt connections, tests included).
+L{ensure_event_loop<vncproxy.hypervisor.libvirt_eventloop.ensure_event_loop>} registers libvirt's
+default event implementation once per process and runs that thread; it must run before the
+first C{libvirt.open()} anywhere in the process (L{LibvirtHypervisor.startService} calls it; so
+must any other code that opens libvirt connections, tests included).
 
 When libvirt closes the connection (libvirtd restarted), the close callback makes the service
 reopen it at once if anybody is subscribed (retrying after 1, 2, 4 ... 30 s, so that events keep
 coming); otherwise the next query reopens it. Every successful open after the first attempt (a
 reopening, or a first open that had failed) is announced to subscribers as a
 L{LifecycleKind.RECONNECTED} event: events of the time in between were lost.
+
+This module owns the connection (threads, opening, reopening, event callbacks); what each call
+does with it, and how libvirt's errors become ours, is L{vncproxy.hypervisor.libvirt_domains}.
 """
 
-import threading
-import time
 import weakref
 
 import libvirt
@@ -36,23 +38,12 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
+from vncproxy.hypervisor import libvirt_domains as domains
 from vncproxy.hypervisor._subscribers import Subscribers
-from vncproxy.hypervisor._types import (
-    ConsoleUnavailable,
-    DomainInfo,
-    DomainState,
-    GraphicsUnavailable,
-    HypervisorError,
-    InstanceNotRunning,
-    LifecycleEvent,
-    LifecycleKind,
-    NoSuchInstance,
-)
-from vncproxy.hypervisor.domxml import canonical_uuid, parse_domain_xml
-from vncproxy.hypervisor.libvirt_console import LibvirtConsole
+from vncproxy.hypervisor._types import HypervisorError, LifecycleEvent, LifecycleKind
+from vncproxy.hypervisor.libvirt_domains import is_alive, is_connection_error, message
+from vncproxy.hypervisor.libvirt_eventloop import ensure_event_loop
 from vncproxy.interfaces import IHypervisor
-
-_log = Logger()
 
 # VIR_DOMAIN_EVENT_* (the lifecycle event number is the index).
 _LIFECYCLE_KINDS = (
@@ -67,17 +58,6 @@ _LIFECYCLE_KINDS = (
     LifecycleKind.CRASHED,
 )
 
-_STATES = {
-    libvirt.VIR_DOMAIN_NOSTATE: DomainState.NOSTATE,
-    libvirt.VIR_DOMAIN_RUNNING: DomainState.RUNNING,
-    libvirt.VIR_DOMAIN_BLOCKED: DomainState.BLOCKED,
-    libvirt.VIR_DOMAIN_PAUSED: DomainState.PAUSED,
-    libvirt.VIR_DOMAIN_SHUTDOWN: DomainState.SHUTDOWN,
-    libvirt.VIR_DOMAIN_SHUTOFF: DomainState.SHUTOFF,
-    libvirt.VIR_DOMAIN_CRASHED: DomainState.CRASHED,
-    libvirt.VIR_DOMAIN_PMSUSPENDED: DomainState.PMSUSPENDED,
-}
-
 _CLOSE_REASONS = {
     libvirt.VIR_CONNECT_CLOSE_REASON_ERROR: "error",
     libvirt.VIR_CONNECT_CLOSE_REASON_EOF: "end of file",
@@ -87,78 +67,6 @@ _CLOSE_REASONS = {
 
 _RECONNECT_MIN_DELAY = 1.0
 _RECONNECT_MAX_DELAY = 30.0
-
-_event_loop_lock = threading.Lock()
-_event_loop_thread: threading.Thread | None = None
-
-
-def ensure_event_loop() -> None:
-    """
-    Once per process: register libvirt's default event loop implementation and run it in a
-    daemon thread. Must be called before the process's first C{libvirt.open()}.
-
-    Also replaces libvirt's default error handler (which prints every error to stderr) with one
-    that ignores them: errors still reach the caller as C{libvirtError}.
-    """
-    global _event_loop_thread
-    with _event_loop_lock:
-        if _event_loop_thread is not None:
-            return
-        libvirt.registerErrorHandler(_ignore_error, None)
-        libvirt.virEventRegisterDefaultImpl()
-        thread = threading.Thread(
-            target=_run_event_loop, name="libvirt-event-loop", daemon=True
-        )
-        thread.start()
-        _event_loop_thread = thread
-
-
-def _ignore_error(ctx, error):
-    pass
-
-
-def _run_event_loop():
-    while True:
-        try:
-            libvirt.virEventRunDefaultImpl()
-        except Exception:
-            _log.failure("libvirt event loop iteration failed")
-            time.sleep(0.1)
-
-
-def _error_code(e: libvirt.libvirtError) -> int | None:
-    return e.get_error_code()
-
-
-def _is_alive(conn: libvirt.virConnect) -> bool:
-    try:
-        return bool(conn.isAlive())
-    except libvirt.libvirtError:
-        return False
-
-
-def _is_connection_error(conn: libvirt.virConnect, e: libvirt.libvirtError) -> bool:
-    """
-    Whether C{e} says that the connection itself failed (so that reopening it may help).
-    """
-    code = _error_code(e)
-    if code in (libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_INVALID_CONN):
-        return True
-    if code in (
-        libvirt.VIR_ERR_SYSTEM_ERROR,
-        libvirt.VIR_ERR_RPC,
-        libvirt.VIR_ERR_INTERNAL_ERROR,
-    ):
-        return e.get_error_domain() in (
-            libvirt.VIR_FROM_REMOTE,
-            libvirt.VIR_FROM_RPC,
-        ) or not _is_alive(conn)
-    return False
-
-
-def _message(e: libvirt.libvirtError) -> str:
-    return e.get_error_message() or str(e)
-
 
 @implementer(IHypervisor)
 class LibvirtHypervisor(Service):
@@ -232,13 +140,13 @@ class LibvirtHypervisor(Service):
     # -- IHypervisor --------------------------------------------------------------------------
 
     def describe(self, instance):
-        return self._call(self._describe, instance)
+        return self._call(domains.describe, instance, self._xml_flags)
 
     def list_active(self):
-        return self._call(self._list_active)
+        return self._call(domains.list_active, self._xml_flags)
 
     def list_all(self):
-        return self._call(self._list_all)
+        return self._call(domains.list_all, self._xml_flags)
 
     def subscribe(self, listener):
         unsubscribe = self._listeners.add(listener)
@@ -250,14 +158,14 @@ class LibvirtHypervisor(Service):
 
     def send_keys(self, instance, keycodes, hold_ms):
         keycodes = list(keycodes)
-        return self._call(self._on_running, instance, lambda dom: dom.sendKey(
+        return self._call(domains.on_running, instance, lambda dom: dom.sendKey(
             libvirt.VIR_KEYCODE_SET_LINUX, hold_ms, keycodes, len(keycodes), 0))
 
     def inject_nmi(self, instance):
-        return self._call(self._on_running, instance, lambda dom: dom.injectNMI(0))
+        return self._call(domains.on_running, instance, lambda dom: dom.injectNMI(0))
 
     def open_graphics(self, instance):
-        return self._call(self._open_graphics, instance)
+        return self._call(domains.open_graphics, instance)
 
     def ping(self):
         d = self._call(lambda conn: conn.getLibVersion())
@@ -385,20 +293,20 @@ class LibvirtHypervisor(Service):
             try:
                 return f(conn, *args)
             except libvirt.libvirtError as e:
-                if attempt == 1 and _is_connection_error(conn, e):
+                if attempt == 1 and is_connection_error(conn, e):
                     self._log.warn(
                         "libvirt connection to {uri} failed ({error}); reopening",
                         uri=self.uri,
-                        error=_message(e),
+                        error=message(e),
                     )
                     self._disconnect()
                     continue
-                raise HypervisorError(_message(e)) from e
+                raise HypervisorError(message(e)) from e
 
     def _connection(self) -> libvirt.virConnect:
         conn = self._conn
         if conn is not None:
-            if _is_alive(conn):
+            if is_alive(conn):
                 return conn
             self._log.warn("libvirt connection to {uri} is dead; reopening", uri=self.uri)
             self._disconnect()
@@ -407,7 +315,7 @@ class LibvirtHypervisor(Service):
         except libvirt.libvirtError as e:
             self._tried_before = True  # events are missed until we get through
             raise HypervisorError(
-                f"cannot connect to libvirt at {self.uri}: {_message(e)}"
+                f"cannot connect to libvirt at {self.uri}: {message(e)}"
             ) from e
         try:
             ids = [
@@ -421,13 +329,13 @@ class LibvirtHypervisor(Service):
         except libvirt.libvirtError as e:
             self._close_quietly(conn)
             raise HypervisorError(
-                f"cannot subscribe to libvirt events at {self.uri}: {_message(e)}"
+                f"cannot subscribe to libvirt events at {self.uri}: {message(e)}"
             ) from e
         try:
             conn.registerCloseCallback(self._on_close, None)
         except libvirt.libvirtError as e:
             self._log.debug("no close callback for {uri}: {error}", uri=self.uri,
-                            error=_message(e))
+                            error=message(e))
         self._conn, self._callback_ids = conn, ids
         self._log.info("connected to libvirt at {uri}", uri=self.uri)
         if self._tried_before:
@@ -461,121 +369,8 @@ class LibvirtHypervisor(Service):
         except libvirt.libvirtError:
             pass
 
-    def _lookup(self, conn, instance: str):
-        canonical = canonical_uuid(instance)
-        if canonical is not None:
-            try:
-                return conn.lookupByUUIDString(canonical)
-            except libvirt.libvirtError as e:
-                if _error_code(e) != libvirt.VIR_ERR_NO_DOMAIN:
-                    raise
-        try:
-            return conn.lookupByName(instance)
-        except libvirt.libvirtError as e:
-            if _error_code(e) == libvirt.VIR_ERR_NO_DOMAIN:
-                raise NoSuchInstance(instance) from None
-            raise
-
-    def _describe(self, conn, instance: str) -> DomainInfo:
-        dom = self._lookup(conn, instance)
-        try:
-            return self._info(dom)
-        except libvirt.libvirtError as e:
-            if _error_code(e) == libvirt.VIR_ERR_NO_DOMAIN:  # undefined meanwhile
-                raise NoSuchInstance(instance) from None
-            raise
-
-    def _on_running(self, conn, instance: str, action) -> None:
-        """
-        Run C{action(dom)} on a running domain: a stopped one is L{InstanceNotRunning}.
-        """
-        dom = self._lookup(conn, instance)
-        try:
-            action(dom)
-        except libvirt.libvirtError as e:
-            code = _error_code(e)
-            if code == libvirt.VIR_ERR_NO_DOMAIN:  # undefined meanwhile
-                raise NoSuchInstance(instance) from None
-            if code == libvirt.VIR_ERR_OPERATION_INVALID and not dom.isActive():
-                raise InstanceNotRunning(f"instance {instance} is not running") from None
-            raise
-
-    def _open_graphics(self, conn, instance: str) -> int:
-        dom = self._lookup(conn, instance)
-        if not dom.isActive():
-            raise InstanceNotRunning(f"instance {instance} is not running")
-        try:
-            return dom.openGraphicsFD(0, libvirt.VIR_DOMAIN_OPEN_GRAPHICS_SKIPAUTH)
-        except libvirt.libvirtError as e:
-            if _error_code(e) == libvirt.VIR_ERR_NO_DOMAIN:
-                raise NoSuchInstance(instance) from None
-            if _is_connection_error(conn, e):
-                raise
-            raise GraphicsUnavailable(_message(e)) from None
-
-    def _open_console(self, conn, instance: str, on_data, on_closed, force: bool):
-        dom = self._lookup(conn, instance)
-        try:
-            if not dom.isActive():
-                raise ConsoleUnavailable(f"instance {instance} is not running")
-            stream = conn.newStream(libvirt.VIR_STREAM_NONBLOCK)
-        except libvirt.libvirtError as e:
-            if _error_code(e) == libvirt.VIR_ERR_NO_DOMAIN:
-                raise NoSuchInstance(instance) from None
-            raise
-        flags = libvirt.VIR_DOMAIN_CONSOLE_FORCE if force else 0
-        try:
-            dom.openConsole(None, stream, flags)
-        except libvirt.libvirtError as e:
-            try:
-                stream.abort()
-            except libvirt.libvirtError:
-                pass
-            if _error_code(e) == libvirt.VIR_ERR_NO_DOMAIN:
-                raise NoSuchInstance(instance) from None
-            if _is_connection_error(conn, e):
-                raise  # _with_connection reopens the connection and tries once more
-            raise ConsoleUnavailable(
-                f"cannot open the serial console of {instance}: {_message(e)}") from None
-        console = LibvirtConsole(self._reactor, stream, on_data, on_closed, self._run_on_worker)
-        try:
-            console.start()
-        except libvirt.libvirtError as e:
-            try:
-                stream.abort()
-            except libvirt.libvirtError:
-                pass
-            raise ConsoleUnavailable(
-                f"cannot read the serial console of {instance}: {_message(e)}") from None
+    def _open_console(self, conn, instance, on_data, on_closed, force):
+        console = domains.open_console(conn, instance, on_data, on_closed, force,
+                                       self._reactor, self._run_on_worker)
         self._consoles.add(console)
         return console
-
-    def _list_active(self, conn) -> list[DomainInfo]:
-        return [info for info in self._infos(conn, libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
-                if info.active]
-
-    def _list_all(self, conn) -> list[DomainInfo]:
-        return self._infos(conn, 0)
-
-    def _infos(self, conn, flags) -> list[DomainInfo]:
-        infos = []
-        for dom in conn.listAllDomains(flags):
-            try:
-                infos.append(self._info(dom))
-            except libvirt.libvirtError as e:
-                if _error_code(e) == libvirt.VIR_ERR_NO_DOMAIN:  # undefined meanwhile
-                    continue
-                raise
-        return infos
-
-    def _info(self, dom) -> DomainInfo:
-        state = _STATES.get(dom.state()[0], DomainState.NOSTATE)
-        name = dom.name()
-        try:
-            vnc, serial_pty = parse_domain_xml(dom.XMLDesc(self._xml_flags))
-        except ValueError as e:
-            raise HypervisorError(f"cannot read the XML of domain {name!r}: {e}") from None
-        info = DomainInfo(uuid=dom.UUIDString().lower(), name=name, state=state)
-        if info.active:
-            info = DomainInfo(info.uuid, name, state, vnc=vnc, serial_pty=serial_pty)
-        return info

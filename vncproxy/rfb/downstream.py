@@ -41,11 +41,11 @@ import enum
 import os
 from typing import Callable
 
-from vncproxy.rfb import wire
+from vncproxy.rfb import security, wire
 from vncproxy.rfb._machine import Event, HandshakeMachine
 from vncproxy.rfb.events import AuthResponse, ClientInitReceived
+from vncproxy.rfb.security import SecurityType
 from vncproxy.rfb.vncauth import new_challenge
-from vncproxy.rfb.wire import SecurityType
 
 __all__ = ["DownstreamHandshake", "DownstreamState"]
 
@@ -141,7 +141,7 @@ class DownstreamHandshake(HandshakeMachine):
         if self.state is DownstreamState.FAILED:
             return []
         self._check_decision_pending()
-        self._send(wire.encode_security_result(self.version, ok=True))
+        self._send(security.encode_security_result(self.version, ok=True))
         self.state = DownstreamState.AWAIT_CLIENT_INIT
         return self._run()
 
@@ -157,7 +157,7 @@ class DownstreamHandshake(HandshakeMachine):
         if self.state is DownstreamState.FAILED:
             return []
         self._check_decision_pending()
-        self._send(wire.encode_security_result(self.version, ok=False, reason=reason))
+        self._send(security.encode_security_result(self.version, ok=False, reason=reason))
         self._fail(reason)
         return self._run()
 
@@ -181,13 +181,13 @@ class DownstreamHandshake(HandshakeMachine):
             return False
         self.version = wire.negotiate_version(wire.parse_version(message))
         if self._refuse is not None:
-            self._send(wire.encode_refusal(self.version, self._refuse))
+            self._send(security.encode_refusal(self.version, self._refuse))
             self._fail(self._refuse)
         elif self.version == wire.RFB_3_3:
-            self._send(wire.encode_security_type_33(self._security_type))
+            self._send(security.encode_security_type_33(self._security_type))
             self._start_security()
         else:
-            self._send(wire.encode_security_types([self._security_type]))
+            self._send(security.encode_security_types([self._security_type]))
             self.state = DownstreamState.AWAIT_SECURITY_CHOICE
         return True
 
@@ -200,14 +200,14 @@ class DownstreamHandshake(HandshakeMachine):
         if chosen != self._security_type:
             if self.version == wire.RFB_3_8:
                 self._send(
-                    wire.encode_security_result(
+                    security.encode_security_result(
                         self.version, ok=False, reason=_UNSUPPORTED_CHOICE
                     )
                 )
             self._fail(f"viewer chose {_UNSUPPORTED_CHOICE} {chosen}")
             return True
         if self._security_type == SecurityType.NONE and self.version == wire.RFB_3_8:
-            self._send(wire.encode_security_result(self.version, ok=True))
+            self._send(security.encode_security_result(self.version, ok=True))
         self._start_security()
         return True
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vncproxy.rfb.wire import VeNCryptSubtype
+from vncproxy.rfb.security import VeNCryptSubtype
 
 __all__ = [
     "AuthResponse",
@@ -86,7 +86,7 @@ class StartTLS:
     the transport now (no byte may be written in the clear after this), then
     call C{tls_started()} on the machine.  What follows travels inside TLS.
 
-    @ivar subtype: the chosen L{vncproxy.rfb.wire.VeNCryptSubtype}.
+    @ivar subtype: the chosen L{vncproxy.rfb.security.VeNCryptSubtype}.
     @ivar anonymous: C{True} for TLSNone/TLSVnc (anonymous Diffie-Hellman:
         no certificate to verify), C{False} for X509None/X509Vnc (verify the
         server certificate against the CA and the expected hostname).

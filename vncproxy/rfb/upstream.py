@@ -55,11 +55,11 @@ from __future__ import annotations
 
 import enum
 
-from vncproxy.rfb import wire
+from vncproxy.rfb import security, wire
 from vncproxy.rfb._machine import HandshakeMachine
 from vncproxy.rfb.events import SecurityAccepted, StartTLS
+from vncproxy.rfb.security import SecurityType, VeNCryptSubtype
 from vncproxy.rfb.vncauth import vnc_response
-from vncproxy.rfb.wire import SecurityType, VeNCryptSubtype
 
 __all__ = ["UpstreamHandshake", "UpstreamState"]
 
@@ -185,7 +185,7 @@ class UpstreamHandshake(HandshakeMachine):
     # -- step 2 ------------------------------------------------------------
 
     def _on_security_types(self) -> bool:
-        types = self._take_parsed(wire.parse_security_types)
+        types = self._take_parsed(security.parse_security_types)
         if types is None:
             return False
         if not types:
@@ -193,7 +193,7 @@ class UpstreamHandshake(HandshakeMachine):
             return True
         chosen = self._choose(types)
         if chosen is not None:
-            self._send(wire.encode_security_choice(chosen))
+            self._send(security.encode_security_choice(chosen))
             self._security_starters[chosen]()
         return True
 
@@ -205,7 +205,7 @@ class UpstreamHandshake(HandshakeMachine):
         if SecurityType.VENCRYPT in offered and self._tls is not None:
             return SecurityType.VENCRYPT
         if self._tls == "x509":
-            self._fail(_vencrypt_required(wire.describe_security_types(offered)))
+            self._fail(_vencrypt_required(security.describe_security_types(offered)))
             return None
         if SecurityType.NONE in offered:
             return SecurityType.NONE
@@ -214,7 +214,7 @@ class UpstreamHandshake(HandshakeMachine):
                 self._fail(_PASSWORD_MISSING)
                 return None
             return SecurityType.VNC_AUTH
-        listed = wire.describe_security_types(offered)
+        listed = security.describe_security_types(offered)
         if SecurityType.VENCRYPT in offered:
             self._fail(
                 "VNC server requires TLS (VeNCrypt) but no CA is configured "
@@ -231,7 +231,7 @@ class UpstreamHandshake(HandshakeMachine):
         if chosen == SecurityType.INVALID:
             self.state = UpstreamState.AWAIT_REFUSAL_REASON
         elif self._tls == "x509" and chosen in (SecurityType.NONE, SecurityType.VNC_AUTH):
-            self._fail(_vencrypt_required(wire.describe_security_types([chosen])))
+            self._fail(_vencrypt_required(security.describe_security_types([chosen])))
         elif chosen == SecurityType.VNC_AUTH and self._password is None:
             self._fail(_PASSWORD_MISSING)
         elif chosen in (SecurityType.NONE, SecurityType.VNC_AUTH):
@@ -262,14 +262,14 @@ class UpstreamHandshake(HandshakeMachine):
     # -- step 2v -----------------------------------------------------------
 
     def _on_vencrypt_version(self) -> bool:
-        version = self._take_parsed(wire.parse_vencrypt_version)
+        version = self._take_parsed(security.parse_vencrypt_version)
         if version is None:
             return False
-        if version < wire.VENCRYPT_VERSION:
+        if version < security.VENCRYPT_VERSION:
             major, minor = version
             self._fail(f"VNC server speaks VeNCrypt {major}.{minor}; 0.2 is required")
             return True
-        self._send(wire.encode_vencrypt_version(wire.VENCRYPT_VERSION))
+        self._send(security.encode_vencrypt_version(security.VENCRYPT_VERSION))
         self.state = UpstreamState.AWAIT_VENCRYPT_ACK
         return True
 
@@ -284,13 +284,13 @@ class UpstreamHandshake(HandshakeMachine):
         return True
 
     def _on_vencrypt_subtypes(self) -> bool:
-        subtypes = self._take_parsed(wire.parse_vencrypt_subtypes)
+        subtypes = self._take_parsed(security.parse_vencrypt_subtypes)
         if subtypes is None:
             return False
         chosen = self._choose_subtype(subtypes)
         if chosen is not None:
             self._subtype = chosen
-            self._send(wire.encode_vencrypt_subtype(chosen))
+            self._send(security.encode_vencrypt_subtype(chosen))
             self.state = UpstreamState.AWAIT_VENCRYPT_ACCEPT
         return True
 
@@ -307,7 +307,7 @@ class UpstreamHandshake(HandshakeMachine):
         if usable:
             self._fail(_PASSWORD_MISSING)
             return None
-        listed = wire.describe_vencrypt_subtypes(offered)
+        listed = security.describe_vencrypt_subtypes(offered)
         if self._tls == "x509":
             wanted = "X509None or X509Vnc (certificate-verified TLS)"
         else:
@@ -322,7 +322,7 @@ class UpstreamHandshake(HandshakeMachine):
             return False
         if accepted != 1:
             self._fail("VNC server rejected VeNCrypt subtype "
-                       f"{wire.describe_vencrypt_subtypes([self._subtype])}")
+                       f"{security.describe_vencrypt_subtypes([self._subtype])}")
             return True
         assert self._subtype is not None
         if self._buffer:
@@ -356,7 +356,7 @@ class UpstreamHandshake(HandshakeMachine):
         result = self._take_u32()
         if result is None:
             return False
-        if result == wire.SECURITY_RESULT_OK:
+        if result == security.SECURITY_RESULT_OK:
             self._succeed()
         elif self.version == wire.RFB_3_8:
             self.state = UpstreamState.AWAIT_FAILURE_REASON

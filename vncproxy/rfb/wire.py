@@ -1,10 +1,13 @@
 """
-RFB (RFC 6143) wire formats used by the handshake machines.
+RFB (RFC 6143) wire formats common to every phase of the handshake: integers,
+ProtocolVersion and its negotiation, reason strings, ClientInit and ServerInit,
+and the limits on what a peer may send.
 
-Every byte layout the handshake reads or writes lives in this module, so the
-state machines in L{vncproxy.rfb.upstream} and L{vncproxy.rfb.downstream}
-deal only in Python values.  All integers are big-endian ("network order");
-every C{struct} format here starts with C{"!"}.
+Every byte layout the handshake reads or writes lives in this module or, for the
+security phase (security types, SecurityResult, refusals, VeNCrypt), in
+L{vncproxy.rfb.security}, so the state machines in L{vncproxy.rfb.upstream} and
+L{vncproxy.rfb.downstream} deal only in Python values.  All integers are
+big-endian ("network order"); every C{struct} format here starts with C{"!"}.
 
 Parsers take a buffer and return C{None} when it does not hold a complete
 item yet ("need more data"); they raise L{ProtocolError} when the bytes can
@@ -13,7 +16,6 @@ never become valid.
 
 from __future__ import annotations
 
-import enum
 import struct
 import unicodedata
 
@@ -25,73 +27,21 @@ __all__ = [
     "RFB_3_3",
     "RFB_3_7",
     "RFB_3_8",
-    "SECURITY_RESULT_FAILED",
-    "SECURITY_RESULT_OK",
     "VERSION_LENGTH",
     "ProtocolError",
-    "SecurityType",
-    "VeNCryptSubtype",
     "client_init",
-    "VENCRYPT_VERSION",
     "decode_reason",
-    "describe_security_types",
-    "describe_vencrypt_subtypes",
     "encode_reason",
-    "encode_refusal",
-    "encode_security_choice",
-    "encode_security_result",
-    "encode_security_type_33",
-    "encode_security_types",
-    "encode_vencrypt_subtype",
-    "encode_vencrypt_version",
     "encode_version",
     "negotiate_version",
     "pack_u8",
     "pack_u32",
     "parse_reason",
-    "parse_security_types",
     "parse_server_init",
     "parse_u8",
     "parse_u32",
-    "parse_vencrypt_subtypes",
-    "parse_vencrypt_version",
     "parse_version",
 ]
-
-
-class SecurityType(enum.IntEnum):
-    """
-    RFB security types (RFC 6143 section 7.1.2 and the IANA registry).
-    """
-
-    INVALID = 0
-    NONE = 1
-    VNC_AUTH = 2
-    RA2 = 5
-    RA2NE = 6
-    TIGHT = 16
-    ULTRA = 17
-    TLS = 18
-    VENCRYPT = 19
-    SASL = 20
-    XVP = 22
-    ARD = 30
-
-
-class VeNCryptSubtype(enum.IntEnum):
-    """
-    VeNCrypt (security type 19) subtypes, sent as U32.
-    """
-
-    PLAIN = 256
-    TLSNONE = 257
-    TLSVNC = 258
-    TLSPLAIN = 259
-    X509NONE = 260
-    X509VNC = 261
-    X509PLAIN = 262
-    X509SASL = 263
-    TLSSASL = 264
 
 
 class ProtocolError(ValueError):
@@ -122,9 +72,6 @@ MAX_DESKTOP_NAME_LENGTH = 4096
 
 #: Most bytes a machine keeps buffered before its handshake ends.
 MAX_BUFFERED = 64 * 1024
-
-SECURITY_RESULT_OK = 0
-SECURITY_RESULT_FAILED = 1
 
 _U8 = struct.Struct("!B")
 _U32 = struct.Struct("!I")
@@ -225,158 +172,6 @@ def negotiate_version(announced: tuple[int, int]) -> tuple[int, int]:
     if minor >= 8 and minor != _APPLE_MINOR:
         return RFB_3_8
     return RFB_3_3
-
-
-# -- security ---------------------------------------------------------------
-
-
-def encode_security_types(types: list[int]) -> bytes:
-    """
-    @param types: 1..255 security types to offer (3.7 and 3.8).
-    @return: C{U8 count} followed by one U8 per type.
-    """
-    return pack_u8(len(types)) + bytes(types)
-
-
-def parse_security_types(buffer: bytes | bytearray) -> tuple[list[int], int] | None:
-    """
-    Parse the 3.7/3.8 security type list.
-
-    @param buffer: received bytes.
-    @return: C{(types, consumed)}, or C{None} if incomplete.  An empty list
-        means the server refused the connection; a reason string follows.
-    """
-    count = parse_u8(buffer)
-    if count is None or len(buffer) < 1 + count:
-        return None
-    return list(buffer[1 : 1 + count]), 1 + count
-
-
-def encode_security_type_33(security_type: int) -> bytes:
-    """
-    @param security_type: the type the server chose (3.3 only).
-    @return: the type as U32.
-    """
-    return pack_u32(security_type)
-
-
-def encode_security_choice(security_type: int) -> bytes:
-    """
-    @param security_type: the type the client chose (3.7 and 3.8).
-    @return: the type as U8.
-    """
-    return pack_u8(security_type)
-
-
-def encode_security_result(
-    version: tuple[int, int], ok: bool, reason: str | None = None
-) -> bytes:
-    """
-    @param version: the negotiated version.
-    @param ok: whether security succeeded.
-    @param reason: why it failed; sent only for failures in 3.8.
-    @return: U32 SecurityResult, plus C{U32 length + reason} on a 3.8 failure.
-    """
-    if ok:
-        return pack_u32(SECURITY_RESULT_OK)
-    message = pack_u32(SECURITY_RESULT_FAILED)
-    if version >= RFB_3_8:
-        message += encode_reason(reason or "")
-    return message
-
-
-def encode_refusal(version: tuple[int, int], reason: str) -> bytes:
-    """
-    The server's "no security types / connection failed" message.
-
-    @param version: the negotiated version.
-    @param reason: why the connection is refused.
-    @return: U32 0 (3.3) or U8 0 (3.7, 3.8), then C{U32 length + reason}.
-    """
-    if version == RFB_3_3:
-        marker = encode_security_type_33(SecurityType.INVALID)
-    else:
-        marker = pack_u8(0)
-    return marker + encode_reason(reason)
-
-
-def describe_security_types(types: list[int]) -> str:
-    """
-    @param types: security type numbers.
-    @return: a human-readable list such as C{"16 (TIGHT), 99"}.
-    """
-    names = []
-    for number in types:
-        try:
-            names.append(f"{number} ({SecurityType(number).name})")
-        except ValueError:
-            names.append(str(number))
-    return ", ".join(names) or "none"
-
-
-# -- VeNCrypt (security type 19) -------------------------------------------------
-
-
-#: The only VeNCrypt version spoken (0.1 used U8 subtypes and is obsolete).
-VENCRYPT_VERSION = (0, 2)
-
-
-def encode_vencrypt_version(version: tuple[int, int]) -> bytes:
-    """
-    @param version: C{(major, minor)}, each 0..255.
-    @return: C{U8 major, U8 minor}.
-    """
-    major, minor = version
-    return pack_u8(major) + pack_u8(minor)
-
-
-def parse_vencrypt_version(buffer: bytes | bytearray) -> tuple[tuple[int, int], int] | None:
-    """
-    @param buffer: received bytes.
-    @return: C{((major, minor), 2)}, or C{None} if fewer than 2 bytes.
-    """
-    if len(buffer) < 2:
-        return None
-    return (buffer[0], buffer[1]), 2
-
-
-def parse_vencrypt_subtypes(buffer: bytes | bytearray) -> tuple[list[int], int] | None:
-    """
-    Parse the VeNCrypt 0.2 subtype list: C{U8 count} then C{count x U32}.
-
-    @param buffer: received bytes.
-    @return: C{(subtypes, consumed)}, or C{None} if incomplete.
-    """
-    count = parse_u8(buffer)
-    if count is None:
-        return None
-    end = 1 + count * _U32.size
-    if len(buffer) < end:
-        return None
-    subtypes = [_U32.unpack_from(buffer, 1 + i * _U32.size)[0] for i in range(count)]
-    return subtypes, end
-
-
-def encode_vencrypt_subtype(subtype: int) -> bytes:
-    """
-    @param subtype: the VeNCrypt subtype the client chose.
-    @return: the subtype as U32.
-    """
-    return pack_u32(subtype)
-
-
-def describe_vencrypt_subtypes(subtypes: list[int]) -> str:
-    """
-    @param subtypes: VeNCrypt subtype numbers.
-    @return: a human-readable list such as C{"261 (X509VNC), 7"}.
-    """
-    names = []
-    for number in subtypes:
-        try:
-            names.append(f"{number} ({VeNCryptSubtype(number).name})")
-        except ValueError:
-            names.append(str(number))
-    return ", ".join(names) or "none"
 
 
 # -- reason strings ---------------------------------------------------------

@@ -21,52 +21,31 @@ Where output comes from is one function, chosen by C{[serial] source}: C{libvirt
 (L{IHypervisor.open_console}: a libvirt stream, works for a non-root service) or C{pty}
 (L{PtySource} on the C{/dev/pts/N} path from the domain XML: root only).
 
-Each open attempt carries a generation number: results and data of an attempt that was
-superseded (the domain restarted meanwhile, it stopped) are ignored and its source closed.
-
-Gaps in a log are marked with lines of our own (L{SerialHub.note}: in the log, the scrollback
-and the viewers' terminals): when the service stops while a domain runs, "capture stopped";
-when capture resumes on a domain that was already running (the console was lost while the
-domain ran, or the service starts and finds it running with a log already there), "capture
-stopped" (if not written yet) and "capture resumed". Output between the two is missing from the
-log. Times are UTC, from the reactor's clock. A domain that stops is no gap: nothing is written.
+Opening, reopening and marking the gaps of one domain's console is its
+L{DomainCapture<vncproxy.serial.domaincapture.DomainCapture>}'s job (generations, back-off, the
+"capture stopped"/"capture resumed" lines); this module decides which domains have one, and
+keeps their hubs and logs. A domain that stops is no gap: nothing is written.
 """
 
 import fnmatch
 import os
-from datetime import datetime, timezone
 
 from twisted.application.service import Service
-from twisted.internet import defer
 from twisted.logger import Logger
 
 from vncproxy.closecodes import CloseCode
-from vncproxy.hypervisor import ConsoleUnavailable, LifecycleKind, NoSuchInstance
+from vncproxy.hypervisor import ConsoleUnavailable, LifecycleKind
 from vncproxy.serial.capture import ConsoleLog
+from vncproxy.serial.domaincapture import DomainCapture
 from vncproxy.serial.hub import HubBusy, HubFull, SerialHub
 from vncproxy.serial.pty import PtySource
 
 #: Output arriving faster than this is passed on in batches (see SerialHub.source_data): at most
 #: 50 log writes and frames per viewer per second, and a keystroke's echo is never delayed.
 BATCH_INTERVAL = 0.02
-_RETRY_MIN = 1.0
-_RETRY_MAX = 30.0
+#: Seconds before a failed scan of the running domains is tried again.
+_SCAN_RETRY = 30.0
 _STOPPING = {LifecycleKind.STOPPED, LifecycleKind.CRASHED, LifecycleKind.UNDEFINED}
-
-
-def gap_marker(what, seconds, detail=None):
-    """
-    The line marking one end of a gap in a serial log.
-
-    @param what: C{"stopped"} or C{"resumed"}.
-    @param seconds: when, in seconds since the epoch (the reactor's clock).
-    @param detail: why capture stopped, or C{None}.
-    """
-    stamp = datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    if what == "stopped":
-        why = f" ({detail})" if detail else ""
-        return f"[consoleproxy: serial capture stopped at {stamp}{why}]"
-    return f"[consoleproxy: serial capture resumed at {stamp}; output since it stopped is missing]"
 
 
 def has_serial_pty(info):
@@ -92,32 +71,6 @@ class SerialUnavailable(Exception):
     """
 
 
-class _Capture:
-    """
-    The capture of one running domain.
-    """
-
-    def __init__(self, uuid, name):
-        self.uuid = uuid
-        self.name = name
-        self.info = None
-        self.source = None
-        self.generation = 0
-        self.retry = None
-        self.delay = _RETRY_MIN
-        self.failing = False
-        # A gap to mark when a source is attached: lost_at/lost_reason when the console was lost
-        # while the domain ran; resuming when the domain was found already running.
-        self.lost_at = None
-        self.lost_reason = None
-        self.resuming = False
-
-    def cancel_retry(self):
-        if self.retry is not None and self.retry.active():
-            self.retry.cancel()
-        self.retry = None
-
-
 class SerialManager(Service):
     """
     @param config: the L{vncproxy.config.Config} (C{serial_*} keys).
@@ -140,7 +93,7 @@ class SerialManager(Service):
             "libvirt": self._open_libvirt,
             "pty": self._open_pty,
         }[config.serial_source]
-        self._captures = {}  # uuid -> _Capture, for running domains
+        self._captures = {}  # uuid -> DomainCapture, for running domains
         self._hubs = {}  # uuid -> SerialHub, kept across restarts of the domain
         self._logs = {}  # uuid -> ConsoleLog
         self._unsubscribe = None
@@ -162,13 +115,7 @@ class SerialManager(Service):
             self._initial.cancel()
         now = self._reactor.seconds()
         for capture in list(self._captures.values()):
-            running = capture.source is not None or capture.lost_at is not None
-            self._release(capture)
-            if running:
-                lost = capture.lost_at is not None
-                self._hubs[capture.uuid].note(gap_marker(
-                    "stopped", capture.lost_at if lost else now,
-                    capture.lost_reason if lost else "service stopping"))
+            capture.stop_for_service(now)
         for hub in self._hubs.values():  # what is left: followers of the log
             hub.close_viewers(CloseCode.SERVICE_STOPPING)
         self._captures.clear()
@@ -188,8 +135,8 @@ class SerialManager(Service):
             if not self.running:
                 return
             self._log.warn("cannot list domains to capture their serial consoles ({error}); "
-                           "retrying in {delay} s", error=f.getErrorMessage(), delay=_RETRY_MAX)
-            self._initial = self._reactor.callLater(_RETRY_MAX, self._scan)
+                           "retrying in {delay} s", error=f.getErrorMessage(), delay=_SCAN_RETRY)
+            self._initial = self._reactor.callLater(_SCAN_RETRY, self._scan)
 
         d.addCallbacks(found, failed)
         d.addErrback(lambda f: self._log.failure("serial capture scan failed", f))
@@ -286,51 +233,20 @@ class SerialManager(Service):
         if not self.running:
             return
         for capture in list(self._captures.values()):
-            if capture.source is None and capture.retry is not None:
-                capture.cancel_retry()
-                capture.delay = _RETRY_MIN
-                self._retry(capture)
+            capture.reopen_now()
         if self._initial is not None and self._initial.active():
             self._initial.cancel()
         self._scan()
 
     def _started(self, uuid, name):
         # Known at once, so that a viewer arriving right after the start finds the hub.
-        capture = self._capture_for(uuid, name)
-        capture.generation += 1
-        generation = capture.generation
-        d = self._hypervisor.describe(uuid)
-
-        def described(info):
-            if self._captures.get(uuid) is not capture or capture.generation != generation:
-                return
-            if not info.active:
-                self._stopped(uuid)
-            elif not self.serves(info):
-                self._log.debug("{instance} has no serial console to capture", instance=uuid)
-                self._drop_capture(capture)
-            else:
-                self._begin(info, force=True)
-
-        def failed(f):
-            if self._captures.get(uuid) is not capture or capture.generation != generation:
-                return
-            if f.check(NoSuchInstance):
-                self._stopped(uuid, undefined=True)
-                return
-            self._log.warn("cannot describe started instance {instance}: {error}",
-                           instance=uuid, error=f.getErrorMessage())
-            self._schedule_retry(capture)
-
-        d.addCallbacks(described, failed)
-        d.addErrback(lambda f: self._log.failure("serial capture of {instance} failed", f,
-                                                 instance=uuid))
+        self._capture_for(uuid, name).start()
 
     def _stopped(self, uuid, undefined=False):
         capture = self._captures.pop(uuid, None)
         hub = self._hubs.get(uuid)
         if capture is not None:
-            self._release(capture)
+            capture.release()
             self._log.info("serial capture of {instance} ended: instance stopped", instance=uuid)
         if hub is not None:
             hub.close_viewers(CloseCode.INSTANCE_STOPPED)
@@ -343,15 +259,15 @@ class SerialManager(Service):
                 del self._logs[uuid]
 
     def _capture_for(self, uuid, name):
-        capture = self._captures.get(uuid)
-        if capture is None:
-            capture = self._captures[uuid] = _Capture(uuid, name)
         if uuid not in self._hubs:
             c = self._config
             self._hubs[uuid] = SerialHub(
                 uuid, self._reactor, log=self.log(uuid), scrollback=c.serial_scrollback,
                 queue_limit=c.serial_viewer_queue, grace=c.serial_slow_viewer_grace,
                 max_viewers=c.serial_max_viewers, batch_interval=BATCH_INTERVAL)
+        capture = self._captures.get(uuid)
+        if capture is None:
+            capture = self._captures[uuid] = DomainCapture(self, uuid, name, self._hubs[uuid])
         return capture
 
     def _drop_capture(self, capture):
@@ -361,132 +277,13 @@ class SerialManager(Service):
         """
         if self._captures.get(capture.uuid) is capture:
             del self._captures[capture.uuid]
-        self._release(capture)
+        capture.release()
         hub = self._hubs.get(capture.uuid)
         if hub is not None and not hub.viewers and not hub.recent_output():
             del self._hubs[capture.uuid]
 
-    def _release(self, capture):
-        capture.generation += 1
-        capture.cancel_retry()
-        source, capture.source = capture.source, None
-        if source is not None:
-            self._hubs[capture.uuid].detach_source(source)
-            source.close()
-
-    # -- opening and reopening -------------------------------------------------------------------
-
     def _begin(self, info, force, resuming=False):
-        capture = self._capture_for(info.uuid, info.name)
-        capture.info = info
-        capture.resuming = resuming
-        self._open(capture, force)
-
-    def _open(self, capture, force):
-        self._release(capture)
-        generation = capture.generation
-        hub = self._hubs[capture.uuid]
-
-        def current():
-            return self._captures.get(capture.uuid) is capture and capture.generation == generation
-
-        def on_data(data):
-            if current():
-                if self._metrics is not None:
-                    self._metrics.serial_bytes_captured += len(data)
-                hub.source_data(data)
-
-        def on_closed(reason):
-            if not current() or capture.source is None:
-                return
-            source, capture.source = capture.source, None
-            hub.detach_source(source)
-            if capture.lost_at is None:
-                capture.lost_at, capture.lost_reason = self._reactor.seconds(), reason
-            self._log.info("serial console of {instance} lost ({reason}); reopening",
-                           instance=capture.uuid, reason=reason)
-            capture.generation += 1
-            self._schedule_retry(capture)
-
-        def opened(source):
-            if not current():
-                source.close()
-                return
-            capture.source = source
-            capture.delay = _RETRY_MIN
-            hub.attach_source(source)
-            self._mark_resumed(capture, hub)
-            if capture.failing:
-                capture.failing = False
-                self._log.info("serial capture of {instance} resumed", instance=capture.uuid)
-            else:
-                self._log.info("capturing the serial console of {instance} ({name})",
-                               instance=capture.uuid, name=capture.name)
-
-        def failed(f):
-            if not current():
-                return
-            if f.check(NoSuchInstance):
-                self._stopped(capture.uuid, undefined=True)
-                return
-            if not capture.failing:
-                capture.failing = True
-                self._log.warn("cannot open the serial console of {instance}: {error}; "
-                               "retrying", instance=capture.uuid, error=f.getErrorMessage())
-            self._schedule_retry(capture)
-
-        d = defer.maybeDeferred(self._open_source, capture.info, on_data, on_closed, force)
-        d.addCallbacks(opened, failed)
-        d.addErrback(lambda f: self._log.failure("serial capture of {instance} failed", f,
-                                                 instance=capture.uuid))
-
-    def _mark_resumed(self, capture, hub):
-        now = self._reactor.seconds()
-        if capture.lost_at is not None:
-            hub.note(gap_marker("stopped", capture.lost_at, capture.lost_reason) + "\r\n"
-                     + gap_marker("resumed", now))
-        elif capture.resuming and self.log(capture.uuid).size() > 0:
-            hub.note(gap_marker("resumed", now))
-        capture.lost_at = capture.lost_reason = None
-        capture.resuming = False
-
-    def _schedule_retry(self, capture):
-        if not self.running:
-            return
-        capture.cancel_retry()
-        delay, capture.delay = capture.delay, min(capture.delay * 2, _RETRY_MAX)
-        capture.retry = self._reactor.callLater(delay, self._retry, capture)
-
-    def _retry(self, capture):
-        capture.retry = None
-        if self._captures.get(capture.uuid) is not capture:
-            return
-        capture.generation += 1
-        generation = capture.generation
-        d = self._hypervisor.describe(capture.uuid)
-
-        def described(info):
-            if self._captures.get(capture.uuid) is not capture or capture.generation != generation:
-                return
-            if not info.active:
-                self._stopped(capture.uuid)
-            elif not self.serves(info):
-                self._drop_capture(capture)
-            else:
-                capture.info = info
-                self._open(capture, force=False)
-
-        def failed(f):
-            if self._captures.get(capture.uuid) is not capture or capture.generation != generation:
-                return
-            if f.check(NoSuchInstance):
-                self._stopped(capture.uuid, undefined=True)
-            else:
-                self._schedule_retry(capture)
-
-        d.addCallbacks(described, failed)
-        d.addErrback(lambda f: self._log.failure("serial capture of {instance} failed", f,
-                                                 instance=capture.uuid))
+        self._capture_for(info.uuid, info.name).begin(info, force, resuming)
 
     # -- the two sources ---------------------------------------------------------------------------
 
