@@ -39,7 +39,7 @@ class _ResponseConsumer:
 
 class LogFollower:
     """
-    The hub sink of one following response (see L{vncproxy.serial.hub} for the sink's shape).
+    The hub sink of one following response (see L{vncproxy.serial.viewer} for the sink's shape).
 
     @param request: the HTTP request, its headers and the log's tail already written.
     @param instance: the instance UUID, for logs.
@@ -57,7 +57,7 @@ class LogFollower:
 
     def follow(self, place):
         """
-        Start delivering from C{place} (the L{vncproxy.serial.hub.Viewer} the hub gave us).
+        Start delivering from C{place} (the L{vncproxy.serial.viewer.Viewer} the hub gave us).
         """
         self._place = place
         if self._done:
