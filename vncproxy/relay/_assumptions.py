@@ -62,6 +62,12 @@ NAMES = {
         "autobahn WebSocketServerProtocol().requireMaskedClientFrames, .applyMask (bool)",
         "autobahn.websocket.xormasker.create_xor_masker(mask, length).process(data)",
     ),
+    "websocket_unmask": (
+        "_nvx_xormasker.ffi.from_buffer(cdecl, buffer), .ffi.NULL (Autobahn's compiled NVX module)",
+        "_nvx_xormasker.lib.nvx_xormask_new(mask), nvx_xormask_process(m, data, n), "
+        "nvx_xormask_free(m) (in place, the mask phase following the pointer)",
+        "(only where autobahn.websocket.USES_NVX, public, is true)",
+    ),
     "autobahn_timers": (
         "autobahn WebSocketServerFactory()._batched_timer.call_later(delay, fun, *args)",
     ),
@@ -276,6 +282,43 @@ def websocket_receive():
 
 
 @_checked
+def websocket_unmask():
+    """
+    Where Autobahn unmasks with NVX, its compiled module has the functions
+    L{vncproxy.relay.nvxmask} calls, and they unmask as RFC 6455 says: pieces of every length
+    around the SSE2 block, at every alignment and every mask phase (a masker carried over).
+    """
+    from vncproxy.relay import nvxmask
+
+    if not nvxmask.applies():
+        return
+    try:
+        import _nvx_xormasker
+    except ImportError:
+        raise _Missing("Autobahn uses NVX but _nvx_xormasker cannot be imported") from None
+    ffi = _need(_nvx_xormasker, "ffi", where="_nvx_xormasker")
+    lib = _need(_nvx_xormasker, "lib", where="_nvx_xormasker")
+    _need(ffi, "from_buffer", callable, "_nvx_xormasker.ffi")
+    _need(ffi, "NULL", where="_nvx_xormasker.ffi")
+    for name in ("nvx_xormask_new", "nvx_xormask_process", "nvx_xormask_free"):
+        _need(lib, name, callable, "_nvx_xormasker.lib")
+    mask = b"\x9d\x4c\x02\xe7"
+    data = bytes(range(256)) * 2
+    for start in range(4):
+        for phase in range(4):
+            for n in (0, 1, 3, 15, 16, 17, 33, 100, 300):
+                payload = data[start:start + n]
+                turned = mask[phase:] + mask[:phase]
+                masked = bytes(b ^ turned[i & 3] for i, b in enumerate(payload))
+                wire = b"\xff" * start + masked
+                if nvxmask.unmask_spans(turned + wire, [(4 + start, n, 0)], None) != payload:
+                    raise _Missing("nvx_xormask_process does not unmask in place")
+                if n and nvxmask.unmask_spans(wire, [], (len(wire), turned)) != bytes(
+                        b ^ turned[i & 3] for i, b in enumerate(wire)):
+                    raise _Missing("nvx_xormask_process does not unmask with a given mask")
+
+
+@_checked
 def autobahn_timers():
     """
     Autobahn's factory keeps its timers in C{_batched_timer} (made on txaio's global loop).
@@ -293,6 +336,7 @@ CHECKS = {
     "zero_copy": zero_copy,
     "websocket_send": websocket_send,
     "websocket_receive": websocket_receive,
+    "websocket_unmask": websocket_unmask,
     "autobahn_timers": autobahn_timers,
 }
 

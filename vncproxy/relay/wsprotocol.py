@@ -31,7 +31,8 @@ import txaio
 from autobahn.websocket import protocol as _autobahn_protocol
 from autobahn.websocket.protocol import WebSocketProtocol
 
-from vncproxy.relay.wsframes import BinaryFrameReader
+from vncproxy.relay import nvxmask
+from vncproxy.relay.wsframes import BinaryFrameReader, unmask_spans
 
 _OPEN = WebSocketProtocol.STATE_OPEN
 
@@ -63,8 +64,11 @@ class FastWebSocketMixin:
 
     def onOpen(self):
         # (Autobahn's onOpen is an empty hook; the console's protocol calls this one first.)
-        if self.factory.fast_paths.websocket_receive and self._perMessageCompress is None:
-            self._frames = BinaryFrameReader(_frame_limit(self))
+        fast = self.factory.fast_paths
+        if fast.websocket_receive and self._perMessageCompress is None:
+            self._frames = BinaryFrameReader(
+                _frame_limit(self),
+                nvxmask.unmask_spans if fast.websocket_unmask else unmask_spans)
 
     def _autobahn_between_messages(self):
         return self.current_frame is None and not self.inside_message and not self.data
@@ -73,11 +77,10 @@ class FastWebSocketMixin:
         frames = self._frames
         if frames is not None and self.state == _OPEN and (
                 frames.inside_frame or self._autobahn_between_messages()):
-            payloads, data = frames.receive(data)
-            if payloads:
+            payload, data = frames.receive(data)
+            if payload:
                 # the console is a byte stream: what one read brought goes on in one write
-                self.onMessageFrameData(payloads[0] if len(payloads) == 1
-                                        else b"".join(payloads))
+                self.onMessageFrameData(payload)
             if data is None:
                 return
         if self.factory.fast_paths.websocket_send:
