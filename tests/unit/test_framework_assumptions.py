@@ -38,6 +38,9 @@ KNOWN = {
     tcp.Connection._dataReceived: {"0e59b0c7e1d04ad9", "e1d933989dcbbc25"},
     # vncproxy.relay.wsprotocol copies its fast branch
     WebSocketProtocol.sendData: {"307ad8e0e6a0964d", "422eae41230a6a00"},
+    # vncproxy.relay.wsprotocol writes the frame these two would for a plain binary message
+    WebSocketProtocol.sendMessage: {"15ede973d9c49a1e", "bb9656c66baedb62"},
+    WebSocketProtocol.sendFrame: {"05f2a3f54bf7f6a6", "1e0556453a2b4596"},
     # vncproxy.relay.wsframes mirrors its frame checks (what the reader must hand back)
     WebSocketProtocol.processData: {"ed8c5e671732c03a", "85c2ab8df004a6ec"},
     # vncproxy.web.websocket overrides it (the reason must not be logged)

@@ -49,6 +49,12 @@ NAMES = {
         "autobahn WebSocketServerProtocol().trafficStats.outgoingOctetsWireLevel (int)",
         "autobahn WebSocketServerProtocol().state, STATE_OPEN",
         "autobahn WebSocketServerProtocol.sendData(data, sync, chopsize)",
+        "autobahn WebSocketServerProtocol.sendMessage(payload, isBinary, fragmentSize, sync, "
+        "doNotCompress)",
+        "autobahn WebSocketServerProtocol()._perMessageCompress, .maskServerFrames, "
+        ".autoFragmentSize, .logFrames, .trackedTimings (None), .maxMessagePayloadSize",
+        "autobahn WebSocketServerProtocol().trafficStats.outgoingWebSocketMessages, "
+        "outgoingOctetsAppLevel, outgoingOctetsWebSocketLevel, outgoingWebSocketFrames (int)",
         "autobahn.websocket.protocol.pformat (pprint.pformat, called eagerly for debug lines)",
         "txaio.get_global_log_level()",
     ),
@@ -228,6 +234,9 @@ def websocket_send():
 
     _params(_need(WebSocketServerProtocol, "sendData", callable, "WebSocketServerProtocol"),
             ("self", "data", "sync", "chopsize"), "WebSocketServerProtocol.sendData")
+    _params(_need(WebSocketServerProtocol, "sendMessage", callable, "WebSocketServerProtocol"),
+            ("self", "payload", "isBinary", "fragmentSize", "sync", "doNotCompress"),
+            "WebSocketServerProtocol.sendMessage")
     _need(WebSocketServerProtocol, "STATE_OPEN", int, "WebSocketServerProtocol")
     _need(WebSocketServerProtocol, "SEND_STATE_GROUND", int, "WebSocketServerProtocol")
     protocol = open_probe()
@@ -236,7 +245,19 @@ def websocket_send():
     len(_need(protocol, "send_queue"))
     _need(protocol, "send_state", int)
     _need(protocol, "logOctets", bool)
-    _need(_need(protocol, "trafficStats"), "outgoingOctetsWireLevel", int, "trafficStats")
+    stats = _need(protocol, "trafficStats")
+    for counter in ("outgoingOctetsWireLevel", "outgoingWebSocketMessages",
+                    "outgoingOctetsAppLevel", "outgoingOctetsWebSocketLevel",
+                    "outgoingWebSocketFrames"):
+        _need(stats, counter, int, "trafficStats")
+    if _need(protocol, "_perMessageCompress") is not None:
+        raise _Missing("_perMessageCompress is set without an extension")
+    _need(protocol, "maskServerFrames", bool)
+    _need(protocol, "autoFragmentSize", int)
+    _need(protocol, "logFrames", bool)
+    _need(protocol, "maxMessagePayloadSize", int)
+    if _need(protocol, "trackedTimings") is not None:
+        raise _Missing("trackedTimings is set without trackTimings")
     if protocol.send_state != WebSocketServerProtocol.SEND_STATE_GROUND:
         raise _Missing("an open, idle protocol is not in SEND_STATE_GROUND")
     import pprint
