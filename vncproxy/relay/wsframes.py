@@ -74,6 +74,9 @@ def unmask_spans(data, spans, lead):
     @param lead: C{None}, or C{(length, mask)}: C{data} begins with that many bytes of a
         payload begun in an earlier read, C{mask} already turned to where they start.
     """
+    if lead is None and len(spans) == 1:  # a keystroke, a mouse move
+        start, n, mask_at = spans[0]
+        return unmask(data[start:start + n], data[mask_at:mask_at + 4])
     view = memoryview(data)
     pieces = [] if lead is None else [unmask(view[:lead[0]], lead[1])]
     for start, n, mask_at in spans:

@@ -93,14 +93,13 @@ class FastWebSocketMixin:
                 _frame_limit(self),
                 nvxmask.unmask_spans if fast.websocket_unmask else unmask_spans)
         self._own_frames = fast.websocket_send and _one_plain_frame(self)
-
-    def _autobahn_between_messages(self):
-        return self.current_frame is None and not self.inside_message and not self.data
+        self._own_limit = self.maxMessagePayloadSize or (1 << 63) - 1
 
     def dataReceived(self, data):
         frames = self._frames
         if frames is not None and self.state == _OPEN and (
-                frames.inside_frame or self._autobahn_between_messages()):
+                frames.inside_frame or (self.current_frame is None and not self.inside_message
+                                        and not self.data)):
             payload, data = frames.receive(data)
             if payload:
                 # the console is a byte stream: what one read brought goes on in one write
@@ -116,8 +115,7 @@ class FastWebSocketMixin:
                     doNotCompress=False):
         if not (self._own_frames and isBinary and fragmentSize is None and not sync
                 and self.state == _OPEN and self.send_state == _GROUND and not self.send_queue
-                and type(payload) is bytes
-                and not 0 < self.maxMessagePayloadSize < len(payload)):
+                and type(payload) is bytes and len(payload) <= self._own_limit):
             super().sendMessage(payload, isBinary, fragmentSize, sync, doNotCompress)
             return
         n = len(payload)
