@@ -97,17 +97,24 @@ def _profile_cpu(directory, run):
     """
     Profiling: with C{CONSOLEPROXY_BENCH_CPROFILE=DIR} in the environment, C{run()} (the
     reactor) runs under cProfile, and the statistics go to C{DIR/PID.prof} when it stops (read
-    them with C{python -m pstats}); otherwise C{run()} as it is.
+    them with C{python -m pstats}), with Python's garbage collections (count and objects
+    collected per generation while the reactor ran) in C{DIR/PID.gc.json}; otherwise C{run()}
+    as it is.
     """
     if not directory:
         return run()
     import cProfile
+    import gc
 
     profiler = cProfile.Profile()
+    before = gc.get_stats()
     try:
         return profiler.runcall(run)
     finally:
         profiler.dump_stats(str(Path(directory) / f"{os.getpid()}.prof"))
+        during = [{key: after[key] - start[key] for key in after}
+                  for start, after in zip(before, gc.get_stats())]
+        (Path(directory) / f"{os.getpid()}.gc.json").write_text(json.dumps(during))
 
 
 def _run(args):
