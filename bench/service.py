@@ -93,6 +93,30 @@ def _trace_memory(directory):
     signal.signal(signal.SIGUSR2, dump)
 
 
+def _profile_cpu(directory, run):
+    """
+    Profiling: with C{CONSOLEPROXY_BENCH_CPROFILE=DIR} in the environment, C{run()} (the
+    reactor) runs under cProfile, and the statistics go to C{DIR/PID.prof} when it stops (read
+    them with C{python -m pstats}), with Python's garbage collections (count and objects
+    collected per generation while the reactor ran) in C{DIR/PID.gc.json}; otherwise C{run()}
+    as it is.
+    """
+    if not directory:
+        return run()
+    import cProfile
+    import gc
+
+    profiler = cProfile.Profile()
+    before = gc.get_stats()
+    try:
+        return profiler.runcall(run)
+    finally:
+        profiler.dump_stats(str(Path(directory) / f"{os.getpid()}.prof"))
+        during = [{key: after[key] - start[key] for key in after}
+                  for start, after in zip(before, gc.get_stats())]
+        (Path(directory) / f"{os.getpid()}.gc.json").write_text(json.dumps(during))
+
+
 def _run(args):
     from twisted.internet import epollreactor
 
@@ -158,7 +182,7 @@ def _run(args):
 
     reactor.callWhenRunning(started)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
-    reactor.run()
+    _profile_cpu(os.environ.get("CONSOLEPROXY_BENCH_CPROFILE"), reactor.run)
 
 
 def main(argv=None):

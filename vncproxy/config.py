@@ -82,6 +82,7 @@ SCHEMA = {
     ("relay", "write_through"): ("relay_write_through", boolean, "true"),
     ("relay", "websocket_send"): ("relay_websocket_send", boolean, "true"),
     ("relay", "websocket_receive"): ("relay_websocket_receive", boolean, "true"),
+    ("relay", "websocket_unmask"): ("relay_websocket_unmask", boolean, "true"),
     ("xvpvnc", "native_wait"): ("xvpvnc_native_wait", positive(float), "2"),
     ("xvpvnc", "max_pending_per_address"): ("xvpvnc_max_pending_per_address", positive(int),
                                             "32"),
@@ -160,6 +161,7 @@ class Config:
     relay_write_through: bool
     relay_websocket_send: bool
     relay_websocket_receive: bool
+    relay_websocket_unmask: bool
     xvpvnc_native_wait: float
     xvpvnc_max_pending_per_address: int
     xvpvnc_max_pending: int

@@ -35,12 +35,14 @@ def _big(seed, n):
 def frames(draw):
     mask = draw(masks)
     kind = draw(st.sampled_from(
-        ["binary"] * 8 + ["fragment", "continuation", "text", "bad_text", "ping", "pong",
+        ["binary"] * 8 + ["medium"] * 2 + ["fragment", "continuation", "text", "bad_text", "ping", "pong",
                           "close", "close_len1", "reserved_data", "reserved_control", "rsv",
                           "unmasked", "not_shortest", "control_long", "control_fragmented",
                           "over_frame_limit", "large", "empty"]))
     if kind == "binary":
         return frame(draw(small), mask=mask)
+    if kind == "medium":  # several of these in one read go to the unmasker for larger reads
+        return frame(_big(draw(st.integers()), draw(st.integers(126, 5000))), mask=mask)
     if kind == "empty":
         return frame(b"", mask=mask)
     if kind == "large":  # the 64-bit length form, under the limit

@@ -1,7 +1,8 @@
 """
 The differential target of the WebSocket receive fast path: the same viewer bytes, cut the same
-way, go to the console's protocol with the fast paths on (our L{BinaryFrameReader} first) and
-with them off (Autobahn alone); the session must get the same bytes, the viewer the same
+way, go to the console's protocol with the fast paths on (our L{BinaryFrameReader} first, with
+the in-place NVX unmasker where Autobahn uses NVX; and our own frames to the viewer) and with
+them off (Autobahn alone); the session must get the same bytes, the viewer the same
 replies (pongs, close frames with their codes), and the connection must end up in the same
 state. Used by hypothesis (tests/fuzz/test_wsframes_fuzz.py, structured frame streams; and
 test_parsers_fuzz.py, raw and mutated bytes), by atheris (fuzz/websocket_frames.py) and by the
@@ -17,7 +18,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from vncproxy.relay import FastPaths
+from vncproxy.relay import FastPaths, nvxmask
 from vncproxy.web import websocket
 
 UPGRADE = (b"GET /websockify HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
@@ -26,7 +27,8 @@ UPGRADE = (b"GET /websockify HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r
 #: Small limits, so that frames over them are cheap to make (the service's are 1 MiB).
 MAX_FRAME = 70000
 MAX_MESSAGE = 140000
-ON = FastPaths(websocket_send=True, websocket_receive=True)
+ON = FastPaths(websocket_send=True, websocket_receive=True,
+               websocket_unmask=nvxmask.applies())
 OFF = FastPaths.off()
 
 

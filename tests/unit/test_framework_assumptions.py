@@ -22,7 +22,7 @@ from twisted.logger import globalLogPublisher
 
 from vncproxy import config as _config
 from vncproxy import relay
-from vncproxy.relay import _assumptions, eventloop
+from vncproxy.relay import _assumptions, eventloop, nvxmask
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -38,6 +38,9 @@ KNOWN = {
     tcp.Connection._dataReceived: {"0e59b0c7e1d04ad9", "e1d933989dcbbc25"},
     # vncproxy.relay.wsprotocol copies its fast branch
     WebSocketProtocol.sendData: {"307ad8e0e6a0964d", "422eae41230a6a00"},
+    # vncproxy.relay.wsprotocol writes the frame these two would for a plain binary message
+    WebSocketProtocol.sendMessage: {"15ede973d9c49a1e", "bb9656c66baedb62"},
+    WebSocketProtocol.sendFrame: {"05f2a3f54bf7f6a6", "1e0556453a2b4596"},
     # vncproxy.relay.wsframes mirrors its frame checks (what the reader must hand back)
     WebSocketProtocol.processData: {"ed8c5e671732c03a", "85c2ab8df004a6ec"},
     # vncproxy.web.websocket overrides it (the reason must not be logged)
@@ -62,7 +65,7 @@ def test_every_fast_path_has_its_names_listed_and_checked():
     """Each fast path's private names are listed, and each has a check."""
     assert set(_assumptions.NAMES) == set(_assumptions.CHECKS)
     assert {"lean_dispatch", "write_through", "zero_copy", "websocket_send",
-            "websocket_receive"} <= set(_assumptions.CHECKS)
+            "websocket_receive", "websocket_unmask"} <= set(_assumptions.CHECKS)
 
 
 @pytest.mark.parametrize("name", sorted(_assumptions.CHECKS))
@@ -154,5 +157,65 @@ def test_every_fast_path_is_on_by_default_where_its_names_are(fresh_verdicts, ep
     fast = relay.decide(config)
     assert fast.write_through and fast.websocket_send and fast.websocket_receive
     assert fast.zero_copy == (hasattr(os, "splice"))
+    assert fast.websocket_unmask == nvxmask.applies()
+    assert _warnings(fresh_verdicts) == []
     assert relay.enable_dispatch(epoll, config)
     assert epoll.doIteration.__func__ is eventloop._do_poll
+
+
+class _FfiWithoutFromBuffer:
+    """Autobahn's cffi object, less the one method its own wrapper does not use."""
+
+    def __init__(self, ffi):
+        self._ffi = ffi
+
+    def __getattr__(self, name):
+        if name == "from_buffer":
+            raise AttributeError(name)
+        return getattr(self._ffi, name)
+
+
+class _BrokenLib:
+    """Autobahn's NVX functions as a release might reshape them: C{process} ignores its
+    masker's phase (always starts at mask byte 0)."""
+
+    def __init__(self, lib):
+        self._lib = lib
+        self.nvx_xormask_new = lib.nvx_xormask_new
+        self.nvx_xormask_free = lib.nvx_xormask_free
+
+    def nvx_xormask_process(self, masker, data, n):
+        self._lib.nvx_xormask_process(masker, data, n)
+        if n > 1:
+            data[0] ^= 0xFF
+
+
+@pytest.mark.skipif(not nvxmask.applies(), reason="this Autobahn does not unmask with NVX")
+@pytest.mark.parametrize("damage", ["missing", "wrong"])
+def test_a_changed_nvx_module_keeps_the_public_unmasker(fresh_verdicts, monkeypatch, damage):
+    """
+    When Autobahn's compiled NVX module loses a name the in-place unmasker calls, or its
+    functions no longer unmask the known vectors, that fast path stays off with one warning
+    and the frame reader keeps the public unmasker; the rest of the receive fast path is on.
+    """
+    import _nvx_xormasker
+
+    if damage == "missing":
+        monkeypatch.setattr(_nvx_xormasker, "ffi", _FfiWithoutFromBuffer(_nvx_xormasker.ffi))
+    else:
+        monkeypatch.setattr(nvxmask, "_process", _BrokenLib(_nvx_xormasker.lib).nvx_xormask_process)
+    fast = relay.decide(_config.from_string(""))
+    assert fast.websocket_receive and not fast.websocket_unmask
+    warnings = _warnings(fresh_verdicts)
+    assert [e["name"] for e in warnings] == ["websocket_unmask"]
+    assert ("from_buffer is missing" if damage == "missing" else "does not unmask") in (
+        warnings[0]["problem"])
+
+
+def test_without_nvx_the_unmask_switch_is_off_without_a_warning(fresh_verdicts, monkeypatch):
+    """Where Autobahn does not unmask with NVX (Debian 12's uses wsaccel), the in-place
+    unmasker has nothing to use: it is off, and that is not worth a warning."""
+    monkeypatch.setattr(nvxmask, "applies", lambda: False)
+    fast = relay.decide(_config.from_string(""))
+    assert fast.websocket_receive and not fast.websocket_unmask
+    assert _warnings(fresh_verdicts) == []

@@ -7,6 +7,7 @@ the real one).
 """
 
 import os
+import random
 import struct
 from types import SimpleNamespace
 
@@ -17,7 +18,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from vncproxy.relay import FastPaths
+from vncproxy.relay import FastPaths, nvxmask
 from vncproxy.web import websocket
 
 UPGRADE = (b"GET /websockify HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
@@ -64,7 +65,7 @@ def _frame(payload, opcode=2, fin=True, mask=b"\x1f\x2e\x3d\x4c"):
 
 
 ALL_ON = FastPaths(write_through=True, zero_copy=True, websocket_send=True,
-                   websocket_receive=True)
+                   websocket_receive=True, websocket_unmask=nvxmask.applies())
 
 
 @pytest.fixture(params=[ALL_ON, FastPaths.off()], ids=["fast-paths-on", "fast-paths-off"])
@@ -142,3 +143,104 @@ def test_send_after_close_started_is_autobahns(opened):
     assert closing[:1] == b"\x88"
     viewer.send(b"late")
     assert transport.value() == closing
+
+
+def _open(fast, **options):
+    factory = websocket.make_factory(ctx=SimpleNamespace(reactor=Clock(), fast_paths=fast))
+    factory.protocol = _Protocol
+    factory.setProtocolOptions(autoPingInterval=0, openHandshakeTimeout=0,
+                               closeHandshakeTimeout=0, **options)
+    protocol = factory.buildProtocol(None)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    protocol.dataReceived(UPGRADE)
+    transport.clear()
+    return protocol, transport
+
+
+_COUNTERS = ("outgoingOctetsWireLevel", "outgoingOctetsWebSocketLevel", "outgoingOctetsAppLevel",
+             "outgoingWebSocketFrames", "outgoingWebSocketMessages")
+
+
+def _sent(fast, sends, before=None, **options):
+    """What C{sends} (sendMessage keyword arguments) put on the wire, and Autobahn's counters
+    and send state after them (an exception counts as what happened)."""
+    protocol, transport = _open(fast, **options)
+    random.seed(6455)  # Autobahn's masks for masked server frames: the same on both runs
+    if before:
+        before(protocol)
+    outcome = []
+    for kw in sends:
+        try:
+            protocol.sendMessage(**kw)
+        except Exception as e:  # Autobahn's refusals: the same on both paths
+            outcome.append(type(e).__name__)
+    stats = protocol.trafficStats
+    result = (transport.value(), outcome, [getattr(stats, c) for c in _COUNTERS],
+              protocol.send_state, b"".join(data for data, _ in protocol.send_queue))
+    protocol.connectionLost(Failure(ConnectionDone()))
+    return result
+
+
+SIZES = [0, 1, 16, 125, 126, 127, 1000, 65535, 65536, 70000]
+
+
+@pytest.mark.parametrize("case", [
+    "plain", "text too", "fragment size", "sync", "limit", "auto-fragment", "compression off",
+    "mask server frames", "begun message", "queued", "closing"])
+def test_our_frames_to_the_viewer_are_autobahns_bytes(case):
+    """
+    Binary messages to the viewer, written with our own frame header, are byte for byte what
+    Autobahn's sendMessage writes (every length form, at each edge), with the same traffic
+    counters and send state; and every case our header does not cover (text, explicit
+    fragments, sync, over the size limit, automatic fragmentation, masked server frames, a
+    fragmented message begun, Autobahn's queue not empty, a closing connection) is
+    Autobahn's, with its bytes or its refusal.
+    """
+    rng = random.Random(case)
+    sends = [dict(payload=rng.randbytes(n), isBinary=True) for n in SIZES]
+    options, before = {}, None
+    if case == "text too":
+        sends.insert(3, dict(payload=b"text", isBinary=False))
+    elif case == "fragment size":
+        sends.insert(2, dict(payload=b"x" * 300, isBinary=True, fragmentSize=100))
+    elif case == "sync":
+        sends.insert(2, dict(payload=b"x" * 30, isBinary=True, sync=True))
+    elif case == "limit":
+        options = dict(maxMessagePayloadSize=1000)
+    elif case == "auto-fragment":
+        options = dict(autoFragmentSize=500)
+    elif case == "compression off":
+        sends = [dict(kw, doNotCompress=True) for kw in sends]
+    elif case == "mask server frames":
+        options = dict(maskServerFrames=True)
+    elif case == "begun message":
+        def before(protocol):
+            protocol.beginMessage(isBinary=True)
+            protocol.beginMessageFrame(5)
+    elif case == "queued":
+        def before(protocol):
+            protocol.send_queue.append((b"queued", False))
+            protocol.triggered = True
+    elif case == "closing":
+        def before(protocol):
+            protocol.sendClose(1000)
+    on = _sent(ALL_ON, sends, before, **options)
+    off = _sent(FastPaths.off(), sends, before, **options)
+    assert on == off
+    assert on[0] or on[4] or case == "closing"
+
+
+def test_our_frames_skip_autobahns_frame_building(monkeypatch):
+    """With the send fast path on, a plain binary message does not go through Autobahn's
+    sendFrame (the point of the fast path); a text message still does."""
+    protocol, transport = _open(ALL_ON)
+    calls = []
+    real = WebSocketServerProtocol.sendFrame
+    monkeypatch.setattr(WebSocketServerProtocol, "sendFrame",
+                        lambda self, *a, **kw: calls.append(kw.get("opcode")) or real(
+                            self, *a, **kw))
+    protocol.sendMessage(b"key", isBinary=True)
+    assert calls == [] and transport.value() == b"\x82\x03key"
+    protocol.sendMessage(b"t", isBinary=False)
+    assert calls == [1]

@@ -1,18 +1,33 @@
 """
 The sans-IO frame reader of the WebSocket receive fast path (vncproxy/relay/wsframes.py), with
-byte vectors cut at every place, and its place in the console's protocol: it takes the viewer's
-binary frames, hands everything else to Autobahn, and Autobahn's timers run on the service's
-reactor. (The differential fuzzing against Autobahn is tests/fuzz/test_wsframes_fuzz.py.)
+byte vectors cut at every place, by each unmasker (the public one, and Autobahn's NVX functions
+of vncproxy/relay/nvxmask.py where Autobahn uses NVX), and its place in the console's protocol:
+it takes the viewer's binary frames, hands everything else to Autobahn, and Autobahn's timers
+run on the service's reactor. (The differential fuzzing against Autobahn is
+tests/fuzz/test_wsframes_fuzz.py.)
 """
 
 import os
+import random
 import struct
 
 import pytest
 from autobahn.websocket.xormasker import create_xor_masker
 
 from tests.fuzz.wsframe_targets import OFF, ON, frame, opened
-from vncproxy.relay.wsframes import SMALL, BinaryFrameReader, unmask, websocket_header
+from vncproxy.relay import nvxmask
+from vncproxy.relay.wsframes import (
+    SMALL,
+    BinaryFrameReader,
+    unmask,
+    unmask_spans,
+    websocket_header,
+)
+
+UNMASKERS = [pytest.param(unmask_spans, id="public"),
+             pytest.param(nvxmask.unmask_spans, id="nvx", marks=pytest.mark.skipif(
+                 not nvxmask.applies(), reason="this Autobahn does not unmask with NVX"))]
+FASTEST = nvxmask.unmask_spans if nvxmask.applies() else unmask_spans
 
 MASK = b"\x37\xfa\x21\x3d"
 # RFC 6455 section 5.7: a masked "Hello" from a client.
@@ -27,12 +42,13 @@ def every_cut(wire):
 
 
 def read(reader, chunks):
-    payloads, rest = [], None
+    payload, rest = b"", None
     for chunk in chunks:
         assert rest is None, "bytes fed after the reader handed back"
         got, rest = reader.receive(chunk)
-        payloads += got
-    return b"".join(payloads), rest
+        assert type(got) is bytes
+        payload += got
+    return payload, rest
 
 
 def test_rfc_example_as_binary():
@@ -42,17 +58,52 @@ def test_rfc_example_as_binary():
         assert read(BinaryFrameReader(), chunks) == (b"Hello", None)
 
 
-@pytest.mark.parametrize("size", [0, 1, 125, 126, 1000, 65535, 65536, 70000])
-def test_each_length_form_in_every_cut(size):
+@pytest.mark.parametrize("unmasker", UNMASKERS)
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 1000, 1030, 65535, 65536, 70000])
+def test_each_length_form_in_every_cut(size, unmasker):
     """7-bit, 16-bit and 64-bit lengths, around their edges, whole or cut anywhere."""
     payload = os.urandom(size)
     wire = frame(payload, mask=MASK) + frame(b"next", mask=MASK)
     cuts = every_cut(wire) if size < 2000 else [[wire], [wire[:3], wire[3:]],
                                                 [wire[:9], wire[9:5000], wire[5000:]]]
     for chunks in cuts:
-        reader = BinaryFrameReader()
+        reader = BinaryFrameReader(unmasker=unmasker)
         assert read(reader, chunks) == (payload + b"next", None)
         assert not reader.inside_frame
+
+
+@pytest.mark.parametrize("unmasker", UNMASKERS)
+def test_many_frames_per_read_with_masks_and_payloads_across_every_cut(unmasker):
+    """
+    Frames of mixed sizes and masks (an upload's 4 KiB frames between keystrokes), read whole
+    and cut at every place, in two and in three: payloads that straddle reads keep their mask
+    phase, masks and headers split across reads are joined, and each read gives one piece.
+    """
+    rng = random.Random(21)
+    payloads = [rng.randbytes(n) for n in (4096, 3, 1100, 0, 16, 4096, 5, 2000)]
+    masks = [rng.randbytes(4) for _ in payloads]
+    wire = b"".join(frame(p, mask=m) for p, m in zip(payloads, masks))
+    want = b"".join(payloads)
+    for i in range(len(wire) + 1):
+        cuts = [[wire[:i], wire[i:]], [wire[:i], wire[i:i + 1031], wire[i + 1031:]]]
+        for chunks in cuts:
+            reader = BinaryFrameReader(unmasker=unmasker)
+            assert read(reader, chunks) == (want, None), i
+            assert not reader.inside_frame
+
+
+@pytest.mark.parametrize("unmasker", UNMASKERS)
+def test_a_long_payload_over_many_reads_of_every_phase(unmasker):
+    """One 64 KiB payload fed in reads of sizes that leave every mask phase (1 to 4099
+    bytes), unmasked as one."""
+    payload = os.urandom(65536)
+    wire = frame(payload, mask=MASK)
+    for size in (1, 2, 3, 5, 1023, 1025, 4099):
+        reader = BinaryFrameReader(unmasker=unmasker)
+        chunks = [wire[i:i + size] for i in range(0, len(wire), size)] if size > 3 else (
+            [wire[:2000]] + [wire[i:i + size] for i in range(2000, 2000 + 30 * size, size)]
+            + [wire[2000 + 30 * size:]])
+        assert read(reader, chunks) == (payload, None), size
 
 
 @pytest.mark.parametrize("other, why", [
@@ -68,24 +119,25 @@ def test_each_length_form_in_every_cut(size):
     (frame(b"x", long_form=126), "16-bit length under 126"),
     (frame(b"x" * 200, long_form=127), "64-bit length under 65536"),
     (b"\x82\xff" + struct.pack("!Q", 1 << 63) + MASK, "64-bit length with the top bit"),
-    (frame(b"x" * 101), "over the limit"),
+    (frame(b"x" * 2001), "over the limit"),
 ])
-def test_what_the_reader_does_not_take_is_handed_back_whole(other, why):
+@pytest.mark.parametrize("before", [b"before", bytes(range(256)) * 5], ids=["short", "long"])
+def test_what_the_reader_does_not_take_is_handed_back_whole(other, why, before):
     """
     Any frame but a masked final binary one within the limit is handed back from its first
     byte, with everything after it, whatever the cut; what came before is read.
     """
-    wire = frame(b"before", mask=MASK) + other + frame(b"after", mask=MASK)
+    wire = frame(before, mask=MASK) + other + frame(b"after", mask=MASK)
     for chunks in every_cut(wire):
         payload, rest = b"", None
-        reader = BinaryFrameReader(max_payload=100)
+        reader = BinaryFrameReader(max_payload=2000, unmasker=FASTEST)
         for i, chunk in enumerate(chunks):
             got, rest = reader.receive(chunk)
-            payload += b"".join(got)
+            payload += got
             if rest is not None:
                 rest += b"".join(chunks[i + 1:])
                 break
-        assert (payload, rest) == (b"before", other + frame(b"after", mask=MASK)), why
+        assert (payload, rest) == (before, other + frame(b"after", mask=MASK)), why
 
 
 def test_pieces_of_a_frame_arrive_as_they_come():
@@ -94,10 +146,10 @@ def test_pieces_of_a_frame_arrive_as_they_come():
     wire = frame(payload, mask=MASK)
     reader = BinaryFrameReader()
     first, rest = reader.receive(wire[:1000])
-    assert rest is None and b"".join(first) == payload[:1000 - 8]
+    assert rest is None and first == payload[:1000 - 8]
     assert reader.inside_frame
     second, _ = reader.receive(wire[1000:])
-    assert b"".join(first + second) == payload
+    assert first + second == payload
 
 
 @pytest.mark.parametrize("size", [0, 1, 3, 4, 5, SMALL - 1, SMALL, SMALL + 3, 100000])

@@ -2,7 +2,7 @@
 The relay's fast paths: everything in the service that reaches into Twisted's or Autobahn's
 private names, fenced in one package.
 
-Five fast paths, each with its own switch (C{[relay]} in the configuration; zero-copy keeps its
+Six fast paths, each with its own switch (C{[relay]} in the configuration; zero-copy keeps its
 C{[vnc] zero_copy}), each on only when switched on *and* every private name it relies on exists
 with the shape it expects (L{vncproxy.relay._assumptions}, checked once per process at start).
 When a check fails the service logs one warning line naming what changed and serves by the
@@ -14,8 +14,11 @@ public path; it never turns a fast path on to fail on every event.
       when nothing is queued;
     - C{zero_copy} (L{zerocopy}): QEMU's screen updates go to the viewer's socket by splice(2);
     - C{websocket_send} and C{websocket_receive} (L{wsprotocol}, L{wsframes}): the console
-      WebSocket's writes skip Autobahn's eager debug lines, and the viewer's binary frames are
-      read by our own sans-IO reader instead of Autobahn's per-frame machinery.
+      WebSocket's binary messages go out with our own frame header and without Autobahn's
+      eager debug lines, and the viewer's binary frames are read by our own sans-IO reader
+      instead of Autobahn's per-frame machinery;
+    - C{websocket_unmask} (L{nvxmask}): that reader unmasks a read's frames in place with the
+      C functions of Autobahn's NVX masker.
 
 L{start} is the one call a session makes when its relay begins.
 """
@@ -24,7 +27,7 @@ from dataclasses import dataclass
 
 from twisted.logger import Logger
 
-from vncproxy.relay import _assumptions, writethrough
+from vncproxy.relay import _assumptions, nvxmask, writethrough
 from vncproxy.relay.zerocopy import SpliceRelay
 
 _log = Logger()
@@ -46,6 +49,7 @@ class FastPaths:
     zero_copy: bool = False
     websocket_send: bool = False
     websocket_receive: bool = False
+    websocket_unmask: bool = False
 
     @classmethod
     def off(cls):
@@ -80,6 +84,9 @@ def decide(config):
         "zero_copy": config.vnc_zero_copy,
         "websocket_send": config.relay_websocket_send,
         "websocket_receive": config.relay_websocket_receive,
+        # (only where Autobahn uses NVX; elsewhere the public unmasker is Autobahn's own choice)
+        "websocket_unmask": (config.relay_websocket_receive and config.relay_websocket_unmask
+                             and nvxmask.applies()),
     }
     return FastPaths(**{name: on and _usable(name) for name, on in wanted.items()})
 

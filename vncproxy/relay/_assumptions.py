@@ -49,6 +49,12 @@ NAMES = {
         "autobahn WebSocketServerProtocol().trafficStats.outgoingOctetsWireLevel (int)",
         "autobahn WebSocketServerProtocol().state, STATE_OPEN",
         "autobahn WebSocketServerProtocol.sendData(data, sync, chopsize)",
+        "autobahn WebSocketServerProtocol.sendMessage(payload, isBinary, fragmentSize, sync, "
+        "doNotCompress)",
+        "autobahn WebSocketServerProtocol()._perMessageCompress, .maskServerFrames, "
+        ".autoFragmentSize, .logFrames, .trackedTimings (None), .maxMessagePayloadSize",
+        "autobahn WebSocketServerProtocol().trafficStats.outgoingWebSocketMessages, "
+        "outgoingOctetsAppLevel, outgoingOctetsWebSocketLevel, outgoingWebSocketFrames (int)",
         "autobahn.websocket.protocol.pformat (pprint.pformat, called eagerly for debug lines)",
         "txaio.get_global_log_level()",
     ),
@@ -61,6 +67,12 @@ NAMES = {
         "autobahn WebSocketServerProtocol().maxFramePayloadSize, .maxMessagePayloadSize (int)",
         "autobahn WebSocketServerProtocol().requireMaskedClientFrames, .applyMask (bool)",
         "autobahn.websocket.xormasker.create_xor_masker(mask, length).process(data)",
+    ),
+    "websocket_unmask": (
+        "_nvx_xormasker.ffi.from_buffer(cdecl, buffer), .ffi.NULL (Autobahn's compiled NVX module)",
+        "_nvx_xormasker.lib.nvx_xormask_new(mask), nvx_xormask_process(m, data, n), "
+        "nvx_xormask_free(m) (in place, the mask phase following the pointer)",
+        "(only where autobahn.websocket.USES_NVX, public, is true)",
     ),
     "autobahn_timers": (
         "autobahn WebSocketServerFactory()._batched_timer.call_later(delay, fun, *args)",
@@ -222,6 +234,9 @@ def websocket_send():
 
     _params(_need(WebSocketServerProtocol, "sendData", callable, "WebSocketServerProtocol"),
             ("self", "data", "sync", "chopsize"), "WebSocketServerProtocol.sendData")
+    _params(_need(WebSocketServerProtocol, "sendMessage", callable, "WebSocketServerProtocol"),
+            ("self", "payload", "isBinary", "fragmentSize", "sync", "doNotCompress"),
+            "WebSocketServerProtocol.sendMessage")
     _need(WebSocketServerProtocol, "STATE_OPEN", int, "WebSocketServerProtocol")
     _need(WebSocketServerProtocol, "SEND_STATE_GROUND", int, "WebSocketServerProtocol")
     protocol = open_probe()
@@ -230,7 +245,19 @@ def websocket_send():
     len(_need(protocol, "send_queue"))
     _need(protocol, "send_state", int)
     _need(protocol, "logOctets", bool)
-    _need(_need(protocol, "trafficStats"), "outgoingOctetsWireLevel", int, "trafficStats")
+    stats = _need(protocol, "trafficStats")
+    for counter in ("outgoingOctetsWireLevel", "outgoingWebSocketMessages",
+                    "outgoingOctetsAppLevel", "outgoingOctetsWebSocketLevel",
+                    "outgoingWebSocketFrames"):
+        _need(stats, counter, int, "trafficStats")
+    if _need(protocol, "_perMessageCompress") is not None:
+        raise _Missing("_perMessageCompress is set without an extension")
+    _need(protocol, "maskServerFrames", bool)
+    _need(protocol, "autoFragmentSize", int)
+    _need(protocol, "logFrames", bool)
+    _need(protocol, "maxMessagePayloadSize", int)
+    if _need(protocol, "trackedTimings") is not None:
+        raise _Missing("trackedTimings is set without trackTimings")
     if protocol.send_state != WebSocketServerProtocol.SEND_STATE_GROUND:
         raise _Missing("an open, idle protocol is not in SEND_STATE_GROUND")
     import pprint
@@ -276,6 +303,43 @@ def websocket_receive():
 
 
 @_checked
+def websocket_unmask():
+    """
+    Where Autobahn unmasks with NVX, its compiled module has the functions
+    L{vncproxy.relay.nvxmask} calls, and they unmask as RFC 6455 says: pieces of every length
+    around the SSE2 block, at every alignment and every mask phase (a masker carried over).
+    """
+    from vncproxy.relay import nvxmask
+
+    if not nvxmask.applies():
+        return
+    try:
+        import _nvx_xormasker
+    except ImportError:
+        raise _Missing("Autobahn uses NVX but _nvx_xormasker cannot be imported") from None
+    ffi = _need(_nvx_xormasker, "ffi", where="_nvx_xormasker")
+    lib = _need(_nvx_xormasker, "lib", where="_nvx_xormasker")
+    _need(ffi, "from_buffer", callable, "_nvx_xormasker.ffi")
+    _need(ffi, "NULL", where="_nvx_xormasker.ffi")
+    for name in ("nvx_xormask_new", "nvx_xormask_process", "nvx_xormask_free"):
+        _need(lib, name, callable, "_nvx_xormasker.lib")
+    mask = b"\x9d\x4c\x02\xe7"
+    data = bytes(range(256)) * 2
+    for start in range(4):
+        for phase in range(4):
+            for n in (0, 1, 3, 15, 16, 17, 33, 100, 300):
+                payload = data[start:start + n]
+                turned = mask[phase:] + mask[:phase]
+                masked = bytes(b ^ turned[i & 3] for i, b in enumerate(payload))
+                wire = b"\xff" * start + masked
+                if nvxmask.unmask_spans(turned + wire, [(4 + start, n, 0)], None) != payload:
+                    raise _Missing("nvx_xormask_process does not unmask in place")
+                if n and nvxmask.unmask_spans(wire, [], (len(wire), turned)) != bytes(
+                        b ^ turned[i & 3] for i, b in enumerate(wire)):
+                    raise _Missing("nvx_xormask_process does not unmask with a given mask")
+
+
+@_checked
 def autobahn_timers():
     """
     Autobahn's factory keeps its timers in C{_batched_timer} (made on txaio's global loop).
@@ -293,6 +357,7 @@ CHECKS = {
     "zero_copy": zero_copy,
     "websocket_send": websocket_send,
     "websocket_receive": websocket_receive,
+    "websocket_unmask": websocket_unmask,
     "autobahn_timers": autobahn_timers,
 }
 
