@@ -46,6 +46,11 @@ class _Transport(iosim.FakeTransport):
         super().bufferReceived(data)
         return True
 
+    @property
+    def connected(self):
+        """As a TCP transport's: true until the connection is lost."""
+        return not self.disconnected
+
     def setTcpNoDelay(self, enabled):
         pass
 
