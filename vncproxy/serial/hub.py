@@ -25,10 +25,8 @@ Rules:
  - The source may come and go (the domain restarts, the console is reopened); viewers stay.
    While the guest-bound buffer of the source is full, the writer's transport is paused.
 
-A sink (the viewer's side of the hub) has C{send(chunk)} (a L{Chunk}), C{close(code, detail)}
-(the hub ends it; it has already forgotten the viewer), C{pause_reading()},
-C{resume_reading()}, and C{network_transport}: an L{IConsumer} whose buffer throttles delivery
-(C{None}: the sink takes everything at once).
+A viewer's sink (what the hub delivers to: a serial session, a console-log follower) is an
+L{vncproxy.interfaces.IHubSink}.
 """
 
 from collections import deque
