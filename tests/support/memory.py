@@ -218,18 +218,21 @@ class MemoryProxy:
         """L{open_websocket}, as a L{WebSocketPipe} for the blocking RFB viewer."""
         return WebSocketPipe(self, self.open_websocket(url, **options))
 
-    def open_websocket(self, url, origin=None, cookie=None, protocols=None):
+    def open_websocket(self, url, origin=None, cookie=None, protocols=None, source=None):
         """
         Open C{url} on the console listener with Autobahn's in-memory client, sending C{origin},
-        C{cookie} (a Cookie header's value) and offering the subprotocols C{protocols}.
+        C{cookie} (a Cookie header's value) and offering the subprotocols C{protocols}, from the
+        address C{source} (default 127.0.0.1).
 
         @return: the connected L{WebSocketViewer}.
         @raise Exception: what Autobahn raises when the upgrade is refused.
         """
         console = self.service.getServiceNamed("console").factory
 
+        peer = client_address(source or HOST)
+
         def server():
-            return pausable(console.buildProtocol(client_address()))
+            return pausable(console.buildProtocol(peer), peer)
 
         agent = create_memory_agent(self.reactor, self.network, server)
         options = {"origin": origin} if origin else {}
@@ -272,11 +275,11 @@ class MemoryProxy:
         received, viewer.received = viewer.received, b""
         return received
 
-    def upgrade(self, url, origin=None, cookie=None):
+    def upgrade(self, url, origin=None, cookie=None, source=None):
         """
-        Ask for a WebSocket upgrade of C{url} on the console listener and let the clock run
-        until the answer is complete (a slowed refusal takes clock time); an accepted upgrade
-        is dropped at once.
+        Ask for a WebSocket upgrade of C{url} on the console listener (from the address
+        C{source}) and let the clock run until the answer is complete (a slowed refusal takes
+        clock time); an accepted upgrade is dropped at once, without a close frame.
 
         @return: the L{_Answer}: C{status}, C{body} and the raw C{data} (head and body).
         """
@@ -288,7 +291,8 @@ class MemoryProxy:
                    + (f"Origin: {origin}\r\n" if origin else "")
                    + (f"Cookie: {cookie}\r\n" if cookie else "") + "\r\n")
         answer = _Answer(request.encode())
-        self.reactor.connectTCP(HOST, CONSOLE_PORT, OneShot(answer))
+        self.reactor.connectTCP(HOST, CONSOLE_PORT, OneShot(answer),
+                                bindAddress=(source, 0) if source else None)
         self.wait_until(answer.complete, timeout=60)
         if answer.status == 101:
             answer.transport.loseConnection()

@@ -128,16 +128,19 @@ class MemoryNetwork:
         raise AssertionError("the in-memory network never went quiet")
 
 
-def pausable(protocol):
+def pausable(protocol, peer=None):
     """
     C{protocol}, whose transport (a plain C{iosim} one: Autobahn's memory agent makes it) will
-    pause its reading as the network's own transports do. Returns C{protocol}.
+    pause its reading as the network's own transports do, and comes from C{peer} (an address
+    L{client_address} made) when given. Returns C{protocol}.
     """
     make_connection = protocol.makeConnection
 
     def makeConnection(transport):
         if type(transport) is iosim.FakeTransport:
             transport.__class__ = _Transport
+        if peer is not None:
+            transport.peerAddress = peer
         make_connection(transport)
 
     protocol.makeConnection = makeConnection
