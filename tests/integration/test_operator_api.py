@@ -22,16 +22,6 @@ in_thread = threads.deferToThread
 VM1 = "6f1b3c55-2f0e-4b8e-9a57-1f2d3c4b5a69"
 
 
-def grant(proxy, instance="vm1", console_type="vnc", **body):
-    status, response = api.grant(proxy.api_url, proxy.key, instance, console_type, **body)
-    assert status == 200, response
-    return response
-
-
-def local(proxy, response):
-    return response["href"].replace(proxy.service.ctx.config.websocket_base_url, proxy.ws_url)
-
-
 def sessions(proxy, instance="vm1"):
     status, body = api.call(f"{proxy.api_url}/v1/instances/{instance}/console_sessions",
                             key=proxy.key)
@@ -57,17 +47,17 @@ def test_inventory_lists_every_kind_of_session(proxy, serial_guest):
     """A WebSocket VNC viewer, an xvpvnc viewer and a read-only serial viewer are each listed with
     their listener, mode, client address, byte counts and grant id."""
     def scenario():
-        ws_grant = grant(proxy)
-        ws_viewer = RfbViewer(WebSocketPipe(open_websocket(local(proxy, ws_grant))))
+        ws_grant = proxy.granted()
+        ws_viewer = RfbViewer(WebSocketPipe(open_websocket(proxy.href(ws_grant))))
         ws_viewer.handshake()
         ws_viewer.framebuffer_update()
-        xvp_grant = grant(proxy)
+        xvp_grant = proxy.granted()
         response, pipe = xvp_connect("127.0.0.1", proxy.xvpvnc_port,
                                      f"/console?token={xvp_grant['access_token']}")
         assert response.startswith(b"HTTP/1.1 200")
         RfbViewer(pipe).handshake()
-        serial_grant = grant(proxy, "ser1", "serial", read_only=True)
-        serial = SerialClient(local(proxy, serial_grant))
+        serial_grant = proxy.granted("ser1", "serial", read_only=True)
+        serial = SerialClient(proxy.href(serial_grant))
         time.sleep(0.3)
         rows = sessions(proxy) + sessions(proxy, "ser1")
         serial.disconnect()
@@ -96,9 +86,9 @@ def test_delete_ends_the_session_with_4014_and_is_audited(proxy):
     globalLogPublisher.addObserver(events.append)
     try:
         def scenario():
-            first = RfbViewer(WebSocketPipe(open_websocket(local(proxy, grant(proxy)))))
+            first = RfbViewer(WebSocketPipe(open_websocket(proxy.href(proxy.granted()))))
             first.handshake()
-            second = RfbViewer(WebSocketPipe(open_websocket(local(proxy, grant(proxy)))))
+            second = RfbViewer(WebSocketPipe(open_websocket(proxy.href(proxy.granted()))))
             second.handshake()
             victim = sessions(proxy)[0]  # oldest first: the first viewer's
             status, _ = end(proxy, victim["id"])
@@ -180,11 +170,11 @@ def test_a_console_page_sends_actions_with_its_own_token_while_its_session_is_op
     read-only viewer's token, a token without a session, another site's page and a session
     that ended are refused."""
     def scenario():
-        writer_grant = grant(proxy, "ser1", "serial")
-        writer = SerialClient(local(proxy, writer_grant))
-        viewer_grant = grant(proxy, "ser1", "serial", read_only=True)
-        viewer = SerialClient(local(proxy, viewer_grant))
-        unused = grant(proxy, "ser1", "serial", read_only=True)
+        writer_grant = proxy.granted("ser1", "serial")
+        writer = SerialClient(proxy.href(writer_grant))
+        viewer_grant = proxy.granted("ser1", "serial", read_only=True)
+        viewer = SerialClient(proxy.href(viewer_grant))
+        unused = proxy.granted("ser1", "serial", read_only=True)
         time.sleep(0.3)
         own = f"http://127.0.0.1:{proxy.ws_url.rsplit(':', 1)[1]}"
         answers = {

@@ -65,10 +65,7 @@ def add_hostile(proxy, name, factory, uuid):
 
 
 def ws_console(proxy, instance):
-    status, body = api.grant(proxy.api_url, proxy.key, instance)
-    assert status == 200, body
-    url = body["href"].replace(proxy.service.ctx.config.websocket_base_url, proxy.ws_url)
-    return open_websocket(url)
+    return open_websocket(proxy.href(proxy.granted(instance)))
 
 
 # -- 1. VeNCrypt is required when a CA is configured ------------------------------------------

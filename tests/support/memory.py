@@ -30,6 +30,7 @@ from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
 from tests.support.fakevnc import HEIGHT, WIDTH, FakeVncFactory
+from tests.support.granting import GrantsAndUrls
 from tests.support.memorynet import HOST, MemoryNetwork, client_address, pausable
 from tests.support.memorypipes import OneShot, TcpPipe, WebSocketPipe
 from vncproxy import config
@@ -84,7 +85,7 @@ class ServerInit:
 
 
 @dataclass
-class MemoryProxy:
+class MemoryProxy(GrantsAndUrls):
     """One service on a memory clock, with its fake hypervisor and fake VNC server."""
 
     service: ConsoleProxyService
@@ -186,16 +187,6 @@ class MemoryProxy:
     def grant(self, instance, console_type="vnc", **extra):
         return self.call(f"/v1/instances/{instance}/console_access_token", "POST",
                          {"console_type": console_type, **extra}, key=self.key)
-
-    def granted(self, instance="vm1", console_type="vnc"):
-        """The body of a grant that must succeed."""
-        status, body = self.grant(instance, console_type)
-        assert status == 200, body
-        return body
-
-    def href(self, body):
-        """The grant's console URL, on this proxy's console listener."""
-        return body["href"].replace(self.service.ctx.config.websocket_base_url, self.ws_url)
 
     def connect_tcp(self, port, source=None):
         """A L{TcpPipe} to C{port}, from the address C{source} (default 127.0.0.1)."""
