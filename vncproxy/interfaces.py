@@ -167,3 +167,92 @@ class IConsoleSource(Interface):
         Release the console (stop reading; pending input may be dropped). C{on_closed} is not
         called afterwards. Calling it twice is harmless.
         """
+
+
+class IConsoleSink(Interface):
+    """
+    Where a console session's output is written and whose input it can hold back: the shape
+    shared by an L{IViewer} (a session's client end) and an L{IHubSink} (a serial hub's
+    consumer).
+    """
+
+    network_transport = Attribute(
+        "The IConsumer the output goes through: producers registered with it are paused while "
+        "its buffer is full, so a slow end throttles what feeds it (None: it takes everything "
+        "at once).")
+
+    def pause_reading():
+        """
+        Read no more input from this end until L{resume_reading} (its transport is paused).
+        """
+
+    def resume_reading():
+        """
+        Read input from this end again.
+        """
+
+
+class IViewer(IConsoleSink):
+    """
+    The client end of one console session, as the session drives it: a WebSocket
+    (L{vncproxy.web.websocket.WebSocketViewer}, and LXD's console channel) or a raw TCP
+    connection (L{vncproxy.xvpvnc.TcpViewer}). L{vncproxy.vnc.VncSession} relays RFB bytes to
+    it; a serial session writes an L{ISerialViewer}.
+    """
+
+    listener = Attribute(
+        "The name of the listener it came in on, as the session inventory lists it "
+        "(websocket, lxd, xvpvnc, vnc).")
+
+    def send(data):
+        """
+        Write C{data} (bytes) to the client, in order; nothing once it is closed.
+        """
+
+    def close(code, reason):
+        """
+        End the connection with L{vncproxy.closecodes.CloseCode} C{code} and the text
+        C{reason} (a WebSocket close frame; raw TCP has no close codes and just closes).
+        """
+
+    def splice_ready():
+        """
+        Whether bytes written around this object (L{vncproxy.relay.zerocopy}) may go now.
+        """
+
+    def splice_header(n):
+        """
+        The bytes that go before C{n} bytes written around this object (a frame header, or
+        nothing).
+        """
+
+
+class ISerialViewer(IViewer):
+    """
+    The client end of a serial session (L{vncproxy.serial.session.SerialSession}).
+    """
+
+    def send_chunk(chunk):
+        """
+        Write a L{vncproxy.serial.hub.Chunk} of console output; C{chunk.cache} may keep its
+        encoded form for the other viewers of the same chunk.
+        """
+
+
+class IHubSink(IConsoleSink):
+    """
+    What a L{vncproxy.serial.hub.SerialHub} delivers one viewer's output to: a serial session,
+    or a console-log follower (L{vncproxy.web.logfollow.LogFollower}).
+    """
+
+    def send(chunk):
+        """
+        Deliver a L{vncproxy.serial.viewer.Chunk} of console output.
+        """
+
+    def close(code, detail=None):
+        """
+        The hub ended this viewer (it has already forgotten it) with
+        L{vncproxy.closecodes.CloseCode} C{code} and C{detail}, the text after the code's
+        reason (e.g. how far behind a slow viewer was).
+        """

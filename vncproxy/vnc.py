@@ -25,8 +25,7 @@ The order of work, once the viewer was admitted::
        failure with a reason) and then with a close code; a stalled handshake times out. Bytes
        either side sends before the relay are bounded.
 
-The viewer is any object with C{send(bytes)}, C{close(code, reason)}, C{pause_reading()},
-C{resume_reading()} and a C{network_transport} attribute (the transport carrying its bytes).
+The viewer is an L{vncproxy.interfaces.IViewer} (a WebSocket or a raw TCP connection).
 """
 
 import enum

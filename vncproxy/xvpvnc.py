@@ -40,11 +40,13 @@ from dataclasses import replace
 
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from vncproxy.admission import XVPVNC, PasswordCredential, Refusal
 from vncproxy.closecodes import REASONS, CloseCode
 from vncproxy.grants import credential
 from vncproxy.httpconnect import RESPONSES, BadRequest, ConnectRequestParser
+from vncproxy.interfaces import IViewer
 from vncproxy.ratelimit import PendingPerAddress
 from vncproxy.rfb import AuthResponse, DownstreamHandshake, DownstreamState, HandshakeFailed
 from vncproxy.vnc import VncSession
@@ -345,9 +347,10 @@ class XvpVncProtocol(Protocol):
                     lambda: self._native_events(self._machine.reject(refusal.text)))
 
 
+@implementer(IViewer)
 class TcpViewer:
     """
-    Adapts an L{XvpVncProtocol} to the viewer shape L{VncSession} drives. Raw TCP has no close
+    An L{XvpVncProtocol} as the viewer that a L{VncSession} drives. Raw TCP has no close
     codes: the RFB refusal (when there is one) already told the viewer why.
     """
 

@@ -9,7 +9,9 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
+from tests.support import api
 from tests.support.fakevnc import FakeVncFactory
+from tests.support.granting import GrantsAndUrls
 from tests.support.ports import free_port
 from tests.support.ptypair import PtyPair
 from tests.support.serialclient import FakeShell
@@ -32,7 +34,9 @@ class SerialGuest:
 
 
 @dataclass
-class Proxy:
+class Proxy(GrantsAndUrls):
+    """A service on real loopback sockets; its client calls block (run them in a thread)."""
+
     service: ConsoleProxyService
     hypervisor: FakeHypervisor
     vnc: FakeVncFactory
@@ -42,6 +46,9 @@ class Proxy:
     xvpvnc_port: int
     key: str = API_KEY
     native_port: int = 0  # the [listen] vnc listener
+
+    def grant(self, instance, console_type="vnc", **extra):
+        return api.grant(self.api_url, self.key, instance, console_type, **extra)
 
 
 @pytest.fixture

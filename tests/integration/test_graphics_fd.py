@@ -11,7 +11,6 @@ import pytest_twisted
 from twisted.internet import reactor, threads
 from twisted.logger import globalLogPublisher
 
-from tests.support import api
 from tests.support.fakevnc import FakeVncFactory
 from tests.support.viewer import RfbViewer, WebSocketPipe, open_websocket
 
@@ -19,9 +18,7 @@ in_thread = threads.deferToThread
 
 
 def open_session(proxy):
-    status, body = api.grant(proxy.api_url, proxy.key, "vm1")
-    assert status == 200, body
-    url = body["href"].replace(proxy.service.ctx.config.websocket_base_url, proxy.ws_url)
+    url = proxy.href(proxy.granted())
     viewer = RfbViewer(WebSocketPipe(open_websocket(url)))
     name = viewer.handshake().name
     viewer.framebuffer_update()

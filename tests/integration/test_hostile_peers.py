@@ -13,7 +13,7 @@ import websocket
 from twisted.internet import threads
 
 from tests.support import api
-from tests.support.viewer import PipeClosed, RfbViewer, WebSocketPipe, open_websocket
+from tests.support.viewer import RfbViewer, WebSocketPipe, open_websocket, until_closed
 from vncproxy.web.errors import error_message
 from vncproxy.web.site import MAX_BODY
 from vncproxy.web.websocket import MAX_MESSAGE
@@ -95,13 +95,7 @@ def open_console(proxy):
 
 
 def close_code(ws):
-    try:
-        while True:
-            WebSocketPipe(ws).recv()
-    except PipeClosed as closed:
-        return closed.args[0]
-    except (websocket.WebSocketConnectionClosedException, ConnectionResetError):
-        return None
+    return until_closed(WebSocketPipe(ws))
 
 
 def still_healthy(proxy):

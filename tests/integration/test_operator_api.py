@@ -1,10 +1,12 @@
 """
-The operator's routes over real sockets: the session inventory lists every session of every
-kind (WebSocket VNC, xvpvnc, serial, reconnect-grace reservations), DELETE ends one with 4014
-(or cancels a reservation), console actions reach the hypervisor; all audited with the key id.
+The operator's routes: the session inventory lists every session of every kind (WebSocket VNC,
+xvpvnc, serial, reconnect-grace reservations), DELETE ends one with 4014 (or cancels a
+reservation), console actions reach the hypervisor; all audited with the key id.
+
+Over real sockets where a serial guest (a real PTY) takes part; the reservation and the console
+actions on the memory tier (L{tests.support.memory}).
 """
 
-import socket
 import time
 
 import pytest_twisted
@@ -20,16 +22,6 @@ in_thread = threads.deferToThread
 VM1 = "6f1b3c55-2f0e-4b8e-9a57-1f2d3c4b5a69"
 
 
-def grant(proxy, instance="vm1", console_type="vnc", **body):
-    status, response = api.grant(proxy.api_url, proxy.key, instance, console_type, **body)
-    assert status == 200, response
-    return response
-
-
-def local(proxy, response):
-    return response["href"].replace(proxy.service.ctx.config.websocket_base_url, proxy.ws_url)
-
-
 def sessions(proxy, instance="vm1"):
     status, body = api.call(f"{proxy.api_url}/v1/instances/{instance}/console_sessions",
                             key=proxy.key)
@@ -40,11 +32,6 @@ def sessions(proxy, instance="vm1"):
 def end(proxy, session_id, instance="vm1"):
     return api.call(f"{proxy.api_url}/v1/instances/{instance}/console_sessions/{session_id}",
                     "DELETE", key=proxy.key)
-
-
-def action(proxy, body, instance="vm1"):
-    return api.call(f"{proxy.api_url}/v1/instances/{instance}/console_actions", "POST", body,
-                    key=proxy.key)
 
 
 def closed_with(viewer):
@@ -60,17 +47,17 @@ def test_inventory_lists_every_kind_of_session(proxy, serial_guest):
     """A WebSocket VNC viewer, an xvpvnc viewer and a read-only serial viewer are each listed with
     their listener, mode, client address, byte counts and grant id."""
     def scenario():
-        ws_grant = grant(proxy)
-        ws_viewer = RfbViewer(WebSocketPipe(open_websocket(local(proxy, ws_grant))))
+        ws_grant = proxy.granted()
+        ws_viewer = RfbViewer(WebSocketPipe(open_websocket(proxy.href(ws_grant))))
         ws_viewer.handshake()
         ws_viewer.framebuffer_update()
-        xvp_grant = grant(proxy)
+        xvp_grant = proxy.granted()
         response, pipe = xvp_connect("127.0.0.1", proxy.xvpvnc_port,
                                      f"/console?token={xvp_grant['access_token']}")
         assert response.startswith(b"HTTP/1.1 200")
         RfbViewer(pipe).handshake()
-        serial_grant = grant(proxy, "ser1", "serial", read_only=True)
-        serial = SerialClient(local(proxy, serial_grant))
+        serial_grant = proxy.granted("ser1", "serial", read_only=True)
+        serial = SerialClient(proxy.href(serial_grant))
         time.sleep(0.3)
         rows = sessions(proxy) + sessions(proxy, "ser1")
         serial.disconnect()
@@ -99,9 +86,9 @@ def test_delete_ends_the_session_with_4014_and_is_audited(proxy):
     globalLogPublisher.addObserver(events.append)
     try:
         def scenario():
-            first = RfbViewer(WebSocketPipe(open_websocket(local(proxy, grant(proxy)))))
+            first = RfbViewer(WebSocketPipe(open_websocket(proxy.href(proxy.granted()))))
             first.handshake()
-            second = RfbViewer(WebSocketPipe(open_websocket(local(proxy, grant(proxy)))))
+            second = RfbViewer(WebSocketPipe(open_websocket(proxy.href(proxy.granted()))))
             second.handshake()
             victim = sessions(proxy)[0]  # oldest first: the first viewer's
             status, _ = end(proxy, victim["id"])
@@ -127,46 +114,45 @@ def test_delete_ends_the_session_with_4014_and_is_audited(proxy):
     assert len(closes) == 1
 
 
-@pytest_twisted.inlineCallbacks
-def test_a_dropped_session_is_listed_as_a_reservation_and_can_be_cancelled(proxy):
+def test_a_dropped_session_is_listed_as_a_reservation_and_can_be_cancelled(memory_proxy):
     """A viewer whose connection dropped leaves a reconnect-grace reservation in the list;
     DELETE of it makes the token unusable."""
-    def scenario():
-        url = local(proxy, grant(proxy))
-        ws = open_websocket(url)
-        RfbViewer(WebSocketPipe(ws)).handshake()
-        ws.sock.shutdown(socket.SHUT_RDWR)  # the network drops: no close frame
-        ws.sock.close()
-        time.sleep(0.3)
-        listed = sessions(proxy)
-        status, _ = end(proxy, listed[0]["id"]) if listed else (None, None)
-        try:
-            open_websocket(url).close()
-            reopened = True
-        except Exception:
-            reopened = False
-        return listed, status, reopened, sessions(proxy)
-    listed, status, reopened, after = yield in_thread(scenario)
+    proxy = memory_proxy
+    url = proxy.href(proxy.granted())
+    pipe = proxy.websocket_pipe(url)
+    RfbViewer(pipe).handshake()
+    pipe.viewer.transport.loseConnection()  # the network drops: no close frame
+    proxy.advance(0.3)
+    status, body = proxy.call("/v1/instances/vm1/console_sessions", key=proxy.key)
+    assert status == 200, body
+    listed = body["sessions"]
+    deleted, _ = proxy.call(f"/v1/instances/vm1/console_sessions/{listed[0]['id']}", "DELETE",
+                            key=proxy.key) if listed else (None, None)
+    reopened = proxy.refusal(url)[0]
+    after = proxy.call("/v1/instances/vm1/console_sessions", key=proxy.key)[1]["sessions"]
     assert [r["state"] for r in listed] == ["reconnect_grace"]
     assert listed[0]["id"].startswith("grace-") and listed[0]["reserved_until"].endswith("Z")
     assert listed[0]["started_at"] is not None
-    assert status == 204 and not reopened and after == []
+    assert deleted == 204 and reopened == 401 and after == []
 
 
-@pytest_twisted.inlineCallbacks
-def test_console_actions_reach_the_hypervisor(proxy):
+def test_console_actions_reach_the_hypervisor(memory_proxy):
     """ctrl-alt-del, sysrq, nmi and send-keys are 202 once the hypervisor took them, as Linux
     key codes; bad bodies are 400, a stopped instance 409, an unknown one 404."""
+    proxy = memory_proxy
+
+    def action(body, instance="vm1"):
+        return proxy.call(f"/v1/instances/{instance}/console_actions", "POST", body, key=proxy.key)
+
     bodies = [{"action": "ctrl-alt-del"}, {"action": "sysrq", "key": "s"}, {"action": "nmi"},
               {"action": "send-keys", "keys": ["KEY_LEFTCTRL", "KEY_C"]}]
-    answers = yield in_thread(lambda: [action(proxy, b) for b in bodies])
+    answers = [action(b) for b in bodies]
     assert [a[0] for a in answers] == [202] * 4
     assert answers[0][1] == {"action": "ctrl-alt-del", "instance": VM1}
     assert proxy.hypervisor.keys_sent("vm1") == [(29, 56, 111), (56, 99, 31), "nmi", (29, 46)]
-    refusals = yield in_thread(lambda: [
-        action(proxy, {"action": "reboot"}), action(proxy, {"action": "sysrq"}),
-        action(proxy, {"action": "send-keys", "keys": ["KEY_NOPE"]}),
-        action(proxy, {"action": "nmi"}, "off1"), action(proxy, {"action": "nmi"}, "nope")])
+    refusals = [action({"action": "reboot"}), action({"action": "sysrq"}),
+                action({"action": "send-keys", "keys": ["KEY_NOPE"]}),
+                action({"action": "nmi"}, "off1"), action({"action": "nmi"}, "nope")]
     assert [r[0] for r in refusals] == [400, 400, 400, 409, 404]
     assert "KEY_NOPE" in refusals[2][1]["errors"][0]["message"]  # IBM's error format
 
@@ -184,11 +170,11 @@ def test_a_console_page_sends_actions_with_its_own_token_while_its_session_is_op
     read-only viewer's token, a token without a session, another site's page and a session
     that ended are refused."""
     def scenario():
-        writer_grant = grant(proxy, "ser1", "serial")
-        writer = SerialClient(local(proxy, writer_grant))
-        viewer_grant = grant(proxy, "ser1", "serial", read_only=True)
-        viewer = SerialClient(local(proxy, viewer_grant))
-        unused = grant(proxy, "ser1", "serial", read_only=True)
+        writer_grant = proxy.granted("ser1", "serial")
+        writer = SerialClient(proxy.href(writer_grant))
+        viewer_grant = proxy.granted("ser1", "serial", read_only=True)
+        viewer = SerialClient(proxy.href(viewer_grant))
+        unused = proxy.granted("ser1", "serial", read_only=True)
         time.sleep(0.3)
         own = f"http://127.0.0.1:{proxy.ws_url.rsplit(':', 1)[1]}"
         answers = {

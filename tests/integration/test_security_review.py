@@ -1,7 +1,8 @@
 """
 The attacks of the security review (issue 17), each performed against the in-process service
-over real loopback sockets, with a hostile VNC server where one is needed. Each test failed on
-the code before its fix.
+over real loopback sockets (the reconnect grace's address binding on the memory tier,
+L{tests.support.memory}, where a client's source address is free), with a hostile VNC server
+where one is needed. Each test failed on the code before its fix.
 """
 
 import os
@@ -10,7 +11,6 @@ import struct
 import time
 
 import pytest_twisted
-import websocket
 from twisted.internet import reactor, threads
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
@@ -65,10 +65,7 @@ def add_hostile(proxy, name, factory, uuid):
 
 
 def ws_console(proxy, instance):
-    status, body = api.grant(proxy.api_url, proxy.key, instance)
-    assert status == 200, body
-    url = body["href"].replace(proxy.service.ctx.config.websocket_base_url, proxy.ws_url)
-    return open_websocket(url)
+    return open_websocket(proxy.href(proxy.granted(instance)))
 
 
 # -- 1. VeNCrypt is required when a CA is configured ------------------------------------------
@@ -466,45 +463,28 @@ def test_dns_rebinding_origin_is_refused(make_proxy):
 # -- 6. The reconnect grace is bound to the address that held the session -----------------------
 
 
-def ws_from(url, source):
-    port = int(url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
-    return websocket.create_connection(url, socket=sock, suppress_origin=True, timeout=10)
-
-
 def drop_then_retry(proxy, retry_from):
     """A session from 127.0.0.5 drops without a close; the token is presented again from
-    C{retry_from} within the grace, then from 127.0.0.5. @return: (retry, owner) outcomes."""
-    _, body = api.grant(proxy.api_url, proxy.key, "vm1")
-    url = body["href"].replace(proxy.service.ctx.config.websocket_base_url, proxy.ws_url)
-    ws = ws_from(url, "127.0.0.5")
-    RfbViewer(WebSocketPipe(ws)).handshake()
-    ws.sock.shutdown(socket.SHUT_RDWR)  # the network drops: no close frame
-    ws.sock.close()
-    time.sleep(0.3)
+    C{retry_from} within the grace, then from 127.0.0.5. @return: the two HTTP statuses."""
+    url = proxy.href(proxy.granted())
+    pipe = proxy.websocket_pipe(url, source="127.0.0.5")
+    RfbViewer(pipe).handshake()
+    pipe.viewer.transport.loseConnection()  # the network drops: no close frame
+    proxy.advance(0.3)
     outcomes = []
     for source in (retry_from, "127.0.0.5"):
-        try:
-            again = ws_from(url, source)
-        except websocket.WebSocketBadStatusException as e:
-            outcomes.append(e.status_code)
-            continue
-        outcomes.append(RfbViewer(WebSocketPipe(again)).handshake().name)
-        again.sock.shutdown(socket.SHUT_RDWR)
-        again.sock.close()
-        time.sleep(0.3)
+        outcomes.append(proxy.upgrade(url, source=source).status)  # a 101 drops again at once
+        proxy.advance(0.3)
     return outcomes
 
 
-@pytest_twisted.inlineCallbacks
-def test_a_dropped_session_resumes_only_from_its_own_address(make_proxy):
+def test_a_dropped_session_resumes_only_from_its_own_address(make_memory_proxy):
     """Someone else presenting a dropped session's token within the grace (from 127.0.0.6)
     gets 401, and the owner at 127.0.0.5 still resumes; with reconnect_same_address off,
-    the other address resumes."""
-    bound = make_proxy()
-    assert (yield in_thread(drop_then_retry, bound, "127.0.0.6")) == [401, "fake vm"]
-    free = make_proxy(reconnect_same_address=False)
-    assert (yield in_thread(drop_then_retry, free, "127.0.0.6"))[0] == "fake vm"
+    the other address resumes. On the memory tier: the addresses are in-memory ones."""
+    assert drop_then_retry(make_memory_proxy(), "127.0.0.6") == [401, 101]
+    free = make_memory_proxy(reconnect_same_address=False)
+    assert drop_then_retry(free, "127.0.0.6")[0] == 101
 
 
 # -- 7. A global cap per listener on connections in their handshake -----------------------------

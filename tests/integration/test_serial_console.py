@@ -24,18 +24,8 @@ in_thread = threads.deferToThread
 PROMPT = b"[ser1 /]# "
 
 
-def grant(proxy, instance="ser1", **body):
-    status, response = api.grant(proxy.api_url, proxy.key, instance, "serial", **body)
-    assert status == 200, response
-    return response
-
-
-def url_of(proxy, response):
-    return response["href"].replace(proxy.service.ctx.config.websocket_base_url, proxy.ws_url)
-
-
 def attach(proxy, **body):
-    return SerialClient(url_of(proxy, grant(proxy, **body)))
+    return SerialClient(proxy.href(proxy.granted("ser1", "serial", **body)))
 
 
 def ws_status(url):
@@ -71,8 +61,8 @@ def test_attach_shows_recent_output_then_echoes_what_is_typed(proxy, serial_gues
         serial_guest.shell.prints(b"Linux version 6.1\r\n" + PROMPT)
         # The service reads the console whether or not anyone is attached.
         wait_for_log(proxy, PROMPT)
-        body = grant(proxy)
-        client = SerialClient(url_of(proxy, body))
+        body = proxy.granted("ser1", "serial")
+        client = SerialClient(proxy.href(body))
         out = client.read_until(PROMPT)
         assert out == b"Linux version 6.1\r\n" + PROMPT
         mark = len(client.received)
@@ -105,10 +95,10 @@ def test_second_interactive_session_is_refused_and_force_takes_over(proxy, seria
     """While one interactive session is attached, a token without force is refused (409 at the
     API, 409 at the WebSocket); a forced one closes the first with 4004 and types from then on."""
     def scenario():
-        spare = grant(proxy)  # minted while nobody is attached
+        spare = proxy.granted("ser1", "serial")  # minted while nobody is attached
         first = attach(proxy)
         status, body = api.grant(proxy.api_url, proxy.key, "ser1", "serial")
-        refused_at_connect = ws_status(url_of(proxy, spare))
+        refused_at_connect = ws_status(proxy.href(spare))
         second = attach(proxy, force=True)
         closed = first.wait_closed()
         second.type(b"echo mine-now\r")
@@ -148,7 +138,7 @@ def test_grant_reports_read_only(proxy, serial_guest):
     """A read-only grant says so in its response (for VNC too: view-only sessions); read_only
     must be a boolean."""
     def scenario():
-        ok = grant(proxy, read_only=True)
+        ok = proxy.granted("ser1", "serial", read_only=True)
         bad_type = api.grant(proxy.api_url, proxy.key, "ser1", "serial", read_only="yes")
         for_vnc = api.grant(proxy.api_url, proxy.key, "vm1", "vnc", read_only=True)
         return ok, bad_type, for_vnc
@@ -261,8 +251,8 @@ def test_no_token_in_the_logs(proxy, serial_guest):
     globalLogPublisher.addObserver(events.append)
     try:
         def scenario():
-            body = grant(proxy)
-            client = SerialClient(url_of(proxy, body))
+            body = proxy.granted("ser1", "serial")
+            client = SerialClient(proxy.href(body))
             client.type(b"echo x\r")
             client.read_until(b"x\r\n")
             client.disconnect()
@@ -364,8 +354,8 @@ def test_dropped_serial_session_resumes_within_the_grace(proxy, serial_guest):
     """A serial session whose connection drops (no close frame) can be reopened with the same
     token within the reconnect grace; one closed by the user cannot."""
     def scenario():
-        body = grant(proxy)
-        url = url_of(proxy, body)
+        body = proxy.granted("ser1", "serial")
+        url = proxy.href(body)
         first = SerialClient(url)
         first.ws.sock.close()  # the network drops: no close frame
         time.sleep(0.3)
@@ -411,10 +401,10 @@ def test_busy_refusal_names_its_close_code(proxy, serial_guest):
     import websocket
 
     def scenario():
-        spare = grant(proxy)
+        spare = proxy.granted("ser1", "serial")
         writer = attach(proxy)
         try:
-            open_websocket(url_of(proxy, spare)).close()
+            open_websocket(proxy.href(spare)).close()
         except websocket.WebSocketBadStatusException as e:
             return e.status_code, json.loads(e.resp_body)
         finally:

@@ -14,14 +14,8 @@ from vncproxy.closecodes import CloseCode
 from vncproxy.web.api import load_openapi
 
 
-def href(proxy, body):
-    return body["href"].replace(proxy.service.ctx.config.websocket_base_url, proxy.ws_url)
-
-
 def new_href(proxy):
-    status, body = proxy.grant("vm1")
-    assert status == 200, body
-    return href(proxy, body)
+    return proxy.href(proxy.granted())
 
 
 def open_viewer(proxy, url):

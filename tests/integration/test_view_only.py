@@ -23,14 +23,8 @@ QEMU_KEY = struct.pack("!BBHII", 255, 0, 1, 0x61, 0x1e)
 REQUEST = struct.pack("!BBHHHH", 3, 0, 0, 0, 32, 16)
 
 
-def grant(proxy, **body):
-    status, response = api.grant(proxy.api_url, proxy.key, "vm1", "vnc", **body)
-    assert status == 200, response
-    return response
-
-
 def viewer(proxy, response):
-    url = response["href"].replace(proxy.service.ctx.config.websocket_base_url, proxy.ws_url)
+    url = proxy.href(response)
     v = RfbViewer(WebSocketPipe(open_websocket(url)))
     v.handshake()
     return v
@@ -46,13 +40,13 @@ def test_view_only_input_is_dropped_and_screen_requests_pass(proxy):
     counted in its close event); its update requests are answered; an interactive viewer's
     input reaches the server."""
     def scenario():
-        body = grant(proxy, read_only=True)
+        body = proxy.granted(read_only=True)
         ro = viewer(proxy, body)
         ro.pipe.send(KEY + POINTER + CUT + QEMU_KEY)
         ro.framebuffer_update()  # answered: its SetEncodings and request passed
         seen_ro = types_seen(proxy)
         ro.pipe.close()
-        rw = viewer(proxy, grant(proxy))
+        rw = viewer(proxy, proxy.granted())
         rw.pipe.send(KEY + POINTER)
         rw.framebuffer_update()
         seen_all = types_seen(proxy)
@@ -73,9 +67,9 @@ def test_view_only_sessions_have_their_own_limit(make_proxy):
     proxy = make_proxy(max_vnc_viewers=2)
 
     def scenario():
-        open_ = [viewer(proxy, grant(proxy)), viewer(proxy, grant(proxy)),
-                 viewer(proxy, grant(proxy, read_only=True)),
-                 viewer(proxy, grant(proxy, read_only=True))]
+        open_ = [viewer(proxy, proxy.granted()), viewer(proxy, proxy.granted()),
+                 viewer(proxy, proxy.granted(read_only=True)),
+                 viewer(proxy, proxy.granted(read_only=True))]
         third_ro = api.grant(proxy.api_url, proxy.key, "vm1", "vnc", read_only=True)
         third_rw = api.grant(proxy.api_url, proxy.key, "vm1", "vnc")
         status, listed = api.call(f"{proxy.api_url}/v1/instances/vm1/console_sessions",
@@ -115,7 +109,7 @@ def test_nova_body_takes_read_only_as_an_extension(proxy):
 @pytest_twisted.inlineCallbacks
 def test_an_unknown_client_message_ends_a_view_only_session_with_4011(proxy):
     def scenario():
-        v = viewer(proxy, grant(proxy, read_only=True))
+        v = viewer(proxy, proxy.granted(read_only=True))
         v.pipe.send(REQUEST + b"\x07" + bytes(7))
         try:
             while True:

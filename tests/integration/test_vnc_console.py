@@ -1,44 +1,41 @@
 """
-The VNC console path in one process over real sockets: token API -> WebSocket -> RFB handshakes
--> relay, with a fake hypervisor and a fake VNC server (the e2e suite does the same with QEMU).
-Client code is blocking and runs in a thread while the reactor serves.
+The VNC console path: token API -> WebSocket -> RFB handshakes -> relay, with a fake hypervisor
+and a fake VNC server (the e2e suite does the same with QEMU). The viewer is the independent
+blocking RFB client of tests/support/viewer.py.
+
+On the memory tier (L{tests.support.memory}), except the first test, which keeps the console
+listener honest over real sockets (client code blocking in a thread while the reactor serves).
 """
+
+import struct
 
 import pytest
 import pytest_twisted
-import websocket
 from twisted.internet import threads
-from twisted.logger import globalLogPublisher
+from twisted.logger import formatEvent, globalLogPublisher
 
-from tests.support import api
+from tests.support import api, viewer
 from tests.support.fakevnc import HEIGHT, WIDTH, pattern
-from tests.support.viewer import PipeClosed, RfbRefused, RfbViewer, WebSocketPipe, open_websocket
+from tests.support.viewer import PipeClosed, RfbRefused, RfbViewer
 from vncproxy.closecodes import CloseCode
-from vncproxy.hypervisor import DomainState
+from vncproxy.hypervisor import DomainState, VncEndpoint
 from vncproxy.web.errors import error_message
-
-in_thread = threads.deferToThread
-
-
-def grant_and_open(proxy, instance="vm1", url_of=None, **ws_kwargs):
-    status, body = api.grant(proxy.api_url, proxy.key, instance)
-    assert status == 200, body
-    url = url_of(body) if url_of else body["href"].replace(
-        proxy.service.ctx.config.websocket_base_url, proxy.ws_url)
-    return body, open_websocket(url, **ws_kwargs)
 
 
 @pytest_twisted.inlineCallbacks
 def test_token_opens_the_vms_screen(proxy):
     """A granted token opens a WebSocket whose RFB handshake reaches the VM's ServerInit and pixels."""
     def scenario():
-        body, ws = grant_and_open(proxy)
-        viewer = RfbViewer(WebSocketPipe(ws))
-        init = viewer.handshake((3, 8), shared=False)
-        rects = viewer.framebuffer_update()
+        status, body = api.grant(proxy.api_url, proxy.key, "vm1")
+        assert status == 200, body
+        ws = viewer.open_websocket(body["href"].replace(proxy.service.ctx.config.websocket_base_url,
+                                                        proxy.ws_url))
+        rfb = RfbViewer(viewer.WebSocketPipe(ws))
+        init = rfb.handshake((3, 8), shared=False)
+        rects = rfb.framebuffer_update()
         ws.close()
         return body, init, rects
-    body, init, rects = yield in_thread(scenario)
+    body, init, rects = yield threads.deferToThread(scenario)
     assert (init.width, init.height, init.name) == (WIDTH, HEIGHT, "fake vm")
     assert rects == [((0, 0, WIDTH, HEIGHT), pattern())]
     assert set(body) == {"access_token", "console_type", "created_at", "expires_at", "force", "href",
@@ -48,140 +45,103 @@ def test_token_opens_the_vms_screen(proxy):
                                    + "/v1/instances/6f1b3c55-2f0e-4b8e-9a57-1f2d3c4b5a69/console?access_token=")
 
 
-@pytest_twisted.inlineCallbacks
-def test_proxy_authenticates_upstream_and_forces_shared(proxy):
+def open_viewer(proxy, **options):
+    """A granted vm1 console, opened: (grant body, RfbViewer before its handshake)."""
+    body = proxy.granted()
+    return body, RfbViewer(proxy.websocket_pipe(proxy.href(body), **options))
+
+
+def test_proxy_authenticates_upstream_and_forces_shared(memory_proxy):
     """The proxy answered the VM's VNC password challenge itself and sent shared=1 for an exclusive viewer."""
-    def scenario():
-        _, ws = grant_and_open(proxy)
-        RfbViewer(WebSocketPipe(ws)).handshake((3, 8), shared=False)
-        ws.close()
-    yield in_thread(scenario)
+    proxy = memory_proxy
+    _, rfb = open_viewer(proxy)
+    init = rfb.handshake((3, 8), shared=False)
+    shared = [c.shared for c in proxy.vnc.connections]
+    rfb.pipe.close()
+    assert init.name == "fake vm"
     assert proxy.vnc.failures == []
-    assert proxy.vnc.messages == [] or proxy.vnc.messages[0][0] in (0, 2, 3)
-
-
-@pytest_twisted.inlineCallbacks
-def test_shared_flag_forced_to_one(proxy):
-    """Whatever the viewer asks, QEMU's ClientInit says shared."""
-    seen = []
-
-    def scenario():
-        _, ws = grant_and_open(proxy)
-        RfbViewer(WebSocketPipe(ws)).handshake((3, 8), shared=False)
-        seen.extend(c.shared for c in proxy.vnc.connections)
-        ws.close()
-    yield in_thread(scenario)
-    assert seen == [True]
+    assert shared == [True]
 
 
 @pytest.mark.parametrize("version", [(3, 3), (3, 7), (3, 8)])
-@pytest_twisted.inlineCallbacks
-def test_every_rfb_version_reaches_server_init(proxy, version):
-    """Viewers speaking RFB 3.3, 3.7 and 3.8 all get ServerInit."""
-    def scenario():
-        _, ws = grant_and_open(proxy)
-        init = RfbViewer(WebSocketPipe(ws)).handshake(version)
-        ws.close()
-        return init
-    init = yield in_thread(scenario)
-    assert init.width == WIDTH
+def test_every_rfb_version_reaches_server_init(memory_proxy, version):
+    """Viewers speaking RFB 3.3, 3.7 and 3.8 all get ServerInit and the VM's pixels."""
+    _, rfb = open_viewer(memory_proxy)
+    init = rfb.handshake(version)
+    rects = rfb.framebuffer_update()
+    rfb.pipe.close()
+    assert (init.width, init.height, init.name) == (WIDTH, HEIGHT, "fake vm")
+    assert rects == [((0, 0, WIDTH, HEIGHT), pattern())]
 
 
-@pytest_twisted.inlineCallbacks
-def test_nova_paths_and_cookie_carry_the_token(proxy):
+def test_nova_paths_and_cookie_carry_the_token(memory_proxy):
     """/websockify?token=, /?token= and a token cookie all open the console."""
-    def scenario():
-        results = []
-        for make in (
-            lambda t: dict(url=f"{proxy.ws_url}/websockify?token={t}"),
-            lambda t: dict(url=f"{proxy.ws_url}/?token={t}"),
-            lambda t: dict(url=f"{proxy.ws_url}/websockify", cookie=f"token={t}"),
-        ):
-            status, body = api.grant(proxy.api_url, proxy.key, "vm1")
-            kwargs = make(body["access_token"])
-            ws = open_websocket(kwargs.pop("url"), **kwargs)
-            results.append(RfbViewer(WebSocketPipe(ws)).handshake().width)
-            ws.close()
-        return results
-    assert (yield in_thread(scenario)) == [WIDTH] * 3
+    proxy = memory_proxy
+    widths = []
+    for make in (
+        lambda t: dict(url=f"{proxy.ws_url}/websockify?token={t}"),
+        lambda t: dict(url=f"{proxy.ws_url}/?token={t}"),
+        lambda t: dict(url=f"{proxy.ws_url}/websockify", cookie=f"token={t}"),
+    ):
+        options = make(proxy.granted()["access_token"])
+        pipe = proxy.websocket_pipe(options.pop("url"), **options)
+        widths.append(RfbViewer(pipe).handshake().width)
+        pipe.close()
+    assert widths == [WIDTH] * 3
 
 
-@pytest_twisted.inlineCallbacks
-def test_subprotocol_binary_selected_only_when_offered(proxy):
+def test_subprotocol_binary_selected_only_when_offered(memory_proxy):
     """Offering binary selects binary; offering nothing selects nothing and still works."""
-    def scenario():
-        _, offered = grant_and_open(proxy, subprotocols=["binary", "base64"])
-        _, none = grant_and_open(proxy)
-        result = (offered.getsubprotocol(), none.getsubprotocol())
-        offered.close()
-        none.close()
-        return result
-    assert (yield in_thread(scenario)) == ("binary", None)
+    proxy = memory_proxy
+    offered = proxy.websocket_pipe(proxy.href(proxy.granted()), protocols=["binary", "base64"])
+    none = proxy.websocket_pipe(proxy.href(proxy.granted()))
+    name = RfbViewer(none).handshake().name
+    assert (offered.viewer.subprotocol, none.viewer.subprotocol) == ("binary", None)
+    assert name == "fake vm"
 
 
-def refused_status(url, **kwargs):
-    try:
-        ws = open_websocket(url, **kwargs)
-    except websocket.WebSocketBadStatusException as e:
-        return e.status_code
-    ws.close()
-    return 101
+def test_reused_wrong_and_foreign_tokens_are_refused_before_upgrade(memory_proxy):
+    """A used token, an unknown token, no token and a token for another instance get HTTP 401."""
+    proxy = memory_proxy
+    body, rfb = open_viewer(proxy)
+    rfb.pipe.close()
+    other = proxy.granted()
+    statuses = [proxy.refusal(url)[0] for url in (
+        f"{proxy.ws_url}/websockify?token={body['access_token']}",
+        f"{proxy.ws_url}/websockify?token=not-a-token",
+        f"{proxy.ws_url}/websockify",
+        f"{proxy.ws_url}/v1/instances/off1/console?access_token={other['access_token']}",
+    )]
+    assert statuses == [401, 401, 401, 401]
 
 
-@pytest_twisted.inlineCallbacks
-def test_reused_wrong_and_foreign_tokens_are_refused_before_upgrade(proxy):
-    """A used token, an unknown token and a token for another instance get HTTP 401."""
-    def scenario():
-        body, ws = grant_and_open(proxy)
-        ws.close()
-        token = body["access_token"]
-        _, other = api.grant(proxy.api_url, proxy.key, "vm1")
-        return [
-            refused_status(f"{proxy.ws_url}/websockify?token={token}"),
-            refused_status(f"{proxy.ws_url}/websockify?token=not-a-token"),
-            refused_status(f"{proxy.ws_url}/websockify"),
-            refused_status(f"{proxy.ws_url}/v1/instances/off1/console?access_token={other['access_token']}"),
-        ]
-    assert (yield in_thread(scenario)) == [401, 401, 401, 401]
-
-
-@pytest_twisted.inlineCallbacks
-def test_foreign_origin_is_refused(proxy):
+def test_foreign_origin_is_refused(memory_proxy):
     """A browser Origin other than the listener's own gets 403; the same origin is allowed."""
-    def scenario():
-        _, body = api.grant(proxy.api_url, proxy.key, "vm1")
-        evil = refused_status(f"{proxy.ws_url}/websockify?token={body['access_token']}",
-                              origin="https://evil.example")
-        _, body = api.grant(proxy.api_url, proxy.key, "vm1")
-        own = refused_status(f"{proxy.ws_url}/websockify?token={body['access_token']}",
-                             origin=proxy.ws_url.replace("ws://", "http://"))
-        return evil, own
-    assert (yield in_thread(scenario)) == (403, 101)
+    proxy = memory_proxy
+    evil = proxy.refusal(f"{proxy.ws_url}/websockify?token={proxy.granted()['access_token']}",
+                         origin="https://evil.example")
+    own = proxy.refusal(f"{proxy.ws_url}/websockify?token={proxy.granted()['access_token']}",
+                        origin=proxy.ws_url.replace("ws://", "http://"))
+    assert (evil[0], own[0]) == (403, 101)
 
 
-@pytest_twisted.inlineCallbacks
-def test_origin_refusal_does_not_burn_the_token(proxy):
+def test_origin_refusal_does_not_burn_the_token(memory_proxy):
     """A refused Origin is checked before the token is consumed, so the token still works."""
-    def scenario():
-        _, body = api.grant(proxy.api_url, proxy.key, "vm1")
-        url = f"{proxy.ws_url}/websockify?token={body['access_token']}"
-        return refused_status(url, origin="https://evil.example"), refused_status(url)
-    assert (yield in_thread(scenario)) == (403, 101)
+    proxy = memory_proxy
+    url = f"{proxy.ws_url}/websockify?token={proxy.granted()['access_token']}"
+    evil = proxy.refusal(url, origin="https://evil.example")[0]
+    assert (evil, proxy.refusal(url)[0]) == (403, 101)
 
 
-@pytest_twisted.inlineCallbacks
-def test_third_vnc_session_is_refused(proxy):
-    """Two VNC sessions per instance; a third grant gets 409 and so does a third connection."""
-    def scenario():
-        opened = [grant_and_open(proxy)[1] for _ in range(2)]
-        viewers = [RfbViewer(WebSocketPipe(ws)) for ws in opened]
-        for v in viewers:
-            v.handshake()
-        status, body = api.grant(proxy.api_url, proxy.key, "vm1")
-        for ws in opened:
-            ws.close()
-        return status, body
-    status, body = yield in_thread(scenario)
+def test_third_vnc_session_is_refused(memory_proxy):
+    """Two VNC sessions per instance; a third grant gets 409."""
+    proxy = memory_proxy
+    viewers = [open_viewer(proxy)[1] for _ in range(2)]
+    for rfb in viewers:
+        rfb.handshake()
+    status, body = proxy.grant("vm1")
+    for rfb in viewers:
+        rfb.pipe.close()
     assert status == 409
     assert "limit" in error_message(body)[1]
 
@@ -196,129 +156,89 @@ def close_of(viewer_fn):
     return None
 
 
-@pytest_twisted.inlineCallbacks
-def test_wrong_vm_password_is_reported_to_the_viewer(proxy):
+def test_wrong_vm_password_is_reported_to_the_viewer(memory_proxy):
     """When the VM refuses the proxy's password, the viewer gets an RFB failure naming it, then close code 4009."""
+    proxy = memory_proxy
     proxy.vnc.password = b"other"
-
-    def scenario():
-        _, ws = grant_and_open(proxy)
-        viewer = RfbViewer(WebSocketPipe(ws))
-        first = close_of(viewer.handshake)
-        second = close_of(lambda: viewer.read(1))
-        return first, second
-    first, second = yield in_thread(scenario)
+    _, rfb = open_viewer(proxy)
+    first = close_of(rfb.handshake)
+    second = close_of(lambda: rfb.read(1))
     assert first[0] == "refused" and "authentication failed" in first[1].lower()
     assert second[0] == CloseCode.CONSOLE_UNAVAILABLE
 
 
-@pytest_twisted.inlineCallbacks
-def test_unreachable_vnc_server_is_reported(proxy):
+def test_unreachable_vnc_server_is_reported(memory_proxy):
     """A VM whose VNC port does not answer yields a clear refusal, not a hang."""
-    from tests.integration.conftest import free_port
-    from vncproxy.hypervisor import VncEndpoint
-    proxy.hypervisor.set_consoles("vm1", vnc=VncEndpoint(host="127.0.0.1", port=free_port(),
+    proxy = memory_proxy
+    proxy.hypervisor.set_consoles("vm1", vnc=VncEndpoint(host="127.0.0.1", port=15999,
                                                          password="secret1"))
-
-    def scenario():
-        _, ws = grant_and_open(proxy)
-        viewer = RfbViewer(WebSocketPipe(ws))
-        return close_of(viewer.handshake), close_of(lambda: viewer.read(1))
-    first, second = yield in_thread(scenario)
+    _, rfb = open_viewer(proxy)
+    first, second = close_of(rfb.handshake), close_of(lambda: rfb.read(1))
     assert first == ("refused", "cannot reach the VM's VNC server")
     assert second[0] == CloseCode.CONSOLE_UNAVAILABLE
 
 
-@pytest_twisted.inlineCallbacks
-def test_power_off_closes_sessions(proxy):
+def test_power_off_closes_sessions(memory_proxy):
     """When the instance stops, its sessions close with code 4007."""
-    from twisted.internet import reactor
-
-    def scenario():
-        _, ws = grant_and_open(proxy)
-        viewer = RfbViewer(WebSocketPipe(ws))
-        viewer.handshake()
-        threads.blockingCallFromThread(
-            reactor, proxy.hypervisor.set_state, "vm1", DomainState.SHUTOFF)
-        return close_of(lambda: viewer.read(1))
-    closed = yield in_thread(scenario)
-    assert closed == (CloseCode.INSTANCE_STOPPED, "instance stopped")
+    proxy = memory_proxy
+    _, rfb = open_viewer(proxy)
+    rfb.handshake()
+    proxy.hypervisor.set_state("vm1", DomainState.SHUTOFF)
+    assert close_of(lambda: rfb.read(1)) == (CloseCode.INSTANCE_STOPPED, "instance stopped")
     assert proxy.service.ctx.sessions.sessions() == []
 
 
-@pytest_twisted.inlineCallbacks
-def test_bytes_relay_both_ways_unchanged(proxy):
-    """After the handshake, client messages reach the VM byte for byte."""
-    import struct
-
-    def scenario():
-        _, ws = grant_and_open(proxy)
-        viewer = RfbViewer(WebSocketPipe(ws))
-        viewer.handshake()
-        key_down = struct.pack("!BBxxI", 4, 1, 0x61)
-        pointer = struct.pack("!BBHH", 5, 1, 3, 4)
-        viewer.pipe.send(key_down + pointer[:3])
-        viewer.pipe.send(pointer[3:])
-        viewer.framebuffer_update()
-        ws.close()
-        return key_down, pointer
-    key_down, pointer = yield in_thread(scenario)
+def test_bytes_relay_both_ways_unchanged(memory_proxy):
+    """After the handshake, client messages reach the VM byte for byte (split anywhere)."""
+    proxy = memory_proxy
+    _, rfb = open_viewer(proxy)
+    rfb.handshake()
+    key_down = struct.pack("!BBxxI", 4, 1, 0x61)
+    pointer = struct.pack("!BBHH", 5, 1, 3, 4)
+    rfb.pipe.send(key_down + pointer[:3])
+    rfb.pipe.send(pointer[3:])
+    rects = rfb.framebuffer_update()
+    rfb.pipe.close()
     assert proxy.vnc.messages[:2] == [key_down, pointer]
+    assert rects == [((0, 0, WIDTH, HEIGHT), pattern())]
 
 
-@pytest_twisted.inlineCallbacks
-def test_no_secret_reaches_the_log(proxy):
+def test_no_secret_reaches_the_log(memory_proxy):
     """Neither a token nor the VM's VNC password appears in any log event."""
+    proxy = memory_proxy
     events = []
     globalLogPublisher.addObserver(events.append)
     try:
-        def scenario():
-            body, ws = grant_and_open(proxy)
-            RfbViewer(WebSocketPipe(ws)).handshake()
-            ws.close()
-            refused_status(f"{proxy.ws_url}/websockify?token={body['access_token']}")
-            return body["access_token"]
-        token = yield in_thread(scenario)
+        body, rfb = open_viewer(proxy)
+        rfb.handshake()
+        rfb.pipe.close()
+        proxy.refusal(f"{proxy.ws_url}/websockify?token={body['access_token']}")
     finally:
         globalLogPublisher.removeObserver(events.append)
-    from twisted.logger import formatEvent
     text = "\n".join(formatEvent(e) + repr(e) for e in events)
     assert "vnc session" in text  # the observer did see the session's events
-    assert token not in text
+    assert body["access_token"] not in text
     assert "secret1" not in text
 
 
-@pytest_twisted.inlineCallbacks
-def test_vnc_server_dropping_with_vm_stopped_says_instance_stopped(proxy):
+def test_vnc_server_dropping_with_vm_stopped_says_instance_stopped(memory_proxy):
     """When QEMU's connection drops and the VM is off, the viewer gets 4007, not a bare 'closed'."""
-    from twisted.internet import reactor
-
-    def stop_vm():
-        proxy.hypervisor.set_state("vm1", DomainState.SHUTOFF, emit=False)  # event comes late
-        for connection in list(proxy.vnc.connections):
-            connection.transport.loseConnection()
-
-    def scenario():
-        _, ws = grant_and_open(proxy)
-        viewer = RfbViewer(WebSocketPipe(ws))
-        viewer.handshake()
-        threads.blockingCallFromThread(reactor, stop_vm)
-        return close_of(lambda: viewer.read(1))
-    assert (yield in_thread(scenario)) == (CloseCode.INSTANCE_STOPPED, "instance stopped")
+    proxy = memory_proxy
+    _, rfb = open_viewer(proxy)
+    rfb.handshake()
+    proxy.hypervisor.set_state("vm1", DomainState.SHUTOFF, emit=False)  # the event comes late
+    for connection in list(proxy.vnc.connections):
+        connection.transport.loseConnection()
+    assert close_of(lambda: rfb.read(1)) == (CloseCode.INSTANCE_STOPPED, "instance stopped")
 
 
-@pytest_twisted.inlineCallbacks
-def test_vnc_server_dropping_with_vm_running_says_console_closed(proxy):
+def test_vnc_server_dropping_with_vm_running_says_console_closed(memory_proxy):
     """When QEMU's connection drops but the VM runs on, the viewer gets 4010 with a reason."""
-    from twisted.internet import reactor
-
-    def scenario():
-        _, ws = grant_and_open(proxy)
-        viewer = RfbViewer(WebSocketPipe(ws))
-        viewer.handshake()
-        threads.blockingCallFromThread(
-            reactor, lambda: [c.transport.loseConnection() for c in list(proxy.vnc.connections)])
-        return close_of(lambda: viewer.read(1))
-    code, reason = yield in_thread(scenario)
+    proxy = memory_proxy
+    _, rfb = open_viewer(proxy)
+    rfb.handshake()
+    for connection in list(proxy.vnc.connections):
+        connection.transport.loseConnection()
+    code, reason = close_of(lambda: rfb.read(1))
     assert code == CloseCode.CONSOLE_CLOSED
     assert reason == "console closed: VNC server closed the connection"

@@ -8,9 +8,12 @@ L{MemoryNetwork} (tests/support/memorynet.py) plays the kernel: every C{connectT
 records (Twisted's HTTP C{Agent}, the proxy's connection to QEMU) is joined to the factory
 listening on that port and the data is pumped until everybody is quiet. WebSocket clients are
 Autobahn's own (C{autobahn.twisted.testing.create_memory_agent}), served by the console
-listener's HTTP site, so the upgrade goes through the same resource tree as over TCP.
+listener's HTTP site, so the upgrade goes through the same resource tree as over TCP. Byte
+pipes for the blocking RFB viewer of tests/support/viewer.py are in tests/support/memorypipes.py.
 """
 
+import dataclasses
+import itertools
 import json
 import re
 import struct
@@ -20,14 +23,16 @@ from urllib.parse import urlsplit
 from autobahn.twisted.testing import MemoryReactorClockResolver, create_memory_agent
 from autobahn.twisted.websocket import WebSocketClientProtocol
 from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.protocol import ClientFactory, Protocol
+from twisted.internet.protocol import Protocol
 from twisted.web.client import Agent, readBody
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
 from tests.support.fakevnc import HEIGHT, WIDTH, FakeVncFactory
-from tests.support.memorynet import HOST, MemoryNetwork, client_address
+from tests.support.granting import GrantsAndUrls
+from tests.support.memorynet import HOST, MemoryNetwork, client_address, pausable
+from tests.support.memorypipes import OneShot, TcpPipe, WebSocketPipe
 from vncproxy import config
 from vncproxy.hypervisor import VncEndpoint
 from vncproxy.hypervisor.fake import FakeHypervisor
@@ -61,6 +66,7 @@ class WebSocketViewer(WebSocketClientProtocol):
     """An Autobahn WebSocket client that keeps what it received and how it was closed."""
 
     def onConnect(self, response):
+        self.subprotocol = response.protocol  # the one the server selected, or None
         self.received = b""
         self.closed = None  # (code, reason) once closed
 
@@ -79,7 +85,7 @@ class ServerInit:
 
 
 @dataclass
-class MemoryProxy:
+class MemoryProxy(GrantsAndUrls):
     """One service on a memory clock, with its fake hypervisor and fake VNC server."""
 
     service: ConsoleProxyService
@@ -90,6 +96,9 @@ class MemoryProxy:
     key: str = API_KEY
     api_url: str = f"http://{HOST}:{API_PORT}"
     ws_url: str = f"ws://{HOST}:{CONSOLE_PORT}"
+    xvpvnc_port: int = XVPVNC_PORT
+    native_port: int = NATIVE_PORT
+    _ports: object = field(default_factory=lambda: itertools.count(VNC_PORT + 1), repr=False)
     _agent: Agent = field(default=None, repr=False)
 
     def advance(self, seconds):
@@ -101,6 +110,35 @@ class MemoryProxy:
             self.reactor.advance(step)
             seconds -= step
             self.network.flush()
+
+    def wait_until(self, done, timeout=20.0):
+        """
+        Pump, and let the clock run timer by timer, until C{done()} is true: what a blocking
+        client's wait is on the memory tier.
+
+        @return: the clock seconds that passed.
+        @raise TimeoutError: when C{timeout} clock seconds pass first, or no timer is left.
+        """
+        start = self.reactor.seconds()
+        self.network.flush()
+        while not done():
+            due = [c.getTime() for c in self.reactor.getDelayedCalls()]
+            if not due or min(due) - start > timeout:
+                raise TimeoutError(f"nothing happened within {timeout} clock seconds")
+            self.reactor.advance(max(0.0, min(due) - self.reactor.seconds()))
+            self.network.flush()
+        return self.reactor.seconds() - start
+
+    def serve(self, factory):
+        """Listen with C{factory} on a fresh port of the memory network; return the port."""
+        port = next(self._ports)
+        self.network.listen(port, factory)
+        return port
+
+    def reconfigure(self, **changes):
+        """Change config fields of the running service (as a reload would)."""
+        ctx = self.service.ctx
+        ctx.config = dataclasses.replace(ctx.config, **changes)
 
     def settle(self, deferred):
         """Pump until C{deferred} fired; return its result (or raise its failure)."""
@@ -150,20 +188,49 @@ class MemoryProxy:
         return self.call(f"/v1/instances/{instance}/console_access_token", "POST",
                          {"console_type": console_type, **extra}, key=self.key)
 
-    def open_websocket(self, url, origin=None):
+    def connect_tcp(self, port, source=None):
+        """A L{TcpPipe} to C{port}, from the address C{source} (default 127.0.0.1)."""
+        return TcpPipe(self, port, source)
+
+    def xvp_connect(self, target, version="HTTP/1.0", headers=(), source=None):
         """
-        Open C{url} on the console listener with Autobahn's in-memory client.
+        Open an xvpvnc console as Nova's xvp viewer does (see L{tests.support.viewer.xvp_connect}).
+
+        @return: C{(response up to its blank line, TcpPipe)}; the response is C{b""} if the
+            server closed without one.
+        """
+        pipe = self.connect_tcp(self.xvpvnc_port, source)
+        pipe.send(f"CONNECT {target} {version}\r\n".encode()
+                  + b"".join(f"{h}\r\n".encode() for h in headers) + b"\r\n")
+        response = pipe.read_until(b"\r\n\r\n")
+        return (response if response.endswith(b"\r\n\r\n") else b""), pipe
+
+    def websocket_pipe(self, url, **options):
+        """L{open_websocket}, as a L{WebSocketPipe} for the blocking RFB viewer."""
+        return WebSocketPipe(self, self.open_websocket(url, **options))
+
+    def open_websocket(self, url, origin=None, cookie=None, protocols=None, source=None):
+        """
+        Open C{url} on the console listener with Autobahn's in-memory client, sending C{origin},
+        C{cookie} (a Cookie header's value) and offering the subprotocols C{protocols}, from the
+        address C{source} (default 127.0.0.1).
 
         @return: the connected L{WebSocketViewer}.
         @raise Exception: what Autobahn raises when the upgrade is refused.
         """
         console = self.service.getServiceNamed("console").factory
 
+        peer = client_address(source or HOST)
+
         def server():
-            return console.buildProtocol(client_address())
+            return pausable(console.buildProtocol(peer), peer)
 
         agent = create_memory_agent(self.reactor, self.network, server)
         options = {"origin": origin} if origin else {}
+        if cookie:
+            options["headers"] = {"Cookie": cookie}
+        if protocols:
+            options["protocols"] = protocols
         parts = urlsplit(url)
         # The memory agent dials the URL's port; ours listens on CONSOLE_PORT in memory.
         url = parts._replace(netloc=f"{HOST}:{CONSOLE_PORT}").geturl()
@@ -199,33 +266,37 @@ class MemoryProxy:
         received, viewer.received = viewer.received, b""
         return received
 
-    def refusal(self, url, origin=None):
+    def upgrade(self, url, origin=None, cookie=None, source=None):
         """
-        Ask for a WebSocket upgrade of C{url} on the console listener and let the clock run
-        until the answer is complete (a slowed refusal takes clock time).
+        Ask for a WebSocket upgrade of C{url} on the console listener (from the address
+        C{source}) and let the clock run until the answer is complete (a slowed refusal takes
+        clock time); an accepted upgrade is dropped at once, without a close frame.
 
-        @return: (HTTP status, decoded JSON body or C{None}).
+        @return: the L{_Answer}: C{status}, C{body} and the raw C{data} (head and body).
         """
         parts = urlsplit(url)
         target = parts.path + (f"?{parts.query}" if parts.query else "")
         request = (f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\n"
                    "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                    "Sec-WebSocket-Version: 13\r\n"
-                   + (f"Origin: {origin}\r\n" if origin else "") + "\r\n")
+                   + (f"Origin: {origin}\r\n" if origin else "")
+                   + (f"Cookie: {cookie}\r\n" if cookie else "") + "\r\n")
         answer = _Answer(request.encode())
-        self.reactor.connectTCP(HOST, CONSOLE_PORT, _OneShot(answer))
-        deadline = self.reactor.seconds() + 60
-        self.network.flush()
-        while not answer.complete() and self.reactor.seconds() < deadline:
-            if not self.reactor.getDelayedCalls():
-                break
-            self.advance(min(c.getTime() for c in self.reactor.getDelayedCalls())
-                         - self.reactor.seconds())
-        assert answer.complete(), answer.data[:200]
+        self.reactor.connectTCP(HOST, CONSOLE_PORT, OneShot(answer),
+                                bindAddress=(source, 0) if source else None)
+        self.wait_until(answer.complete, timeout=60)
         if answer.status == 101:
             answer.transport.loseConnection()
             self.network.flush()
-            return 101, None
+        return answer
+
+    def refusal(self, url, origin=None, cookie=None):
+        """
+        L{upgrade}, for an answer expected to be a refusal.
+
+        @return: (HTTP status, decoded JSON body or C{None}).
+        """
+        answer = self.upgrade(url, origin, cookie)
         return answer.status, json.loads(answer.body) if answer.body else None
 
     def _send(self, viewer, data):
@@ -272,14 +343,6 @@ class _Answer(Protocol):
             return True
         self.body = body
         return self.lost
-
-
-class _OneShot(ClientFactory):
-    def __init__(self, protocol):
-        self.instance = protocol
-
-    def buildProtocol(self, addr):
-        return self.instance
 
 
 class _ImmediateCooperator:

@@ -1,7 +1,8 @@
 """
 An in-memory network for tests on a L{MemoryReactorClock}: it plays the kernel, joining every
 C{connectTCP} the reactor records to the factory listening on that port (or refusing it) and
-moving bytes through C{iosim} transports until every connection is quiet.
+moving bytes through C{iosim} transports until every connection is quiet. A transport that is
+paused reads nothing: what is sent to it waits, as in a kernel's socket buffer, until it resumes.
 """
 
 from twisted.internet.address import IPv4Address
@@ -13,13 +14,42 @@ HOST = "127.0.0.1"
 _CLIENT_PORTS = iter(range(40000, 60000))
 
 
-def client_address():
-    """A fresh client address (127.0.0.1, ports counting up), as a kernel would pick one."""
-    return IPv4Address("TCP", HOST, next(_CLIENT_PORTS))
+def client_address(host=HOST):
+    """A fresh client address (C{host}, ports counting up), as a kernel would pick one."""
+    return IPv4Address("TCP", host, next(_CLIENT_PORTS))
 
 
 class _Transport(iosim.FakeTransport):
-    """An C{iosim} transport with the TCP socket options the proxy sets."""
+    """An C{iosim} transport with the TCP socket options the proxy sets, whose reading pauses."""
+
+    _paused = False
+    _held = b""
+
+    def pauseProducing(self):
+        self._paused = True
+
+    def resumeProducing(self):
+        self._paused = False
+
+    def bufferReceived(self, buf):
+        if not isinstance(buf, bytes):  # a TLS negotiation
+            super().bufferReceived(buf)
+            return
+        self._held += buf
+        self.deliver_held()
+
+    def deliver_held(self):
+        """Hand what waited to the protocol, unless paused; return whether anything moved."""
+        if self._paused or not self._held:
+            return False
+        data, self._held = self._held, b""
+        super().bufferReceived(data)
+        return True
+
+    @property
+    def connected(self):
+        """As a TCP transport's: true until the connection is lost."""
+        return not self.disconnected
 
     def setTcpNoDelay(self, enabled):
         pass
@@ -59,7 +89,7 @@ class MemoryNetwork:
     def _join_new_connections(self):
         joined = False
         while self._seen < len(self.reactor.tcpClients):
-            host, port, client_factory, _, _ = self.reactor.tcpClients[self._seen]
+            host, port, client_factory, _, bind = self.reactor.tcpClients[self._seen]
             connector = self.reactor.connectors[self._seen]
             self._seen += 1
             joined = True
@@ -69,7 +99,7 @@ class MemoryNetwork:
             if server_factory is None:
                 client_factory.clientConnectionFailed(connector, _refused())
                 continue
-            client_side = client_address()
+            client_side = client_address(bind[0] if bind and bind[0] else HOST)
             server_side = IPv4Address("TCP", host, port)
             server = server_factory.buildProtocol(client_side)
             client = client_factory.buildProtocol(server_side)
@@ -88,12 +118,33 @@ class MemoryNetwork:
             moved = self._join_new_connections()
             for pump in list(self.pumps):
                 moved = pump.pump() or moved
+                for io in (pump.serverIO, pump.clientIO):
+                    moved = isinstance(io, _Transport) and io.deliver_held() or moved
                 if pump.clientIO.disconnected and pump.serverIO.disconnected:
                     self.pumps.remove(pump)
             if not moved and not any(c.getTime() <= self.reactor.seconds()
                                      for c in self.reactor.getDelayedCalls()):
                 return
         raise AssertionError("the in-memory network never went quiet")
+
+
+def pausable(protocol, peer=None):
+    """
+    C{protocol}, whose transport (a plain C{iosim} one: Autobahn's memory agent makes it) will
+    pause its reading as the network's own transports do, and comes from C{peer} (an address
+    L{client_address} made) when given. Returns C{protocol}.
+    """
+    make_connection = protocol.makeConnection
+
+    def makeConnection(transport):
+        if type(transport) is iosim.FakeTransport:
+            transport.__class__ = _Transport
+        if peer is not None:
+            transport.peerAddress = peer
+        make_connection(transport)
+
+    protocol.makeConnection = makeConnection
+    return protocol
 
 
 def _refused():

@@ -209,3 +209,17 @@ def xvp_connect(host, port, target, version="HTTP/1.0", headers=(), timeout=20):
             break
         response += byte
     return response, SocketPipe(sock)
+
+
+def until_closed(pipe):
+    """
+    Read from C{pipe} until it closes; return the close's (code, reason), or C{None} when there
+    was none (a socket, or a WebSocket dropped without a close frame).
+    """
+    try:
+        while True:
+            pipe.recv()
+    except PipeClosed as closed:
+        return closed.args[0]
+    except (websocket.WebSocketConnectionClosedException, ConnectionResetError):
+        return None

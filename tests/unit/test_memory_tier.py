@@ -70,3 +70,53 @@ def test_flush_runs_calls_that_are_due_but_not_later_ones():
     assert ran == ["now"]
     reactor.advance(1)
     assert ran == ["now", "later"]
+
+
+class Recorder(Protocol):
+    def __init__(self):
+        self.received = b""
+        self.peer = None
+
+    def connectionMade(self):
+        self.peer = self.transport.getPeer()
+
+    def dataReceived(self, data):
+        self.received += data
+
+
+def test_a_paused_transport_reads_nothing_until_it_resumes():
+    """Bytes sent to a paused server wait (as in a socket buffer) and arrive once it resumes."""
+    reactor = MemoryReactorClockResolver()
+    network = MemoryNetwork(reactor)
+    server = Recorder()
+    network.listen(7002, OneShotFactory(server))
+    factory = CallerFactory()
+    reactor.connectTCP("127.0.0.1", 7002, factory)
+    network.flush()
+    server.transport.pauseProducing()
+    factory.caller.transport.write(b" world")
+    network.flush()
+    held = server.received
+    server.transport.resumeProducing()
+    network.flush()
+    assert (held, server.received) == (b"hello", b"hello world")
+
+
+def test_a_connection_comes_from_the_address_it_binds():
+    """connectTCP's bindAddress is the peer address the listener sees (a distinct client)."""
+    reactor = MemoryReactorClockResolver()
+    network = MemoryNetwork(reactor)
+    server = Recorder()
+    network.listen(7003, OneShotFactory(server))
+    reactor.connectTCP("127.0.0.1", 7003, CallerFactory(), bindAddress=("127.0.0.7", 0))
+    network.flush()
+    assert server.peer.host == "127.0.0.7"
+    assert server.transport.connected
+
+
+class OneShotFactory(Factory):
+    def __init__(self, protocol):
+        self.instance = protocol
+
+    def buildProtocol(self, addr):
+        return self.instance

@@ -111,7 +111,7 @@ def test_viewer_send_writes_one_binary_frame_at_once(opened):
     frame per call, counted in Autobahn's traffic statistics.
     """
     protocol, transport = opened
-    viewer = websocket._WebSocketViewer(protocol)
+    viewer = websocket.WebSocketViewer(protocol)
     viewer.send(b"k" * 16)
     viewer.send(b"x" * 200)
     assert transport.value() == (b"\x82\x10" + b"k" * 16 + b"\x82\x7e\x00\xc8" + b"x" * 200)
@@ -137,7 +137,7 @@ def test_send_after_close_started_is_autobahns(opened):
     close frame still goes out.
     """
     protocol, transport = opened
-    viewer = websocket._WebSocketViewer(protocol)
+    viewer = websocket.WebSocketViewer(protocol)
     protocol.sendClose(4000, "bye")
     closing = transport.value()
     assert closing[:1] == b"\x88"

@@ -45,7 +45,7 @@ class LxdChannelProtocol(WebSocketServerProtocol):
         super().__init__()
         self._operation = None  # the ConsoleOperation this channel belongs to
         self._channel = None
-        self._session = None  # the "0" channel's SerialSession (used by _WebSocketViewer)
+        self._session = None  # the "0" channel's SerialSession (used by WebSocketViewer)
         self._unsubscribe = None
         self._caller = None
 

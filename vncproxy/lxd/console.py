@@ -25,7 +25,7 @@ from vncproxy.closecodes import CloseCode
 from vncproxy.lxd.operations import RequestorMismatch, SecretRejected
 from vncproxy.serial.session import SerialSession
 from vncproxy.tokens import Grant
-from vncproxy.web.websocket import _WebSocketViewer
+from vncproxy.web.websocket import WebSocketViewer
 
 NOT_AUTHORIZED = "not authorized"
 DETACHED = "Detaching from console"
@@ -210,7 +210,7 @@ class OperationSecret:
 LXD = Listener("lxd", ("serial",))
 
 
-class _LxdViewer(_WebSocketViewer):
+class _LxdViewer(WebSocketViewer):
     """
     The "0" channel as the session's viewer: a close from the session ends the operation.
     """

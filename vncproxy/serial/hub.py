@@ -27,7 +27,8 @@ Rules:
 
 The hub owns the source, the batching of its output, the scrollback, who may join and who
 writes. Each viewer's queue, its flow control and the slow-viewer timer are its L{Viewer}'s
-(L{vncproxy.serial.viewer}, which also describes a sink: the viewer's side of the hub).
+(L{vncproxy.serial.viewer}). A viewer's sink (what the hub delivers to: a serial session, a
+console-log follower) is an L{vncproxy.interfaces.IHubSink}.
 """
 
 from collections import deque

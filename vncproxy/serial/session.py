@@ -15,30 +15,34 @@ L{SerialSession}: one WebSocket viewer of an instance's serial hub.
     close()     from the registry, the timers or the hub (taken over, too slow, stopped): close
                 frame with the code and reason; such sessions never resume
 
-The viewer adapter is the WebSocket side: C{send_chunk(chunk)}, C{close(code, reason)},
-C{pause_reading()}, C{resume_reading()}, C{network_transport}.
+The session is the hub's sink (an L{IHubSink}); its viewer, the WebSocket side, is an
+L{ISerialViewer}.
 """
+
+from zope.interface import implementer
 
 from vncproxy.admission import Refusal, Refused
 from vncproxy.audit import audit
 from vncproxy.closecodes import CloseCode, reason_for
+from vncproxy.interfaces import IHubSink
 from vncproxy.serial.hub import HubBusy, HubFull
 from vncproxy.serial.manager import SerialUnavailable
 from vncproxy.sessions import Listed, SessionTimer
 
 
+@implementer(IHubSink)
 class SerialSession(Listed):
     """
     @param ctx: the L{vncproxy.context.ProxyContext} (its C{serial} is the L{SerialManager}).
     @param grant: the L{vncproxy.tokens.Grant} (C{force}, C{read_only}).
-    @param viewer: the WebSocket viewer adapter.
+    @param viewer: the L{ISerialViewer} (the WebSocket side).
     @param peer: the viewer's address, for logs.
     """
 
     def __init__(self, ctx, grant, viewer, peer):
         self._ctx = ctx
         self._grant = grant
-        self._ws = viewer
+        self._viewer = viewer
         self._peer = peer
         self._place = None
         self._opened = False
@@ -84,7 +88,7 @@ class SerialSession(Listed):
             raise Refused(Refusal(CloseCode.LIMIT_REACHED, 409, str(e))) from None
         try:
             self._ctx.sessions.admit(grant.instance_uuid, "serial", self,
-                                     getattr(self._ws, "listener", None))
+                                     getattr(self._viewer, "listener", None))
         except Exception:
             self._place.leave()
             raise
@@ -119,20 +123,20 @@ class SerialSession(Listed):
     def close(self, code, detail=None):
         self._end(code, detail)
 
-    # hub sink
+    # -- the hub's side: IHubSink -----------------------------------------------------------
     @property
     def network_transport(self):
-        return self._ws.network_transport
+        return self._viewer.network_transport
 
     def send(self, chunk):
         self._timer.activity()
-        self._ws.send_chunk(chunk)
+        self._viewer.send_chunk(chunk)
 
     def pause_reading(self):
-        self._ws.pause_reading()
+        self._viewer.pause_reading()
 
     def resume_reading(self):
-        self._ws.resume_reading()
+        self._viewer.resume_reading()
 
     # -- ending --------------------------------------------------------------------------------
 
@@ -147,7 +151,7 @@ class SerialSession(Listed):
         reason = detail
         if code is not None:
             reason = reason_for(code, detail)
-            self._ws.close(code, reason)
+            self._viewer.close(code, reason)
         grant, ctx = self._grant, self._ctx
         ctx.sessions.release(grant.instance_uuid, "serial", self)
         ctx.tokens.release(grant, resumable and self._opened, self._timer.started_at)

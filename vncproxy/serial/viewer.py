@@ -8,10 +8,7 @@ transport buffer pauses delivery to that viewer only; what arrives meanwhile wai
 C{queue_limit} bytes behind has the hub's C{grace} seconds to catch up; one more than twice that
 behind, or still behind after the grace, is reported to the hub as too slow.
 
-A sink (the viewer's side of the hub) has C{send(chunk)} (a L{Chunk}), C{close(code, detail)}
-(the hub ends it; it has already forgotten the viewer), C{pause_reading()},
-C{resume_reading()}, and C{network_transport}: an L{IConsumer} whose buffer throttles delivery
-(C{None}: the sink takes everything at once).
+A sink (the viewer's side of the hub) is an L{vncproxy.interfaces.IHubSink}.
 """
 
 from collections import deque

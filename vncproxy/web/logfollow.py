@@ -12,8 +12,10 @@ connection is aborted, so the response ends without its last chunk and the clien
 """
 
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from vncproxy.closecodes import CloseCode
+from vncproxy.interfaces import IHubSink
 
 
 class _ResponseConsumer:
@@ -37,9 +39,10 @@ class _ResponseConsumer:
             self._request.unregisterProducer()
 
 
+@implementer(IHubSink)
 class LogFollower:
     """
-    The hub sink of one following response (see L{vncproxy.serial.viewer} for the sink's shape).
+    The hub sink of one following response (an L{vncproxy.interfaces.IHubSink}).
 
     @param request: the HTTP request, its headers and the log's tail already written.
     @param instance: the instance UUID, for logs.

@@ -26,12 +26,14 @@ from autobahn.websocket.types import ConnectionDeny
 from twisted.internet import task
 from twisted.logger import Logger
 from twisted.web import http
+from zope.interface import implementer
 
 from vncproxy import relay
 from vncproxy.admission import CONSOLE, Refusal
 from vncproxy.clientaddr import client_address
 from vncproxy.closecodes import REASONS, CloseCode
 from vncproxy.grants import credential
+from vncproxy.interfaces import ISerialViewer
 from vncproxy.relay.wsframes import websocket_header
 from vncproxy.relay.wsprotocol import FastWebSocketMixin
 from vncproxy.serial.session import SerialSession
@@ -225,7 +227,7 @@ class ConsoleServerProtocol(FastWebSocketMixin, WebSocketServerProtocol):
 
     def _open_session(self, grant, peer):
         session = SerialSession if grant.console_type == "serial" else VncSession
-        return session(self.factory.ctx, grant, _WebSocketViewer(self), peer)
+        return session(self.factory.ctx, grant, WebSocketViewer(self), peer)
 
     def failHandshake(self, reason, code=400, responseHeaders=None):
         # Autobahn's version logs the reason, which for its own checks quotes the request line
@@ -286,9 +288,10 @@ class ConsoleServerProtocol(FastWebSocketMixin, WebSocketServerProtocol):
             session.viewer_lost(resumable=not wasClean or code == 1001)
 
 
-class _WebSocketViewer:
+@implementer(ISerialViewer)
+class WebSocketViewer:
     """
-    Adapts a L{ConsoleServerProtocol} to the viewer shape that L{VncSession} drives.
+    A L{ConsoleServerProtocol} as the viewer that a L{VncSession} or a L{SerialSession} drives.
     """
 
     listener = "websocket"  # its name in the session inventory
