@@ -234,7 +234,7 @@ class ISerialViewer(IViewer):
 
     def send_chunk(chunk):
         """
-        Write a L{vncproxy.serial.hub.Chunk} of console output; C{chunk.cache} may keep its
+        Write a L{vncproxy.serial.viewer.Chunk} of console output; C{chunk.cache} may keep its
         encoded form for the other viewers of the same chunk.
         """
 
