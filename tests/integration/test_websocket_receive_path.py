@@ -13,7 +13,8 @@ import sys
 import pytest
 
 from bench import wsframe
-from bench.clients import Closed, ProxyWebSocketTarget
+from bench.clients import ProxyWebSocketTarget
+from bench.connections import Closed
 from bench.service import REPO, ServiceProcess
 from tests.fuzz.wsframe_targets import frame
 

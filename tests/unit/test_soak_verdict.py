@@ -1,11 +1,13 @@
 """
-The soak's verdict (bench/soak.py): proved able to fail, on synthetic samples and accounts, for
-each thing it watches, and to pass a flat, noisy run.
+The soak's verdict (bench/soak_verdict.py): proved able to fail, on synthetic samples and
+accounts, for each thing it watches, and to pass a flat, noisy run; and the soak's messages and
+session mix (bench/soak_sessions.py).
 """
 
 import random
 
-from bench.soak import RSS_GROWTH_MIB, Sample, Tally, message, plan, verdict, windows
+from bench.soak_sessions import message, plan
+from bench.soak_verdict import RSS_GROWTH_MIB, Sample, Tally, verdict, windows
 
 MIB = 2**20
 DURATION = 600.0
