@@ -251,19 +251,21 @@ def upgrade(port, token, source="127.0.0.1", headers=(), preface=b""):
     with socket.create_connection(("127.0.0.1", port), timeout=10,
                                   source_address=(source, 0)) as s:
         host = "" if any(h.lower().startswith("host:") for h in headers) else "Host: x\r\n"
-        s.sendall(preface + (f"GET /websockify?token={token} HTTP/1.1\r\n{host}"
-                             "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                             "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                             "Sec-WebSocket-Version: 13\r\n"
-                             + "".join(f"{h}\r\n" for h in headers) + "\r\n").encode())
         answer = b""
         try:
+            # A connection the service cuts at once (an untrusted PROXY sender) may be reset
+            # before the request is even sent: that is the cut the caller asks about.
+            s.sendall(preface + (f"GET /websockify?token={token} HTTP/1.1\r\n{host}"
+                                 "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                                 "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                                 "Sec-WebSocket-Version: 13\r\n"
+                                 + "".join(f"{h}\r\n" for h in headers) + "\r\n").encode())
             while b"\r\n" not in answer:
                 chunk = s.recv(4096)
                 if not chunk:
                     break
                 answer += chunk
-        except (ConnectionResetError, socket.timeout):
+        except (ConnectionResetError, BrokenPipeError, socket.timeout):
             pass
     return int(answer.split()[1]) if answer.startswith(b"HTTP/1.1 ") else None
 
