@@ -28,7 +28,7 @@ from twisted.internet.endpoints import (
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
-from vncproxy import vncconnect
+from vncproxy import relay, vncconnect
 from vncproxy.closecodes import CloseCode
 from vncproxy.hypervisor import (
     GraphicsUnavailable,
@@ -241,6 +241,7 @@ class UpstreamConnection:
                 pass
         if hasattr(transport, "bufferSize"):  # Twisted's recv() size (and write buffer mark)
             transport.bufferSize = READ_CHUNK
+        relay.write_through(self._ctx.fast_paths, transport)
 
     # -- the handshake -----------------------------------------------------------------------
 

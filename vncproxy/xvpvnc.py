@@ -41,6 +41,7 @@ from dataclasses import replace
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
+from vncproxy import relay
 from vncproxy.admission import XVPVNC, PasswordCredential, Refusal
 from vncproxy.closecodes import REASONS, CloseCode
 from vncproxy.grants import credential
@@ -100,6 +101,7 @@ class XvpVncProtocol(Protocol):
         self._pending = True
         if hasattr(self.transport, "setTcpNoDelay"):
             self.transport.setTcpNoDelay(True)
+        relay.write_through(ctx.fast_paths, self.transport)
         self._deadline = ctx.reactor.callLater(ctx.config.vnc_handshake_timeout,
                                                self._timed_out)
         if self.factory.greet_at_once:

@@ -154,6 +154,7 @@ class ConsoleServerProtocol(FastWebSocketMixin, WebSocketServerProtocol):
         self.factory.connections.add(self)
         if getattr(self.transport, "producer", None) is not None:
             self.transport.unregisterProducer()
+        relay.write_through(self.factory.ctx.fast_paths, self.transport)
 
     def connectionLost(self, reason):
         self.factory.connections.discard(self)
