@@ -262,10 +262,9 @@ class XvpVncProtocol(Protocol):
         if isinstance(outcome, Refusal):
             self._respond(outcome)
             return
-        grant, session = outcome.grant, outcome.session
-        self._log.info("xvpvnc CONNECT from {peer} admitted with token {grant_id} for "
-                       "{instance}", peer=self._peer, grant_id=grant.id,
-                       instance=grant.instance_uuid)
+        # (no log line of its own: the session's audit "connect" event names the peer, the
+        # grant and the instance, as for a WebSocket viewer)
+        session = outcome.session
         self.transport.write(RESPONSES[200])
         self._hand_over(session)
         if request.leftover:
