@@ -18,9 +18,9 @@ The order of work, once the viewer was admitted::
          that a console that cannot be reached is reported as an authentication failure with
          a reason rather than as a dropped connection.
     4. On the viewer's ClientInit, send QEMU ClientInit with shared=1 (whatever the viewer
-       asked: an exclusive viewer must not kick the other sessions off), then relay bytes
-       unchanged both ways, each transport registered as the other's producer so a slow side
-       throttles the fast one instead of filling memory.
+       asked: an exclusive viewer must not kick the other sessions off), check QEMU's
+       ServerInit, then relay bytes unchanged both ways (L{vncproxy.vncrelay.VncRelay}: flow
+       control, view-only input, the fast paths).
     5. Any failure before the relay starts is reported to the viewer in RFB terms (a security
        failure with a reason) and then with a close code; a stalled handshake times out. Bytes
        either side sends before the relay are bounded.
@@ -32,11 +32,8 @@ C{resume_reading()} and a C{network_transport} attribute (the transport carrying
 import enum
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
-from zope.interface import implementer
 
-from vncproxy import relay
 from vncproxy.admission import Refusal, Refused
 from vncproxy.audit import audit
 from vncproxy.closecodes import CloseCode, reason_for
@@ -49,9 +46,9 @@ from vncproxy.rfb import (
     ServerInitReader,
     ServerInitReceived,
 )
-from vncproxy.rfb.clientmsgs import ClientProtocolError, ViewOnlyFilter
 from vncproxy.rfb.wire import client_init
 from vncproxy.sessions import LimitReached, Listed, SessionTimer
+from vncproxy.vncrelay import VncRelay
 from vncproxy.vncupstream import UpstreamConnection
 
 # Bytes a viewer may send before the downstream handshake starts (it should send none).
@@ -87,27 +84,6 @@ class _Gone:
 _GONE = _Gone()
 
 
-@implementer(IPushProducer)
-class _Throttle:
-    """
-    Lets one side's transport throttle the other's reading, and nothing more: when a
-    transport's connection is lost, Twisted calls C{stopProducing} on its producer, which on a
-    raw transport would hang up the other side before the session could tell its viewer why.
-    """
-
-    def __init__(self, transport):
-        self._transport = transport
-
-    def pauseProducing(self):
-        self._transport.pauseProducing()
-
-    def resumeProducing(self):
-        self._transport.resumeProducing()
-
-    def stopProducing(self):
-        pass
-
-
 class VncSession(Listed):
     """
     @param ctx: the L{vncproxy.context.ProxyContext}.
@@ -129,27 +105,27 @@ class VncSession(Listed):
         self._peer = peer
         self._reactor = ctx.reactor
         self._upstream = UpstreamConnection(ctx, grant, self)
-        self._qemu = None  # QEMU's transport once relaying
+        self._relay = None  # the VncRelay from our ClientInit on
         self._state = State.CONNECTING
         self._downstream = downstream
         self._early = b""
         self._server_init = None  # the ServerInitReader while SERVER_INIT
-        self._splice = None
         self._refusal = None  # (code, detail) while REFUSING
         self._timeout = None
         self._started_at = None
         self._cancel_on_end = None
         self._timer = SessionTimer(self._reactor, ctx.config.idle_timeout,
                                    ctx.config.max_session, lambda code: self._end(code, None))
-        # View-only sessions: the viewer->QEMU direction goes through this filter (input dropped).
-        self._view_only = ViewOnlyFilter() if grant.read_only else None
-        self.bytes_to_viewer = 0
-        self.bytes_from_viewer = 0
-        self.bytes_spliced = 0  # the part of bytes_to_viewer that went by splice (zerocopy)
 
     @property
     def state(self):
         return self._state
+
+    # what the inventory, the metrics and the audit read (nothing moved before the relay)
+    bytes_to_viewer = property(lambda self: self._relay.bytes_to_viewer if self._relay else 0)
+    bytes_from_viewer = property(
+        lambda self: self._relay.bytes_from_viewer if self._relay else 0)
+    bytes_spliced = property(lambda self: self._relay.bytes_spliced if self._relay else 0)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -209,16 +185,13 @@ class VncSession(Listed):
         self._end(code, detail)
 
     def upstream_lost(self):
-        self._qemu = None
         if self._state in (State.RELAYING, State.SERVER_INIT):
             self._upstream_gone()
 
     def _qemu_data(self, data):
         """QEMU's bytes once our ClientInit went (the UpstreamConnection's sink)."""
         if self._state is State.RELAYING:
-            self._timer.activity()
-            self.bytes_to_viewer += len(data)
-            self._viewer.send(data)
+            self._relay.to_viewer(data)
         elif self._state is State.SERVER_INIT:
             self._server_init_events(self._server_init.receive_data(data))
 
@@ -289,11 +262,7 @@ class VncSession(Listed):
             return
         if self._state is State.RELAYING:
             self._timer.activity()
-            self.bytes_from_viewer += len(data)
-            if self._view_only is not None:
-                data = self._filter_input(data)
-            if data:
-                self._qemu.write(data)
+            self._relay.from_viewer(data)
             return
         if self._downstream is None or self._state is State.SERVER_INIT:
             # Before the handshake starts, or between the viewer's ClientInit and QEMU's
@@ -325,30 +294,20 @@ class VncSession(Listed):
         self._end(None, "viewer dropped" if resumable else "viewer closed",
                   resumable=resumable)
 
-    def _filter_input(self, data):
-        """
-        A view-only session's bytes toward QEMU without the viewer's input; a message that
-        cannot be read ends the session (4011).
-        """
-        try:
-            return self._view_only.receive(data)
-        except ClientProtocolError as e:
-            self._end(CloseCode.PROTOCOL_ERROR, str(e))
-            return b""
-
     # -- relay -----------------------------------------------------------------------------------
 
     def _start_relay(self, leftover):
-        self._qemu = self._upstream.transport
-        if self._qemu is None:
+        qemu = self._upstream.transport
+        if qemu is None:
             self._end(CloseCode.CONSOLE_CLOSED, "VNC server closed the connection")
             return
-        self.bytes_from_viewer += len(leftover)
-        if self._view_only is not None:
-            leftover = self._filter_input(leftover)
-            if self._state is State.CLOSED:
-                return
-        self._qemu.write(client_init(True) + leftover)
+        # A view-only viewer's input is dropped, and a message that cannot be read ends the
+        # session (4011).
+        self._relay = VncRelay(self._ctx.fast_paths, qemu, self._viewer, self._grant.read_only,
+                               self._timer.activity,
+                               lambda detail: self._end(CloseCode.PROTOCOL_ERROR, detail))
+        if not self._relay.from_viewer(leftover, prefix=client_init(True)):
+            return
         # QEMU's ServerInit is read and checked before the viewer sees it (a hostile server's
         # 4 GiB desktop name never reaches a viewer); the handshake timeout still runs.
         self._server_init = ServerInitReader()
@@ -359,38 +318,22 @@ class VncSession(Listed):
     def _server_init_events(self, events):
         for event in events:
             if isinstance(event, ServerInitReceived):
-                self._relay(event.message + event.leftover)
+                self._relaying(event.message + event.leftover)
             elif isinstance(event, HandshakeFailed):
                 reason = f"bad ServerInit from the VNC server: {event.reason}"
                 self._log.warn("vnc session {grant_id}: {reason}", grant_id=self._grant.id,
                                reason=reason)
                 self._end(CloseCode.CONSOLE_UNAVAILABLE, reason)
 
-    def _relay(self, pending):
+    def _relaying(self, pending):
         self._cancel_timeout()
         self._state = State.RELAYING
-        self.bytes_to_viewer += len(pending)
-        self._viewer.send(pending)
         early, self._early = self._early, b""
-        if early:
-            self.bytes_from_viewer += len(early)
-            if self._view_only is not None:
-                early = self._filter_input(early)
-                if self._state is State.CLOSED:
-                    return
-            self._qemu.write(early)
-        self._splice = relay.start(self._ctx.fast_paths, self._qemu, self._viewer, self._spliced)
-        # Each side throttles the other: when the viewer's socket buffer fills, reading from
-        # QEMU pauses, and the other way round.
-        self._viewer.network_transport.registerProducer(_Throttle(self._qemu), True)
-        self._qemu.registerProducer(_Throttle(self._viewer.network_transport), True)
+        if early and not self._relay.from_viewer(early):
+            return
+        self._relay.start(pending)
         self._log.info("vnc session {grant_id} relaying for {instance}",
                        grant_id=self._grant.id, instance=self._grant.instance_uuid)
-
-    def _spliced(self, n):
-        self._timer.activity()
-        self.bytes_to_viewer += n
-        self.bytes_spliced += n
 
     # -- ending ----------------------------------------------------------------------------------
 
@@ -419,12 +362,8 @@ class VncSession(Listed):
         self._timer.stop()
         if self._cancel_on_end is not None and self._cancel_on_end.active():
             self._cancel_on_end.cancel()
-        if self._splice is not None:
-            self._splice.uninstall()
-        if relaying:
-            for transport in (self._viewer.network_transport, self._qemu):
-                if transport is not None and getattr(transport, "producer", None) is not None:
-                    transport.unregisterProducer()
+        if self._relay is not None:
+            self._relay.stop()
         self._upstream.stop()
         reason = detail
         if code is not None:
@@ -441,5 +380,5 @@ class VncSession(Listed):
               duration=now - (self._started_at or now), reason=reason,
               code=int(code) if code is not None else None,
               bytes_to_viewer=self.bytes_to_viewer, bytes_from_viewer=self.bytes_from_viewer,
-              mode="read-only" if self._view_only is not None else "interactive",
-              input_dropped=self._view_only.dropped_total if self._view_only is not None else 0)
+              mode="read-only" if self._grant.read_only else "interactive",
+              input_dropped=self._relay.input_dropped if self._relay is not None else 0)
