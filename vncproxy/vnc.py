@@ -3,18 +3,21 @@ One VNC console session: a viewer (WebSocket or raw TCP) joined to the domain's 
 
 The order of work, once the viewer was admitted::
 
-    1. Pause the viewer. Ask the hypervisor where the VNC server is and its password.
+    1. Pause the viewer; greet a token-admitted viewer at once (L{DownstreamHandshake} with
+       C{hold}): its answer travels while we reach QEMU, and is read once QEMU accepted us or
+       the console was found out of reach. Ask the hypervisor where the VNC server is and its
+       password.
     2. Connect to it (connect timeout) and run L{UpstreamHandshake} (RFB client, our side
        authenticates with libvirt's password): the viewer never sees the credentials. When the
        server requires VeNCrypt, the machine emits L{StartTLS} after QEMU accepted the subtype;
        we start TLS on the transport (certificate checked against the CA and the expected
        name, see L{vncproxy.vnctls}) and call C{tls_started()}; the rest of the handshake runs
        inside TLS. A TLS failure ends the attempt with a clear reason: there is no fall back.
-    3. On SecurityAccepted, the viewer's side:
-       - token-admitted viewers (WebSocket, xvpvnc CONNECT): run L{DownstreamHandshake} with
-         security None (the token already authorized them), then resume the viewer;
+    3. On SecurityAccepted, the viewer's machine (awaiting its decision) accepts:
+       - token-admitted viewers (WebSocket, xvpvnc CONNECT): security None follows (the token
+         already authorized them); a console that cannot be reached is refused in its place;
        - native viewers on the xvpvnc port arrive with a downstream machine that already
-         holds their VNC Authentication response (it chose the session): accept it now, so
+         holds their VNC Authentication response (it chose the session), paused until now, so
          that a console that cannot be reached is reported as an authentication failure with
          a reason rather than as a dropped connection.
     4. On the viewer's ClientInit, send QEMU ClientInit with shared=1 (whatever the viewer
@@ -63,7 +66,7 @@ class State(enum.Enum):
 
         CONNECTING --QEMU's handshake done--> DOWNSTREAM --viewer's ClientInit--> SERVER_INIT
             |                                     |                                 |
-            |                                     |            QEMU's ServerInit checked
+            | (a token viewer is greeted)         |            QEMU's ServerInit checked
             |                                     |                                 v
             +--cannot reach the console----> REFUSING (the viewer is told why)  RELAYING
             +-------------------+-----------------+---------------------------------+--> CLOSED
@@ -151,6 +154,10 @@ class VncSession(Listed):
         audit("connect", console_type="vnc", instance=self._grant.instance_uuid,
               peer=self._peer, grant_id=self._grant.id, caller=self._grant.caller,
               resumed=self._grant.session_started_at is not None)
+        if self._downstream is None:
+            self._downstream = DownstreamHandshake(auth="none", hold=True)
+            self._downstream.initiate()
+            self._viewer.send(self._downstream.data_to_send())
         self._upstream.connect()
 
     def close(self, code, detail=None):
@@ -171,12 +178,10 @@ class VncSession(Listed):
 
     def upstream_ready(self):
         self._state = State.DOWNSTREAM
-        if self._downstream is None:
-            self._start_downstream(DownstreamHandshake(auth="none"))
-        else:
-            # A native viewer: its password chose this session; tell it so only now.
-            self._downstream_events(self._downstream.accept())
-            self._viewer.resume_reading()
+        # A token viewer goes on to security None; a native viewer, whose password chose this
+        # session, is told so only now.
+        self._downstream_events(self._downstream.accept())
+        self._viewer.resume_reading()
 
     def upstream_refused(self, code, detail):
         self._refuse(code, detail)
@@ -237,22 +242,12 @@ class VncSession(Listed):
                        grant_id=self._grant.id, detail=detail)
         self._upstream.stop()
         machine = self._downstream
-        if machine is None:
-            self._start_downstream(DownstreamHandshake(refuse=detail))
-        elif machine.state is DownstreamState.AWAIT_AUTH_DECISION:
+        if machine.decision_pending:
             self._downstream_events(machine.reject(detail))
+            self._viewer.resume_reading()  # (a token viewer's version is read, then told why)
         else:
             # The viewer is mid-handshake with us: no clean RFB way to refuse now.
             self._end(code, detail)
-
-    def _start_downstream(self, machine):
-        self._downstream = machine
-        machine.initiate()
-        self._viewer.send(machine.data_to_send())
-        self._viewer.resume_reading()
-        if self._early:
-            early, self._early = self._early, b""
-            self.viewer_data(early)
 
     def viewer_data(self, data):
         """
@@ -264,9 +259,9 @@ class VncSession(Listed):
             self._timer.activity()
             self._relay.from_viewer(data)
             return
-        if self._downstream is None or self._state is State.SERVER_INIT:
-            # Before the handshake starts, or between the viewer's ClientInit and QEMU's
-            # ServerInit: held (bounded) until the relay starts.
+        if self._state is State.SERVER_INIT:
+            # Between the viewer's ClientInit and QEMU's ServerInit: held (bounded) until the
+            # relay starts.
             self._early += data
             if len(self._early) > MAX_EARLY_BYTES:
                 self._end(CloseCode.PROTOCOL_ERROR, "viewer sent data before the handshake")
