@@ -20,10 +20,11 @@ The order of work, once the viewer was admitted::
          holds their VNC Authentication response (it chose the session), paused until now, so
          that a console that cannot be reached is reported as an authentication failure with
          a reason rather than as a dropped connection.
-    4. On the viewer's ClientInit, send QEMU ClientInit with shared=1 (whatever the viewer
-       asked: an exclusive viewer must not kick the other sessions off), check QEMU's
-       ServerInit, then relay bytes unchanged both ways (L{vncproxy.vncrelay.VncRelay}: flow
-       control, view-only input, the fast paths).
+    4. With SecurityAccepted, send QEMU ClientInit with shared=1 (whatever the viewer will
+       ask: an exclusive viewer must not kick the other sessions off), and read and check
+       QEMU's ServerInit while the viewer's handshake runs; once both are done (the viewer's
+       ClientInit and the checked ServerInit), relay bytes unchanged both ways
+       (L{vncproxy.vncrelay.VncRelay}: flow control, view-only input, the fast paths).
     5. Any failure before the relay starts is reported to the viewer in RFB terms (a security
        failure with a reason) and then with a close code; a stalled handshake times out. Bytes
        either side sends before the relay are bounded.
@@ -54,8 +55,8 @@ from vncproxy.sessions import LimitReached, Listed, SessionTimer
 from vncproxy.vncrelay import VncRelay
 from vncproxy.vncupstream import UpstreamConnection
 
-# Bytes a viewer may send before the downstream handshake starts (it should send none).
-MAX_EARLY_BYTES = 64 * 1024
+# Bytes QEMU may send after its ServerInit before the viewer's ClientInit (it should send none).
+MAX_HELD_BYTES = 64 * 1024
 # Seconds to wait for libvirt's STOPPED event after QEMU's VNC connection dropped.
 STOP_EVENT_WAIT = 3.0
 
@@ -65,16 +66,16 @@ class State(enum.Enum):
     A session's states; L{VncSession._end} is the only way to CLOSED::
 
         CONNECTING --QEMU's handshake done--> DOWNSTREAM --viewer's ClientInit--> SERVER_INIT
-            |                                     |                                 |
+            |                     (our ClientInit sent)   |                         |
             | (a token viewer is greeted)         |            QEMU's ServerInit checked
-            |                                     |                                 v
+            |                                     |     (if it was already: at once)  v
             +--cannot reach the console----> REFUSING (the viewer is told why)  RELAYING
             +-------------------+-----------------+---------------------------------+--> CLOSED
     """
 
     CONNECTING = "looking the console up, connecting, QEMU's handshake"
-    DOWNSTREAM = "the viewer's handshake with us (QEMU waits for ClientInit)"
-    SERVER_INIT = "ClientInit sent: QEMU's ServerInit is read and checked before the viewer's"
+    DOWNSTREAM = "the viewer's handshake with us; QEMU's ServerInit is read and checked meanwhile"
+    SERVER_INIT = "the viewer's ClientInit came: waiting for QEMU's checked ServerInit"
     RELAYING = "bytes relayed both ways"
     REFUSING = "the viewer is being told in RFB terms why it cannot connect"
     CLOSED = "ended"
@@ -111,8 +112,10 @@ class VncSession(Listed):
         self._relay = None  # the VncRelay from our ClientInit on
         self._state = State.CONNECTING
         self._downstream = downstream
-        self._early = b""
-        self._server_init = None  # the ServerInitReader while SERVER_INIT
+        self._server_init = None  # the ServerInitReader from our ClientInit on
+        # QEMU's checked ServerInit and whatever followed it, until the relay starts (None:
+        # not checked yet)
+        self._from_qemu = None
         self._refusal = None  # (code, detail) while REFUSING
         self._timeout = None
         self._started_at = None
@@ -178,10 +181,17 @@ class VncSession(Listed):
 
     def upstream_ready(self):
         self._state = State.DOWNSTREAM
-        # A token viewer goes on to security None; a native viewer, whose password chose this
-        # session, is told so only now.
-        self._downstream_events(self._downstream.accept())
-        self._viewer.resume_reading()
+        # QEMU's ServerInit is read and checked (a hostile server's 4 GiB desktop name never
+        # reaches a viewer) while the viewer's handshake runs.
+        self._upstream.transport.write(client_init(True))
+        self._server_init = ServerInitReader()
+        self._server_init_events(
+            self._server_init.receive_data(self._upstream.relay(self._qemu_data)))
+        if self._state is State.DOWNSTREAM:
+            # A token viewer goes on to security None; a native viewer, whose password chose
+            # this session, is told so only now.
+            self._downstream_events(self._downstream.accept())
+            self._viewer.resume_reading()
 
     def upstream_refused(self, code, detail):
         self._refuse(code, detail)
@@ -192,13 +202,21 @@ class VncSession(Listed):
     def upstream_lost(self):
         if self._state in (State.RELAYING, State.SERVER_INIT):
             self._upstream_gone()
+        elif self._state is State.DOWNSTREAM:
+            self._refuse(CloseCode.CONSOLE_UNAVAILABLE, "VNC server closed the connection")
 
     def _qemu_data(self, data):
         """QEMU's bytes once our ClientInit went (the UpstreamConnection's sink)."""
         if self._state is State.RELAYING:
             self._relay.to_viewer(data)
-        elif self._state is State.SERVER_INIT:
+        elif self._state not in (State.DOWNSTREAM, State.SERVER_INIT):
+            return
+        elif self._from_qemu is None:
             self._server_init_events(self._server_init.receive_data(data))
+        else:
+            self._from_qemu += data
+            if len(self._from_qemu) > MAX_HELD_BYTES:
+                self._end(CloseCode.CONSOLE_UNAVAILABLE, "VNC server sent unexpected data")
 
     def _upstream_gone(self):
         """
@@ -255,16 +273,9 @@ class VncSession(Listed):
         """
         if self._state is State.CLOSED:
             return
-        if self._state is State.RELAYING:
+        if self._state in (State.RELAYING, State.SERVER_INIT):
             self._timer.activity()
-            self._relay.from_viewer(data)
-            return
-        if self._state is State.SERVER_INIT:
-            # Between the viewer's ClientInit and QEMU's ServerInit: held (bounded) until the
-            # relay starts.
-            self._early += data
-            if len(self._early) > MAX_EARLY_BYTES:
-                self._end(CloseCode.PROTOCOL_ERROR, "viewer sent data before the handshake")
+            self._relay.from_viewer(data)  # (QEMU has our ClientInit)
             return
         self._downstream_events(self._downstream.receive_data(data))
 
@@ -301,31 +312,26 @@ class VncSession(Listed):
         self._relay = VncRelay(self._ctx.fast_paths, qemu, self._viewer, self._grant.read_only,
                                self._timer.activity,
                                lambda detail: self._end(CloseCode.PROTOCOL_ERROR, detail))
-        if not self._relay.from_viewer(leftover, prefix=client_init(True)):
-            return
-        # QEMU's ServerInit is read and checked before the viewer sees it (a hostile server's
-        # 4 GiB desktop name never reaches a viewer); the handshake timeout still runs.
-        self._server_init = ServerInitReader()
         self._state = State.SERVER_INIT
-        pending = self._upstream.relay(self._qemu_data)
-        self._server_init_events(self._server_init.receive_data(pending))
+        if self._relay.from_viewer(leftover) and self._from_qemu is not None:
+            self._relaying()
 
     def _server_init_events(self, events):
         for event in events:
             if isinstance(event, ServerInitReceived):
-                self._relaying(event.message + event.leftover)
+                self._from_qemu = event.message + event.leftover
+                if self._state is State.SERVER_INIT:
+                    self._relaying()
             elif isinstance(event, HandshakeFailed):
                 reason = f"bad ServerInit from the VNC server: {event.reason}"
                 self._log.warn("vnc session {grant_id}: {reason}", grant_id=self._grant.id,
                                reason=reason)
-                self._end(CloseCode.CONSOLE_UNAVAILABLE, reason)
+                self._refuse(CloseCode.CONSOLE_UNAVAILABLE, reason)  # (in RFB terms if it can)
 
-    def _relaying(self, pending):
+    def _relaying(self):
         self._cancel_timeout()
         self._state = State.RELAYING
-        early, self._early = self._early, b""
-        if early and not self._relay.from_viewer(early):
-            return
+        pending, self._from_qemu = self._from_qemu, b""
         self._relay.start(pending)
         self._log.info("vnc session {grant_id} relaying for {instance}",
                        grant_id=self._grant.id, instance=self._grant.instance_uuid)
