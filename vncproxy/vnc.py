@@ -332,9 +332,8 @@ class VncSession(Listed):
         self._cancel_timeout()
         self._state = State.RELAYING
         pending, self._from_qemu = self._from_qemu, b""
+        # (no log line: the audit events "connect" and "close", with its byte counts, say it)
         self._relay.start(pending)
-        self._log.info("vnc session {grant_id} relaying for {instance}",
-                       grant_id=self._grant.id, instance=self._grant.instance_uuid)
 
     # -- ending ----------------------------------------------------------------------------------
 
