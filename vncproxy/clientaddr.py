@@ -53,6 +53,8 @@ class TrustedProxies:
         return bool(self._networks)
 
     def __contains__(self, host):
+        if not self._networks:
+            return False  # (no address to parse: the common case, at every connection)
         address = _ip(host) if isinstance(host, str) else None
         return address is not None and any(address in n for n in self._networks)
 

@@ -13,6 +13,7 @@ from vncproxy.ratelimit import GuessBudget
 from vncproxy.sessions import SessionRegistry
 from vncproxy.tokens import TokenStore
 from vncproxy.urls import Urls
+from vncproxy.vncconnect import GraphicsRefusals
 from vncproxy.vnctls import VncTls
 
 
@@ -28,6 +29,8 @@ class ProxyContext:
         so a VNC server requiring TLS is refused).
     @ivar vnc_connect: C{"graphics-fd"} or C{"tcp"}, the mode in effect (see
         L{vncproxy.vncconnect.effective_mode}).
+    @ivar graphics_refusals: the L{vncproxy.vncconnect.GraphicsRefusals} (domains whose
+        sessions connect over tcp without asking libvirt for a socket first).
     @ivar fast_paths: the L{vncproxy.relay.FastPaths} that are on (default: those the config
         asks for that passed their checks).
     """
@@ -45,6 +48,7 @@ class ProxyContext:
     vnc_connect: str = "tcp"  # how sessions reach QEMU's VNC server (vncproxy.vncconnect)
     trusted: TrustedProxies = NO_PROXIES  # [proxy] trusted: whose forwarding headers count
     fast_paths: object = None  # vncproxy.relay.FastPaths; None: decided from config
+    graphics_refusals: GraphicsRefusals = field(default_factory=GraphicsRefusals)
 
     def __post_init__(self):
         if self.fast_paths is None:

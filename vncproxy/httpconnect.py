@@ -25,6 +25,8 @@ MAX_REQUEST = 8 * 1024
 _METHOD = b"CONNECT "
 #: The blank line ending the headers: LF, optional CR, LF (so CRLF CRLF, LF LF and mixes).
 _BLANK_LINE = re.compile(rb"\n\r?\n")
+#: What a request target may not hold (below 0x21, and DEL): one search, not a loop per character.
+_CONTROL_OR_SPACE = re.compile("[\x00-\x20\x7f]")
 _VERSIONS = ("HTTP/1.0", "HTTP/1.1")
 
 RESPONSES = {
@@ -114,7 +116,7 @@ def _parse_head(head, leftover):
     _, target, version = parts
     if version not in _VERSIONS:
         raise BadRequest("unsupported HTTP version")
-    if not target or any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in target):
+    if not target or _CONTROL_OR_SPACE.search(target):
         raise BadRequest("malformed request target")
     for line in lines[1:]:
         if b":" not in line and line[:1] not in (b" ", b"\t"):  # a header or a continuation

@@ -219,6 +219,7 @@ class ConsoleProxyService(MultiService):
                 listeners=", ".join(f"{name} ({where})" for name, where in exposed))
 
     def _lifecycle(self, event):
+        self.ctx.graphics_refusals.lifecycle(event)
         if event.kind in _STOPPING:
             sessions = self.ctx.sessions.sessions(event.uuid)
             if sessions:

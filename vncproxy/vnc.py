@@ -3,24 +3,28 @@ One VNC console session: a viewer (WebSocket or raw TCP) joined to the domain's 
 
 The order of work, once the viewer was admitted::
 
-    1. Pause the viewer. Ask the hypervisor where the VNC server is and its password.
+    1. Pause the viewer; greet a token-admitted viewer at once (L{DownstreamHandshake} with
+       C{hold}): its answer travels while we reach QEMU, and is read once QEMU accepted us or
+       the console was found out of reach. Ask the hypervisor where the VNC server is and its
+       password.
     2. Connect to it (connect timeout) and run L{UpstreamHandshake} (RFB client, our side
        authenticates with libvirt's password): the viewer never sees the credentials. When the
        server requires VeNCrypt, the machine emits L{StartTLS} after QEMU accepted the subtype;
        we start TLS on the transport (certificate checked against the CA and the expected
        name, see L{vncproxy.vnctls}) and call C{tls_started()}; the rest of the handshake runs
        inside TLS. A TLS failure ends the attempt with a clear reason: there is no fall back.
-    3. On SecurityAccepted, the viewer's side:
-       - token-admitted viewers (WebSocket, xvpvnc CONNECT): run L{DownstreamHandshake} with
-         security None (the token already authorized them), then resume the viewer;
+    3. On SecurityAccepted, the viewer's machine (awaiting its decision) accepts:
+       - token-admitted viewers (WebSocket, xvpvnc CONNECT): security None follows (the token
+         already authorized them); a console that cannot be reached is refused in its place;
        - native viewers on the xvpvnc port arrive with a downstream machine that already
-         holds their VNC Authentication response (it chose the session): accept it now, so
+         holds their VNC Authentication response (it chose the session), paused until now, so
          that a console that cannot be reached is reported as an authentication failure with
          a reason rather than as a dropped connection.
-    4. On the viewer's ClientInit, send QEMU ClientInit with shared=1 (whatever the viewer
-       asked: an exclusive viewer must not kick the other sessions off), then relay bytes
-       unchanged both ways, each transport registered as the other's producer so a slow side
-       throttles the fast one instead of filling memory.
+    4. With SecurityAccepted, send QEMU ClientInit with shared=1 (whatever the viewer will
+       ask: an exclusive viewer must not kick the other sessions off), and read and check
+       QEMU's ServerInit while the viewer's handshake runs; once both are done (the viewer's
+       ClientInit and the checked ServerInit), relay bytes unchanged both ways
+       (L{vncproxy.vncrelay.VncRelay}: flow control, view-only input, the fast paths).
     5. Any failure before the relay starts is reported to the viewer in RFB terms (a security
        failure with a reason) and then with a close code; a stalled handshake times out. Bytes
        either side sends before the relay are bounded.
@@ -31,11 +35,8 @@ The viewer is an L{vncproxy.interfaces.IViewer} (a WebSocket or a raw TCP connec
 import enum
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
-from zope.interface import implementer
 
-from vncproxy import relay
 from vncproxy.admission import Refusal, Refused
 from vncproxy.audit import audit
 from vncproxy.closecodes import CloseCode, reason_for
@@ -48,13 +49,13 @@ from vncproxy.rfb import (
     ServerInitReader,
     ServerInitReceived,
 )
-from vncproxy.rfb.clientmsgs import ClientProtocolError, ViewOnlyFilter
 from vncproxy.rfb.wire import client_init
 from vncproxy.sessions import LimitReached, Listed, SessionTimer
+from vncproxy.vncrelay import VncRelay
 from vncproxy.vncupstream import UpstreamConnection
 
-# Bytes a viewer may send before the downstream handshake starts (it should send none).
-MAX_EARLY_BYTES = 64 * 1024
+# Bytes QEMU may send after its ServerInit before the viewer's ClientInit (it should send none).
+MAX_HELD_BYTES = 64 * 1024
 # Seconds to wait for libvirt's STOPPED event after QEMU's VNC connection dropped.
 STOP_EVENT_WAIT = 3.0
 
@@ -64,16 +65,16 @@ class State(enum.Enum):
     A session's states; L{VncSession._end} is the only way to CLOSED::
 
         CONNECTING --QEMU's handshake done--> DOWNSTREAM --viewer's ClientInit--> SERVER_INIT
-            |                                     |                                 |
-            |                                     |            QEMU's ServerInit checked
-            |                                     |                                 v
+            |                     (our ClientInit sent)   |                         |
+            | (a token viewer is greeted)         |            QEMU's ServerInit checked
+            |                                     |     (if it was already: at once)  v
             +--cannot reach the console----> REFUSING (the viewer is told why)  RELAYING
             +-------------------+-----------------+---------------------------------+--> CLOSED
     """
 
     CONNECTING = "looking the console up, connecting, QEMU's handshake"
-    DOWNSTREAM = "the viewer's handshake with us (QEMU waits for ClientInit)"
-    SERVER_INIT = "ClientInit sent: QEMU's ServerInit is read and checked before the viewer's"
+    DOWNSTREAM = "the viewer's handshake with us; QEMU's ServerInit is read and checked meanwhile"
+    SERVER_INIT = "the viewer's ClientInit came: waiting for QEMU's checked ServerInit"
     RELAYING = "bytes relayed both ways"
     REFUSING = "the viewer is being told in RFB terms why it cannot connect"
     CLOSED = "ended"
@@ -84,27 +85,6 @@ class _Gone:
 
 
 _GONE = _Gone()
-
-
-@implementer(IPushProducer)
-class _Throttle:
-    """
-    Lets one side's transport throttle the other's reading, and nothing more: when a
-    transport's connection is lost, Twisted calls C{stopProducing} on its producer, which on a
-    raw transport would hang up the other side before the session could tell its viewer why.
-    """
-
-    def __init__(self, transport):
-        self._transport = transport
-
-    def pauseProducing(self):
-        self._transport.pauseProducing()
-
-    def resumeProducing(self):
-        self._transport.resumeProducing()
-
-    def stopProducing(self):
-        pass
 
 
 class VncSession(Listed):
@@ -128,27 +108,29 @@ class VncSession(Listed):
         self._peer = peer
         self._reactor = ctx.reactor
         self._upstream = UpstreamConnection(ctx, grant, self)
-        self._qemu = None  # QEMU's transport once relaying
+        self._relay = None  # the VncRelay from our ClientInit on
         self._state = State.CONNECTING
         self._downstream = downstream
-        self._early = b""
-        self._server_init = None  # the ServerInitReader while SERVER_INIT
-        self._splice = None
+        self._server_init = None  # the ServerInitReader from our ClientInit on
+        # QEMU's checked ServerInit and whatever followed it, until the relay starts (None:
+        # not checked yet)
+        self._from_qemu = None
         self._refusal = None  # (code, detail) while REFUSING
         self._timeout = None
         self._started_at = None
         self._cancel_on_end = None
         self._timer = SessionTimer(self._reactor, ctx.config.idle_timeout,
                                    ctx.config.max_session, lambda code: self._end(code, None))
-        # View-only sessions: the viewer->QEMU direction goes through this filter (input dropped).
-        self._view_only = ViewOnlyFilter() if grant.read_only else None
-        self.bytes_to_viewer = 0
-        self.bytes_from_viewer = 0
-        self.bytes_spliced = 0  # the part of bytes_to_viewer that went by splice (zerocopy)
 
     @property
     def state(self):
         return self._state
+
+    # what the inventory, the metrics and the audit read (nothing moved before the relay)
+    bytes_to_viewer = property(lambda self: self._relay.bytes_to_viewer if self._relay else 0)
+    bytes_from_viewer = property(
+        lambda self: self._relay.bytes_from_viewer if self._relay else 0)
+    bytes_spliced = property(lambda self: self._relay.bytes_spliced if self._relay else 0)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -174,6 +156,10 @@ class VncSession(Listed):
         audit("connect", console_type="vnc", instance=self._grant.instance_uuid,
               peer=self._peer, grant_id=self._grant.id, caller=self._grant.caller,
               resumed=self._grant.session_started_at is not None)
+        if self._downstream is None:
+            self._downstream = DownstreamHandshake(auth="none", hold=True)
+            self._downstream.initiate()
+            self._viewer.send(self._downstream.data_to_send())
         self._upstream.connect()
 
     def close(self, code, detail=None):
@@ -194,10 +180,15 @@ class VncSession(Listed):
 
     def upstream_ready(self):
         self._state = State.DOWNSTREAM
-        if self._downstream is None:
-            self._start_downstream(DownstreamHandshake(auth="none"))
-        else:
-            # A native viewer: its password chose this session; tell it so only now.
+        # QEMU's ServerInit is read and checked (a hostile server's 4 GiB desktop name never
+        # reaches a viewer) while the viewer's handshake runs.
+        self._upstream.transport.write(client_init(True))
+        self._server_init = ServerInitReader()
+        self._server_init_events(
+            self._server_init.receive_data(self._upstream.relay(self._qemu_data)))
+        if self._state is State.DOWNSTREAM:
+            # A token viewer goes on to security None; a native viewer, whose password chose
+            # this session, is told so only now.
             self._downstream_events(self._downstream.accept())
             self._viewer.resume_reading()
 
@@ -208,18 +199,23 @@ class VncSession(Listed):
         self._end(code, detail)
 
     def upstream_lost(self):
-        self._qemu = None
         if self._state in (State.RELAYING, State.SERVER_INIT):
             self._upstream_gone()
+        elif self._state is State.DOWNSTREAM:
+            self._refuse(CloseCode.CONSOLE_UNAVAILABLE, "VNC server closed the connection")
 
     def _qemu_data(self, data):
         """QEMU's bytes once our ClientInit went (the UpstreamConnection's sink)."""
         if self._state is State.RELAYING:
-            self._timer.activity()
-            self.bytes_to_viewer += len(data)
-            self._viewer.send(data)
-        elif self._state is State.SERVER_INIT:
+            self._relay.to_viewer(data)
+        elif self._state not in (State.DOWNSTREAM, State.SERVER_INIT):
+            return
+        elif self._from_qemu is None:
             self._server_init_events(self._server_init.receive_data(data))
+        else:
+            self._from_qemu += data
+            if len(self._from_qemu) > MAX_HELD_BYTES:
+                self._end(CloseCode.CONSOLE_UNAVAILABLE, "VNC server sent unexpected data")
 
     def _upstream_gone(self):
         """
@@ -263,22 +259,12 @@ class VncSession(Listed):
                        grant_id=self._grant.id, detail=detail)
         self._upstream.stop()
         machine = self._downstream
-        if machine is None:
-            self._start_downstream(DownstreamHandshake(refuse=detail))
-        elif machine.state is DownstreamState.AWAIT_AUTH_DECISION:
+        if machine.decision_pending:
             self._downstream_events(machine.reject(detail))
+            self._viewer.resume_reading()  # (a token viewer's version is read, then told why)
         else:
             # The viewer is mid-handshake with us: no clean RFB way to refuse now.
             self._end(code, detail)
-
-    def _start_downstream(self, machine):
-        self._downstream = machine
-        machine.initiate()
-        self._viewer.send(machine.data_to_send())
-        self._viewer.resume_reading()
-        if self._early:
-            early, self._early = self._early, b""
-            self.viewer_data(early)
 
     def viewer_data(self, data):
         """
@@ -286,20 +272,9 @@ class VncSession(Listed):
         """
         if self._state is State.CLOSED:
             return
-        if self._state is State.RELAYING:
+        if self._state in (State.RELAYING, State.SERVER_INIT):
             self._timer.activity()
-            self.bytes_from_viewer += len(data)
-            if self._view_only is not None:
-                data = self._filter_input(data)
-            if data:
-                self._qemu.write(data)
-            return
-        if self._downstream is None or self._state is State.SERVER_INIT:
-            # Before the handshake starts, or between the viewer's ClientInit and QEMU's
-            # ServerInit: held (bounded) until the relay starts.
-            self._early += data
-            if len(self._early) > MAX_EARLY_BYTES:
-                self._end(CloseCode.PROTOCOL_ERROR, "viewer sent data before the handshake")
+            self._relay.from_viewer(data)  # (QEMU has our ClientInit)
             return
         self._downstream_events(self._downstream.receive_data(data))
 
@@ -324,72 +299,40 @@ class VncSession(Listed):
         self._end(None, "viewer dropped" if resumable else "viewer closed",
                   resumable=resumable)
 
-    def _filter_input(self, data):
-        """
-        A view-only session's bytes toward QEMU without the viewer's input; a message that
-        cannot be read ends the session (4011).
-        """
-        try:
-            return self._view_only.receive(data)
-        except ClientProtocolError as e:
-            self._end(CloseCode.PROTOCOL_ERROR, str(e))
-            return b""
-
     # -- relay -----------------------------------------------------------------------------------
 
     def _start_relay(self, leftover):
-        self._qemu = self._upstream.transport
-        if self._qemu is None:
+        qemu = self._upstream.transport
+        if qemu is None:
             self._end(CloseCode.CONSOLE_CLOSED, "VNC server closed the connection")
             return
-        self.bytes_from_viewer += len(leftover)
-        if self._view_only is not None:
-            leftover = self._filter_input(leftover)
-            if self._state is State.CLOSED:
-                return
-        self._qemu.write(client_init(True) + leftover)
-        # QEMU's ServerInit is read and checked before the viewer sees it (a hostile server's
-        # 4 GiB desktop name never reaches a viewer); the handshake timeout still runs.
-        self._server_init = ServerInitReader()
+        # A view-only viewer's input is dropped, and a message that cannot be read ends the
+        # session (4011).
+        self._relay = VncRelay(self._ctx.fast_paths, qemu, self._viewer, self._grant.read_only,
+                               self._timer.activity,
+                               lambda detail: self._end(CloseCode.PROTOCOL_ERROR, detail))
         self._state = State.SERVER_INIT
-        pending = self._upstream.relay(self._qemu_data)
-        self._server_init_events(self._server_init.receive_data(pending))
+        if self._relay.from_viewer(leftover) and self._from_qemu is not None:
+            self._relaying()
 
     def _server_init_events(self, events):
         for event in events:
             if isinstance(event, ServerInitReceived):
-                self._relay(event.message + event.leftover)
+                self._from_qemu = event.message + event.leftover
+                if self._state is State.SERVER_INIT:
+                    self._relaying()
             elif isinstance(event, HandshakeFailed):
                 reason = f"bad ServerInit from the VNC server: {event.reason}"
                 self._log.warn("vnc session {grant_id}: {reason}", grant_id=self._grant.id,
                                reason=reason)
-                self._end(CloseCode.CONSOLE_UNAVAILABLE, reason)
+                self._refuse(CloseCode.CONSOLE_UNAVAILABLE, reason)  # (in RFB terms if it can)
 
-    def _relay(self, pending):
+    def _relaying(self):
         self._cancel_timeout()
         self._state = State.RELAYING
-        self.bytes_to_viewer += len(pending)
-        self._viewer.send(pending)
-        early, self._early = self._early, b""
-        if early:
-            self.bytes_from_viewer += len(early)
-            if self._view_only is not None:
-                early = self._filter_input(early)
-                if self._state is State.CLOSED:
-                    return
-            self._qemu.write(early)
-        self._splice = relay.start(self._ctx.fast_paths, self._qemu, self._viewer, self._spliced)
-        # Each side throttles the other: when the viewer's socket buffer fills, reading from
-        # QEMU pauses, and the other way round.
-        self._viewer.network_transport.registerProducer(_Throttle(self._qemu), True)
-        self._qemu.registerProducer(_Throttle(self._viewer.network_transport), True)
-        self._log.info("vnc session {grant_id} relaying for {instance}",
-                       grant_id=self._grant.id, instance=self._grant.instance_uuid)
-
-    def _spliced(self, n):
-        self._timer.activity()
-        self.bytes_to_viewer += n
-        self.bytes_spliced += n
+        pending, self._from_qemu = self._from_qemu, b""
+        # (no log line: the audit events "connect" and "close", with its byte counts, say it)
+        self._relay.start(pending)
 
     # -- ending ----------------------------------------------------------------------------------
 
@@ -418,12 +361,8 @@ class VncSession(Listed):
         self._timer.stop()
         if self._cancel_on_end is not None and self._cancel_on_end.active():
             self._cancel_on_end.cancel()
-        if self._splice is not None:
-            self._splice.uninstall()
-        if relaying:
-            for transport in (self._viewer.network_transport, self._qemu):
-                if transport is not None and getattr(transport, "producer", None) is not None:
-                    transport.unregisterProducer()
+        if self._relay is not None:
+            self._relay.stop()
         self._upstream.stop()
         reason = detail
         if code is not None:
@@ -440,5 +379,5 @@ class VncSession(Listed):
               duration=now - (self._started_at or now), reason=reason,
               code=int(code) if code is not None else None,
               bytes_to_viewer=self.bytes_to_viewer, bytes_from_viewer=self.bytes_from_viewer,
-              mode="read-only" if self._view_only is not None else "interactive",
-              input_dropped=self._view_only.dropped_total if self._view_only is not None else 0)
+              mode="read-only" if self._grant.read_only else "interactive",
+              input_dropped=self._relay.input_dropped if self._relay is not None else 0)

@@ -13,12 +13,16 @@ How a VNC session reaches QEMU's VNC server: C{[vnc] connect}.
 graphics-fd (the default) applies only where it can: the libvirt connection is local (a remote
 libvirt cannot pass a file descriptor) and VeNCrypt toward QEMU is not configured (the skipped
 authentication would skip its TLS too); otherwise C{tcp}, said once at start. When libvirt
-refuses the socket for a domain, that session falls back to C{tcp}, with one log line.
+refuses the socket for a domain, that session falls back to C{tcp}, with one log line, and so
+do the domain's later sessions without asking again (L{GraphicsRefusals}) until it starts
+again or the connection to libvirt is open again.
 """
 
 import os
 import socket
 from urllib.parse import urlsplit
+
+from vncproxy.hypervisor import LifecycleKind
 
 GRAPHICS_FD = "graphics-fd"
 TCP = "tcp"
@@ -47,6 +51,34 @@ def effective_mode(config):
     if config.vnc_tls_mode is not None:
         return TCP, "VeNCrypt toward the VNC servers is configured"
     return GRAPHICS_FD, None
+
+
+class GraphicsRefusals:
+    """
+    The domains libvirt gave no graphics socket (the driver cannot, as libvirt's test driver;
+    QEMU refused): their sessions connect over C{tcp} at once instead of asking libvirt on
+    every set-up (a round trip to its worker thread). Forgotten for a domain at its next
+    lifecycle event (a restart may bring other graphics), for all when libvirt's connection
+    is open again (the daemon may have been upgraded).
+    """
+
+    def __init__(self):
+        self._refused = set()
+
+    def refused(self, uuid):
+        return uuid in self._refused
+
+    def remember(self, uuid):
+        self._refused.add(uuid)
+
+    def lifecycle(self, event):
+        """
+        A L{vncproxy.hypervisor.LifecycleEvent}, from the service's subscription.
+        """
+        if event.kind is LifecycleKind.RECONNECTED:
+            self._refused.clear()
+        else:
+            self._refused.discard(event.uuid)
 
 
 def adopt(reactor, fd, factory):

@@ -28,7 +28,7 @@ from twisted.internet.endpoints import (
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
-from vncproxy import vncconnect
+from vncproxy import relay, vncconnect
 from vncproxy.closecodes import CloseCode
 from vncproxy.hypervisor import (
     GraphicsUnavailable,
@@ -169,12 +169,13 @@ class UpstreamConnection:
         self._vnc_host = vnc.host
         self._connect_started = self._reactor.seconds()
         self._protocol = _Protocol(self)
-        if self._ctx.vnc_connect == vncconnect.GRAPHICS_FD:
+        if (self._ctx.vnc_connect == vncconnect.GRAPHICS_FD
+                and not self._ctx.graphics_refusals.refused(info.uuid)):
             # Not kept in _connecting: cancelling it would lose the descriptor libvirt hands
             # over; _adopt closes it when the session ended meanwhile.
             d = self._ctx.hypervisor.open_graphics(info.uuid)
             d.addCallback(self._adopt)
-            d.addErrback(self._graphics_refused, vnc)
+            d.addErrback(self._graphics_refused, info)
             return d
         return self._connect_tcp(vnc)
 
@@ -189,14 +190,16 @@ class UpstreamConnection:
         self._machine = UpstreamHandshake(password=None, tls=None)
         vncconnect.adopt(self._reactor, fd, _Factory(self._protocol))
 
-    def _graphics_refused(self, failure, vnc):
+    def _graphics_refused(self, failure, info):
         failure.trap(GraphicsUnavailable)
+        self._ctx.graphics_refusals.remember(info.uuid)
         if self.phase is not Phase.CONNECTING:
             return None
         self._log.info("vnc session {grant_id}: libvirt gives no graphics socket for {instance} "
-                       "({error}); connecting over tcp", grant_id=self._grant.id,
+                       "({error}); connecting over tcp, as its next sessions will until it "
+                       "starts again", grant_id=self._grant.id,
                        instance=self._grant.instance_uuid, error=failure.getErrorMessage())
-        return self._connect_tcp(vnc)
+        return self._connect_tcp(info.vnc)
 
     def _connect_tcp(self, vnc):
         timeout = self._ctx.config.vnc_connect_timeout
@@ -241,6 +244,7 @@ class UpstreamConnection:
                 pass
         if hasattr(transport, "bufferSize"):  # Twisted's recv() size (and write buffer mark)
             transport.bufferSize = READ_CHUNK
+        relay.write_through(self._ctx.fast_paths, transport)
 
     # -- the handshake -----------------------------------------------------------------------
 

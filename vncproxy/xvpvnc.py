@@ -42,6 +42,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from vncproxy import relay
 from vncproxy.admission import XVPVNC, PasswordCredential, Refusal
 from vncproxy.closecodes import REASONS, CloseCode
 from vncproxy.grants import credential
@@ -102,6 +103,7 @@ class XvpVncProtocol(Protocol):
         self._pending = True
         if hasattr(self.transport, "setTcpNoDelay"):
             self.transport.setTcpNoDelay(True)
+        relay.write_through(ctx.fast_paths, self.transport)
         self._deadline = ctx.reactor.callLater(ctx.config.vnc_handshake_timeout,
                                                self._timed_out)
         if self.factory.greet_at_once:
@@ -262,10 +264,9 @@ class XvpVncProtocol(Protocol):
         if isinstance(outcome, Refusal):
             self._respond(outcome)
             return
-        grant, session = outcome.grant, outcome.session
-        self._log.info("xvpvnc CONNECT from {peer} admitted with token {grant_id} for "
-                       "{instance}", peer=self._peer, grant_id=grant.id,
-                       instance=grant.instance_uuid)
+        # (no log line of its own: the session's audit "connect" event names the peer, the
+        # grant and the instance, as for a WebSocket viewer)
+        session = outcome.session
         self.transport.write(RESPONSES[200])
         self._hand_over(session)
         if request.leftover:

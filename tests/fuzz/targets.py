@@ -107,21 +107,36 @@ def rfb_upstream(data):
 def rfb_downstream(data):
     """
     L{DownstreamHandshake} (the proxy as RFB server, toward a viewer) fed C{data[2:]} as the
-    viewer's bytes. C{data[0]} picks auth, refusal, whether we greet first, and the decisions on
-    AuthResponse; C{data[1]} the chunking.
+    viewer's bytes. C{data[0]} picks auth, refusal, whether we greet first, the decisions on
+    AuthResponse, and C{hold} (the decision after the version exchange, taken before any byte
+    or when the machine waits for it, as the session does); C{data[1]} the chunking.
     """
     if len(data) < 2:
         return
     config, seed, stream = data[0], data[1], data[2:]
     auth = "vnc" if config & 1 else "none"
     refuse = "refused by the fuzzer" if config & 2 else None
-    machine = DownstreamHandshake(auth=auth, refuse=refuse, randbytes=lambda n: b"\x5a" * n)
+    hold = bool(config & 16)
+    machine = DownstreamHandshake(auth=auth, refuse=refuse, randbytes=lambda n: b"\x5a" * n,
+                                  hold=hold)
     if not config & 4:
         machine.initiate()
     accept = bool(config & 8)
     events = []
+    held = hold and refuse is None
+
+    def decide_held():
+        nonlocal held
+        held = False
+        return machine.accept() if accept else machine.reject("no entry")
+
+    if held and config & 32:
+        events += decide_held()
     for chunk in chunks_of(stream, seed):
         new = machine.receive_data(chunk)
+        if held and machine.state is DownstreamState.AWAIT_AUTH_DECISION:
+            assert machine.decision_pending and machine.version is not None
+            new += decide_held()
         for event in new:
             assert isinstance(event, (HandshakeFailed, ClientInitReceived, AuthResponse)), event
             events.append(event)
@@ -137,7 +152,7 @@ def rfb_downstream(data):
     _check_terminal(machine, final, (HandshakeFailed, ClientInitReceived),
                     DownstreamState.DONE, DownstreamState.FAILED)
     if final and isinstance(final[-1], ClientInitReceived):
-        assert refuse is None
+        assert refuse is None and (not hold or accept)
 
 
 def connect_request(data):

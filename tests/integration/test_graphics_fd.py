@@ -13,6 +13,7 @@ from twisted.logger import globalLogPublisher
 
 from tests.support.fakevnc import FakeVncFactory
 from tests.support.viewer import RfbViewer, WebSocketPipe, open_websocket
+from vncproxy.hypervisor import DomainState, GraphicsUnavailable
 
 in_thread = threads.deferToThread
 
@@ -60,6 +61,32 @@ def test_without_a_graphics_socket_the_session_falls_back_to_tcp(make_proxy):
     assert name == "fake vm"
     lines = [e for e in events if "connecting over tcp" in e.get("log_format", "")]
     assert len(lines) == 1 and "not supported" in lines[0]["error"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_refused_domain_connects_over_tcp_until_it_starts_again(make_proxy):
+    """
+    Once libvirt gave a domain no socket, its next sessions connect over TCP without asking
+    again (nor logging again); after the domain restarts, libvirt is asked again.
+    """
+    proxy = make_proxy()
+    asked = []
+
+    def no_socket(uuid):
+        asked.append(uuid)
+        raise GraphicsUnavailable("QEMU refused")
+
+    proxy.hypervisor.graphics = no_socket
+    for _ in range(3):
+        assert (yield in_thread(open_session, proxy)) == "fake vm"
+    assert len(asked) == 1
+    proxy.hypervisor.set_state("vm1", DomainState.SHUTOFF)
+    proxy.hypervisor.set_state("vm1", DomainState.RUNNING)
+    assert (yield in_thread(open_session, proxy)) == "fake vm"
+    assert len(asked) == 2
+    proxy.hypervisor.reconnected()  # libvirtd restarted: perhaps upgraded, asked again
+    assert (yield in_thread(open_session, proxy)) == "fake vm"
+    assert len(asked) == 3
 
 
 @pytest_twisted.inlineCallbacks

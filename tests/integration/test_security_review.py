@@ -145,7 +145,8 @@ def close_of(ws):
 @pytest_twisted.inlineCallbacks
 def test_a_4_gib_desktop_name_never_reaches_the_viewer(proxy):
     """A VNC server announcing a 4 GiB desktop name in ServerInit: the viewer gets no byte of
-    that ServerInit, and a close with the reason, at once."""
+    that ServerInit, and a close with the reason, at once (our ClientInit goes as soon as
+    the server accepted us, so this is wherever the viewer's own handshake then is)."""
     header = struct.pack("!HH", 1024, 768) + PIXEL_FORMAT + struct.pack("!I", 0xFFFFFFFF)
     hostile = HostileVncFactory(b"RFB 003.008\n\x01\x01", after_choice=b"\0\0\0\0",
                                 after_client_init=header + b"A" * 65536)
@@ -157,15 +158,11 @@ def test_a_4_gib_desktop_name_never_reaches_the_viewer(proxy):
                 viewer = RfbViewer(WebSocketPipe(ws))
                 assert viewer.read(12) == b"RFB 003.008\n"
                 viewer.pipe.send(b"RFB 003.008\n")
-                assert viewer.read(2) == b"\x01\x01"
-                viewer.pipe.send(b"\x01")
-                assert viewer.read(4) == b"\0\0\0\0"
-                viewer.pipe.send(b"\x01")  # ClientInit
                 return close_of(ws), viewer._buf
             finally:
                 ws.close()
         (((code, reason),), received), buffered = yield in_thread(scenario)
-        assert received == b"" and buffered == b""
+        assert received in (b"", b"\x01\x01") and buffered == b""  # (the security offer)
         assert code == 4009, code  # console unavailable
         assert "bad ServerInit" in reason and "4294967295 bytes exceeds 4096" in reason
     finally:

@@ -571,3 +571,55 @@ def test_fuzz_valid_prefix_then_garbage(vector, data, tail):
     chunks = split(stream, data.draw(st.lists(st.integers(0, len(stream)))))
     events, _, _ = feed(machine, chunks)
     check_outcome(machine, events)
+
+
+# -- hold: the decision comes after the greeting (a token viewer waiting for QEMU) ---------------
+
+_OFFERS = {VER33: b"\x00\x00\x00\x01", VER37: b"\x01\x01", VER38: b"\x01\x01"}
+_REFUSALS = {VER33: b"\x00\x00\x00\x00", VER37: b"\x00", VER38: b"\x00"}
+
+
+@pytest.mark.parametrize("version", [VER33, VER37, VER38])
+@pytest.mark.parametrize("decided_early", [False, True])
+def test_held_viewer_is_offered_security_only_once_accepted(version, decided_early):
+    machine = DownstreamHandshake(hold=True)
+    machine.initiate()
+    assert machine.data_to_send() == VER38 and machine.decision_pending
+    if decided_early:
+        assert machine.accept() == []
+        assert not machine.decision_pending
+    assert machine.receive_data(version) == []
+    if not decided_early:
+        assert machine.data_to_send() == b"" and machine.decision_pending
+        assert machine.accept() == []
+    assert machine.data_to_send() == _OFFERS[version]
+    rest = b"" if version == VER33 else b"\x01"
+    events = machine.receive_data(rest + b"\x01")
+    assert [type(e) for e in events] == [ClientInitReceived]
+
+
+@pytest.mark.parametrize("version", [VER33, VER37, VER38])
+@pytest.mark.parametrize("decided_early", [False, True])
+def test_held_viewer_is_refused_with_the_reason_after_its_version(version, decided_early):
+    machine = DownstreamHandshake(hold=True)
+    machine.initiate()
+    machine.data_to_send()
+    if decided_early:
+        assert machine.reject("instance is not running") == []
+        assert not machine.decision_pending
+        events = machine.receive_data(version)
+    else:
+        assert machine.receive_data(version) == []
+        events = machine.reject("instance is not running")
+    assert events == [HandshakeFailed("instance is not running")]
+    assert machine.data_to_send() == _REFUSALS[version] + reason(b"instance is not running")
+    assert not machine.decision_pending
+
+
+def test_a_held_viewer_that_sends_garbage_fails_and_awaits_no_decision():
+    machine = DownstreamHandshake(hold=True)
+    machine.initiate()
+    events = machine.receive_data(b"GET / HTTP/1.1\r\n")
+    assert [type(e) for e in events] == [HandshakeFailed]
+    assert not machine.decision_pending
+    assert machine.accept() == []

@@ -116,12 +116,20 @@ def viewer_handshake(session, world):
 
 def test_a_token_viewer_reaches_the_vnc_server(world):
     session = world.session()
-    assert world.viewer.paused and world.viewer.sent == b""
     assert session.state is State.CONNECTING
+    # Greeted at once, so that its answer travels while we reach QEMU; but not read, and
+    # offered nothing, until QEMU accepted us (a console out of reach is refused in RFB terms).
+    assert world.viewer.take() == GREETING and world.viewer.paused
+    session.viewer_data(GREETING)  # (had it been read: held)
+    assert world.viewer.sent == b""
     world.join_qemu()
     assert not world.viewer.paused
     assert session.state is State.DOWNSTREAM
-    viewer_handshake(session, world)
+    assert world.viewer.take() == b"\x01\x01"  # one security type: None
+    session.viewer_data(b"\x01")
+    assert world.viewer.take() == b"\x00\x00\x00\x00"
+    session.viewer_data(b"\x00")
+    world.flush()
     assert session.state is State.RELAYING
     init = world.viewer.take()
     assert struct.unpack("!HH", init[:4]) == (WIDTH, HEIGHT)
@@ -199,6 +207,18 @@ def test_closing_from_the_registry_ends_the_relay_once(world):
     assert world.viewer.closed[0] == CloseCode.INSTANCE_STOPPED and world.viewer.closes == 1
     world.flush()
     assert world.server.connections == [] and world.ctx.sessions.sessions() == []
+
+
+def test_a_console_that_fails_after_the_viewers_version_is_refused_in_rfb_terms(world):
+    world.server.password = b"other!!!"
+    session = world.session()
+    assert world.viewer.take() == GREETING
+    session.viewer_data(GREETING)  # the viewer waits for the security offer
+    world.join_qemu()
+    refusal = world.viewer.take()
+    assert refusal.startswith(b"\x00") and b"Authentication failed" in refusal
+    assert world.viewer.closed[0] == CloseCode.CONSOLE_UNAVAILABLE
+    assert session.state is State.CLOSED
 
 
 def test_a_wrong_libvirt_password_is_explained(world):

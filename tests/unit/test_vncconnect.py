@@ -5,7 +5,8 @@ Which way VNC sessions reach QEMU ([vnc] connect), decided from the configuratio
 import pytest
 
 from vncproxy import config
-from vncproxy.vncconnect import effective_mode, is_local
+from vncproxy.hypervisor import LifecycleEvent, LifecycleKind
+from vncproxy.vncconnect import GraphicsRefusals, effective_mode, is_local
 
 
 @pytest.mark.parametrize("uri, local", [
@@ -29,3 +30,15 @@ def test_tcp_when_configured_remote_or_vencrypt():
     assert mode == "tcp" and "not local" in why
     mode, why = effective_mode(config.defaults(vnc_tls_anonymous=True))
     assert mode == "tcp" and "VeNCrypt" in why
+
+
+def test_a_refused_domain_is_remembered_until_its_next_lifecycle_event():
+    refusals = GraphicsRefusals()
+    refusals.remember("a")
+    refusals.remember("b")
+    refusals.lifecycle(LifecycleEvent("c", "c", LifecycleKind.STARTED))
+    assert refusals.refused("a") and refusals.refused("b")
+    refusals.lifecycle(LifecycleEvent("a", "a", LifecycleKind.STARTED))
+    assert not refusals.refused("a") and refusals.refused("b")
+    refusals.lifecycle(LifecycleEvent("", "", LifecycleKind.RECONNECTED))
+    assert not refusals.refused("b")

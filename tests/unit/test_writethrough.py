@@ -13,6 +13,7 @@ from twisted.internet.testing import StringTransport
 from twisted.internet.threads import deferToThread
 from zope.interface import implementer
 
+from vncproxy import relay
 from vncproxy.relay import writethrough
 
 
@@ -95,6 +96,23 @@ def test_write_reaches_the_socket_before_returning(pair):
     assert writethrough.enable(transport)
     transport.write(b"keystroke-16byte")
     assert _recv_now(client) == b"keystroke-16byte"
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_session_connection_writes_through_only_when_switched_on(pair):
+    """
+    Sessions make their connections write through as they open (the upgrade and both RFB
+    handshakes, not only the relay), under the same C{[relay] write_through} switch.
+    """
+    transport, client, _ = pair
+    relay.write_through(relay.FastPaths.off(), transport)
+    transport.write(b"RFB 003.008\n")
+    assert _recv_now(client) == b""
+    yield task.deferLater(reactor, 0.05, lambda: None)
+    assert _recv_now(client) == b"RFB 003.008\n"  # on the reactor's next turn
+    relay.write_through(relay.FastPaths(write_through=True), transport)
+    transport.write(b"RFB 003.008\n")
+    assert _recv_now(client) == b"RFB 003.008\n"
 
 
 @pytest_twisted.inlineCallbacks

@@ -139,6 +139,17 @@ class _ReactorTimer:
         self.call_later = reactor.callLater
 
 
+def write_through(fast, transport):
+    """
+    With C{write_through} on, C{transport}'s writes reach its socket inside C{write()} from now
+    on (L{writethrough}): a session's connections get it as they open, so that each step of
+    the upgrade and of both RFB handshakes goes out in the call that made it, not one reactor
+    turn later (nine turns per set-up).
+    """
+    if fast.write_through:
+        writethrough.enable(transport)
+
+
 def start(fast, qemu, viewer, spliced):
     """
     The fast paths of one relay, as it starts: QEMU's transport C{qemu}, the viewer adapter
@@ -162,5 +173,5 @@ def start(fast, qemu, viewer, spliced):
 
 
 __all__ = ["FastPaths", "decide", "enable_dispatch", "start", "tune_websocket",
-           "use_reactor_timers",
+           "use_reactor_timers", "write_through",
            "VIEWER_SEND_LIMIT"]

@@ -13,6 +13,12 @@ Theory of operation, one wire step per state (S = us, C = the viewer):
     3.8; malformed lines and majors below 3 fail (nothing sent back).
     When refusing, S now sends the refusal (U8 0 in 3.7/3.8, U32 0 in 3.3,
     then C{U32 length + reason}) and fails with that reason.
+    With C{hold}, whether to refuse is decided later: the machine waits in
+    C{AWAIT_AUTH_DECISION}, nothing sent, until L{accept
+    <DownstreamHandshake.accept>} (step 2 follows) or L{reject
+    <DownstreamHandshake.reject>} (the refusal); a decision taken before the
+    version arrived applies when it does.  The glue greets a viewer at once
+    and decides once the VNC server's side is known.
  2. Security.
     - 3.7/3.8, C{AWAIT_SECURITY_CHOICE}: S offered C{01 01} (None) or
       C{01 02} (VNC Authentication); C answers U8, which must be the offered
@@ -83,6 +89,7 @@ class DownstreamHandshake(HandshakeMachine):
         auth: str = "none",
         refuse: str | None = None,
         randbytes: Callable[[int], bytes] = os.urandom,
+        hold: bool = False,
     ) -> None:
         """
         @param auth: C{"none"} (security type None) or C{"vnc"} (VNC
@@ -91,6 +98,8 @@ class DownstreamHandshake(HandshakeMachine):
             after the version exchange.
         @param randbytes: source of the challenge bytes (for tests); called
             once, here, when C{auth} is C{"vnc"}.
+        @param hold: the refusal is decided later, after the version
+            exchange (see the module docstring, step 1).
         @raise ValueError: for an unknown C{auth}, or if C{randbytes} does
             not return 16 bytes.
         """
@@ -102,6 +111,7 @@ class DownstreamHandshake(HandshakeMachine):
         else:
             raise ValueError(f"auth must be 'none' or 'vnc', not {auth!r}")
         self._refuse = refuse
+        self._undecided = hold and refuse is None
         # Drawn now so that a broken randbytes fails here, not mid-handshake.
         self._challenge = new_challenge(randbytes) if auth == "vnc" else b""
         self.version: tuple[int, int] | None = None
@@ -115,6 +125,16 @@ class DownstreamHandshake(HandshakeMachine):
         }
 
     # -- public ------------------------------------------------------------
+
+    @property
+    def decision_pending(self) -> bool:
+        """
+        Whether L{accept} or L{reject} is awaited: after an L{AuthResponse},
+        or with C{hold} until either was called.
+        """
+        if self.state is DownstreamState.FAILED:
+            return False
+        return self._undecided or self.state is DownstreamState.AWAIT_AUTH_DECISION
 
     def initiate(self) -> None:
         """
@@ -130,7 +150,9 @@ class DownstreamHandshake(HandshakeMachine):
     def accept(self) -> list[Event]:
         """
         After an L{AuthResponse}: the response is good.  Queues
-        SecurityResult OK and processes any bytes buffered meanwhile.
+        SecurityResult OK and processes any bytes buffered meanwhile.  With
+        C{hold}: the viewer is admitted; the security offer follows the
+        version exchange.
 
         @return: events completed by bytes that were buffered while the
             decision was pending (a viewer that pipelines ClientInit gets
@@ -141,6 +163,11 @@ class DownstreamHandshake(HandshakeMachine):
         if self.state is DownstreamState.FAILED:
             return []
         self._check_decision_pending()
+        if self._undecided:  # held after the version (or before it: then nothing yet)
+            self._undecided = False
+            if self.state is DownstreamState.AWAIT_AUTH_DECISION:
+                self._offer_security()
+            return self._run()
         self._send(security.encode_security_result(self.version, ok=True))
         self.state = DownstreamState.AWAIT_CLIENT_INIT
         return self._run()
@@ -148,7 +175,9 @@ class DownstreamHandshake(HandshakeMachine):
     def reject(self, reason: str) -> list[Event]:
         """
         After an L{AuthResponse}: the response is wrong.  Queues
-        SecurityResult failed (with C{reason} in 3.8) and fails.
+        SecurityResult failed (with C{reason} in 3.8) and fails.  With
+        C{hold}: the viewer is refused after the version exchange, as with
+        C{refuse} (then C{[]} while the version has not come yet).
 
         @param reason: told to the viewer in 3.8; must not hold a password.
         @return: C{[HandshakeFailed(reason)]}; C{[]} if already FAILED.
@@ -157,12 +186,19 @@ class DownstreamHandshake(HandshakeMachine):
         if self.state is DownstreamState.FAILED:
             return []
         self._check_decision_pending()
+        if self._undecided:  # held: the refusal of step 1, now or once the version came
+            self._undecided = False
+            self._refuse = reason
+            if self.state is DownstreamState.AWAIT_AUTH_DECISION:
+                self._send(security.encode_refusal(self.version, reason))
+                self._fail(reason)
+            return self._run()
         self._send(security.encode_security_result(self.version, ok=False, reason=reason))
         self._fail(reason)
         return self._run()
 
     def _check_decision_pending(self) -> None:
-        if self.state is not DownstreamState.AWAIT_AUTH_DECISION:
+        if not self.decision_pending:
             raise RuntimeError(f"no authentication decision pending in {self.state}")
 
     # -- step 0 ------------------------------------------------------------
@@ -183,13 +219,19 @@ class DownstreamHandshake(HandshakeMachine):
         if self._refuse is not None:
             self._send(security.encode_refusal(self.version, self._refuse))
             self._fail(self._refuse)
-        elif self.version == wire.RFB_3_3:
+        elif self._undecided:
+            self.state = DownstreamState.AWAIT_AUTH_DECISION
+        else:
+            self._offer_security()
+        return True
+
+    def _offer_security(self) -> None:
+        if self.version == wire.RFB_3_3:
             self._send(security.encode_security_type_33(self._security_type))
             self._start_security()
         else:
             self._send(security.encode_security_types([self._security_type]))
             self.state = DownstreamState.AWAIT_SECURITY_CHOICE
-        return True
 
     # -- step 2 ------------------------------------------------------------
 

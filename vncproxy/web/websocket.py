@@ -156,6 +156,7 @@ class ConsoleServerProtocol(FastWebSocketMixin, WebSocketServerProtocol):
         self.factory.connections.add(self)
         if getattr(self.transport, "producer", None) is not None:
             self.transport.unregisterProducer()
+        relay.write_through(self.factory.ctx.fast_paths, self.transport)
 
     def connectionLost(self, reason):
         self.factory.connections.discard(self)
@@ -170,13 +171,13 @@ class ConsoleServerProtocol(FastWebSocketMixin, WebSocketServerProtocol):
             self._log.failure("refusing a console connection after an unexpected error")
             raise ConnectionDeny(500, _INTERNAL_ERROR) from None
 
-    def _refuse(self, request, refusal):
+    def _refuse(self, request, refusal, source=None):
         """
         Refuse before the upgrade: HTTP status with a JSON body naming the close code; audited
         and counted. With a delay, the answer comes that much later (rate limiting).
         """
         ctx = self.factory.ctx
-        ctx.admission.record(self._peer(request), refusal)
+        ctx.admission.record(self._peer(request, source), refusal)
         deny = ConnectionDeny(refusal.status, refusal.reason)
         if refusal.delay <= 0:
             raise deny
@@ -195,12 +196,14 @@ class ConsoleServerProtocol(FastWebSocketMixin, WebSocketServerProtocol):
         return client_address(request.peer, [headers.get("forwarded", "")],
                               [headers.get("x-forwarded-for", "")], self.factory.ctx.trusted)
 
-    def _peer(self, request):
+    def _peer(self, request, client=None):
         """
         The client as the audit and the session name it: Autobahn's peer string
         (C{tcp4:1.2.3.4:5678}), or the forwarded client's address behind a trusted proxy.
+
+        @param client: L{_client}'s answer, when the caller has it already.
         """
-        client = self._client(request)
+        client = client or self._client(request)
         return request.peer if client == peer_host(request.peer) else client
 
     def _admit(self, request):
@@ -216,12 +219,12 @@ class ConsoleServerProtocol(FastWebSocketMixin, WebSocketServerProtocol):
         if not ctx.limiter.blocked(source) and not origin_allowed(
                 origin, self.transport.getHost(), ctx.config, self.factory.isSecure):
             return self._refuse(request, Refusal(CloseCode.ORIGIN_REFUSED, 403,
-                                                 f"origin {origin!r}"))
+                                                 f"origin {origin!r}"), source)
         outcome = ctx.admission.admit(
             source, credential(ctx, _token_from(request), path_instance), CONSOLE,
-            lambda grant: self._open_session(grant, self._peer(request)))
+            lambda grant: self._open_session(grant, self._peer(request, source)))
         if isinstance(outcome, Refusal):
-            return self._refuse(request, outcome)
+            return self._refuse(request, outcome, source)
         self._session = outcome.session
         return "binary" if "binary" in request.protocols else None
 
