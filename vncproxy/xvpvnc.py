@@ -44,6 +44,7 @@ from zope.interface import implementer
 
 from vncproxy import relay
 from vncproxy.admission import XVPVNC, PasswordCredential, Refusal
+from vncproxy.clientaddr import peer_host
 from vncproxy.closecodes import REASONS, CloseCode
 from vncproxy.grants import credential
 from vncproxy.httpconnect import RESPONSES, BadRequest, ConnectRequestParser
@@ -63,11 +64,6 @@ class State(enum.Enum):
     ANSWERING = "a refusal is being answered; input is ignored"
     SESSION = "a VncSession owns the connection"
     CLOSED = "closed"
-
-
-def _peer_host(transport):
-    peer = transport.getPeer()
-    return getattr(peer, "host", None) or str(peer)
 
 
 class XvpVncProtocol(Protocol):
@@ -93,7 +89,7 @@ class XvpVncProtocol(Protocol):
 
     def connectionMade(self):
         ctx = self.factory.ctx
-        self._peer = _peer_host(self.transport)
+        self._peer = peer_host(self.transport.getPeer())
         if not self.factory.pending.admit(self._peer, self.transport.abortConnection):
             # Counted, not audited: a flood of these must not flood the log as well.
             ctx.metrics.refused(REASONS[CloseCode.RATE_LIMITED].replace(" ", "_"))

@@ -30,14 +30,13 @@ from zope.interface import implementer
 
 from vncproxy import relay
 from vncproxy.admission import CONSOLE, Refusal
-from vncproxy.clientaddr import client_address
+from vncproxy.clientaddr import client_address, peer_host
 from vncproxy.closecodes import REASONS, CloseCode
 from vncproxy.grants import credential
 from vncproxy.interfaces import ISerialViewer
 from vncproxy.relay.wsframes import websocket_header
 from vncproxy.relay.wsprotocol import FastWebSocketMixin
 from vncproxy.serial.session import SerialSession
-from vncproxy.sessions import peer_host
 from vncproxy.vnc import VncSession
 from vncproxy.web.errors import ApiError, error_document, family_of
 
