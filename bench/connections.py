@@ -102,6 +102,12 @@ class SyncConn:
             data = wsframe.encode(data)
         self.sock.sendall(data)
 
+    def send_raw(self, wire):
+        """
+        Send bytes made by L{bench.wsframe.prepared}, as they are.
+        """
+        self.sock.sendall(wire)
+
     def recv_exactly(self, n):
         while len(self._pending) < n:
             if self._decoder is None:
@@ -293,6 +299,19 @@ class AsyncConn(asyncio.Protocol):
         if self._decoder is not None:
             data = wsframe.encode(data)
         self.transport.write(data)
+
+    @property
+    def websocket(self):
+        """
+        Whether this connection carries WebSocket frames (after the upgrade).
+        """
+        return self._decoder is not None
+
+    def write_raw(self, wire):
+        """
+        Write bytes made by L{bench.wsframe.prepared}, as they are.
+        """
+        self.transport.write(wire)
 
     def close(self):
         if self.transport is not None and not self.transport.is_closing():

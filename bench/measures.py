@@ -187,10 +187,12 @@ def round_trip(bench):
                 before = _cpu(bench, target.name)
                 samples = []
                 clock = time.perf_counter
-                send, recv = conn.send, conn.recv_exactly
-                for _ in range(count):
+                send, recv = conn.send_raw, conn.recv_exactly
+                wires = wsframe.prepared(KEYSTROKE, conn.websocket)
+                for i in range(count):
+                    wire = wires[i % len(wires)]
                     t0 = clock()
-                    send(KEYSTROKE)
+                    send(wire)
                     recv(16)
                     samples.append(clock() - t0)
                 if before is not None:
@@ -397,6 +399,8 @@ def active_sessions(bench):
     cpu = Row(f"{n} active sessions: server CPU per round trip", "us", "lower",
               note="websockify forks a process per session: on a busy shared machine its 100 "
                    "processes get 100 shares of the CPU, one consoleproxy process gets one")
+    client = Row(f"{n} active sessions: bench client CPU", "% of wall", "lower",
+                 note="near 100%: the one client process, not the server, set the rate")
     for order in _rotations(bench.targets, bench.active_repeats):
         for target in order:
             tickets = [target.prepare() for _ in range(n)]
@@ -412,18 +416,23 @@ def active_sessions(bench):
 
                 async def loop(conn):
                     clock = time.perf_counter
+                    wires = wsframe.prepared(KEYSTROKE, conn.websocket)
+                    sent = 0
                     while True:
                         t0 = clock()
                         if t0 >= stop_at:
                             return
-                        conn.write(KEYSTROKE)
+                        conn.write_raw(wires[sent % len(wires)])
+                        sent += 1
                         await conn.read_exactly(16)
                         latencies.append(clock() - t0)
 
                 t0 = time.perf_counter()
+                c0 = time.process_time()
                 cpu0 = _cpu(bench, target.name)
                 await asyncio.gather(*(loop(c) for c in conns))
                 wall = time.perf_counter() - t0
+                client.add(target.name, (time.process_time() - c0) / wall * 100)
                 if cpu0 is not None:
                     cpu.add(target.name, (_cpu(bench, target.name) - cpu0) / len(latencies) * 1e6)
                 for conn in conns:
@@ -435,7 +444,7 @@ def active_sessions(bench):
             latencies.sort()
             rate.add(target.name, len(latencies) / wall)
             p99.add(target.name, percentile(latencies, 99) * 1e3)
-    return [rate, p99, cpu]
+    return [rate, p99, cpu, client]
 
 
 def _active_target(row):

@@ -98,6 +98,18 @@ def encode(payload, opcode=OP_BINARY):
     return head + key + mask(payload, key)
 
 
+def prepared(data, websocket, variants=64):
+    """
+    C{data} as a client sends it on the wire, made before a measure's clock starts: on a
+    WebSocket, C{variants} frames each masked with a key of its own (a browser masks every
+    frame with a fresh key, and the server unmasks each alike), to be sent in turn; on raw TCP,
+    the bytes themselves.
+    """
+    if not websocket:
+        return [bytes(data)]
+    return [encode(data) for _ in range(variants)]
+
+
 def encode_close(code=1000, reason=b""):
     return encode(struct.pack("!H", code) + reason, OP_CLOSE)
 
