@@ -7,6 +7,7 @@ On the memory tier (L{tests.support.memory}), except the first test, which keeps
 listener honest over real sockets (client code blocking in a thread while the reactor serves).
 """
 
+import socket
 import struct
 
 import pytest
@@ -33,9 +34,14 @@ def test_token_opens_the_vms_screen(proxy):
         rfb = RfbViewer(viewer.WebSocketPipe(ws))
         init = rfb.handshake((3, 8), shared=False)
         rects = rfb.framebuffer_update()
+        # Nagle is off on the viewer's socket (twisted.web and Autobahn switch it off: a keystroke
+        # echo never waits for an ACK)
+        nagle = [c.transport.getHandle().getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+                 for c in list(proxy.service._console_factory.connections)]
         ws.close()
-        return body, init, rects
-    body, init, rects = yield threads.deferToThread(scenario)
+        return body, init, rects, nagle
+    body, init, rects, nagle = yield threads.deferToThread(scenario)
+    assert nagle and all(nagle), nagle
     assert (init.width, init.height, init.name) == (WIDTH, HEIGHT, "fake vm")
     assert rects == [((0, 0, WIDTH, HEIGHT), pattern())]
     assert set(body) == {"access_token", "console_type", "created_at", "expires_at", "force", "href",
