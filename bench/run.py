@@ -29,8 +29,9 @@ from bench.clients import (
     ProxyXvpTarget,
     WebsockifyTarget,
 )
-from bench.measures import MEASURES, Skip
+from bench.measures import MEASURES
 from bench.report import render
+from bench.rows import Skip
 from bench.service import REPO, SERIAL_SETTINGS, ServiceProcess, free_port, raise_fd_limit
 
 BENCH_VENV = REPO / ".bench-venv"
