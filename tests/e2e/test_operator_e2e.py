@@ -133,6 +133,17 @@ def _serial_page(browser, service, token):
     return context, page, log
 
 
+def _read_only_menu_refused(page, vnc_guest):
+    """A read-only page's menu says why SysRq was not sent, and the guest sees none (3 s);
+    @return: the guest's serial offset from before, for the interactive page's check."""
+    since = vnc_guest.serial_offset()
+    said = _send_from_menu(page, "SysRq: help (h)")
+    assert said == "Not sent: a read-only session cannot send console actions"
+    time.sleep(3)
+    assert b"sysrq: HELP" not in vnc_guest.serial_output(since)
+    return since
+
+
 def _send_from_menu(page, label):
     page.click("#actions summary")
     page.click(f"#actions button:has-text('{label}')")
@@ -151,11 +162,7 @@ def test_serial_page_menu_sends_sysrq_for_the_writer_only(service, vnc_guest, br
     ro_context, ro_page, ro_log = _serial_page(browser, service, watcher)
     rw_context, rw_page, rw_log = _serial_page(browser, service, writer)
     try:
-        since = vnc_guest.serial_offset()
-        said = _send_from_menu(ro_page, "SysRq: help (h)")
-        assert said == "Not sent: a read-only session cannot send console actions"
-        time.sleep(3)
-        assert b"sysrq: HELP" not in vnc_guest.serial_output(since)
+        since = _read_only_menu_refused(ro_page, vnc_guest)
         assert _send_from_menu(rw_page, "SysRq: help (h)") == "Sent SysRq: help (h)"
         vnc_guest.wait_for_serial(b"sysrq: HELP", timeout=30, since=since)
         wait_for_line(rw_page, "sysrq: HELP", timeout=15000)
@@ -250,11 +257,7 @@ def test_novnc_page_menu_sends_sysrq_for_the_interactive_holder_only(service, vn
     rw_context, rw_page, rw_log = _novnc_page(browser, service, vnc_guest,
                                               grant(service, vnc_guest)["access_token"])
     try:
-        since = vnc_guest.serial_offset()
-        said = _send_from_menu(ro_page, "SysRq: help (h)")
-        assert said == "Not sent: a read-only session cannot send console actions"
-        time.sleep(3)
-        assert b"sysrq: HELP" not in vnc_guest.serial_output(since)
+        since = _read_only_menu_refused(ro_page, vnc_guest)
         ARTIFACTS.mkdir(exist_ok=True)
         ro_page.screenshot(path=str(ARTIFACTS / "novnc-page-menu-refused.png"))
         assert _send_from_menu(rw_page, "SysRq: help (h)") == "Sent SysRq: help (h)"
