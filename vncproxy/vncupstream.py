@@ -36,6 +36,7 @@ from vncproxy.hypervisor import (
     InstanceNotRunning,
     NoSuchInstance,
 )
+from vncproxy.nodelay import no_delay
 from vncproxy.rfb import HandshakeFailed, SecurityAccepted, StartTLS, UpstreamHandshake
 from vncproxy.vnctls import TlsUnavailable
 
@@ -237,11 +238,7 @@ class UpstreamConnection:
             return
         self.phase = Phase.HANDSHAKE
         self.transport = transport
-        if hasattr(transport, "setTcpNoDelay"):  # UNIX sockets have no Nagle to switch off
-            try:
-                transport.setTcpNoDelay(True)
-            except OSError:  # a UNIX socket adopted by Twisted < 23 as a TCP transport
-                pass
+        no_delay(transport)
         if hasattr(transport, "bufferSize"):  # Twisted's recv() size (and write buffer mark)
             transport.bufferSize = READ_CHUNK
         relay.write_through(self._ctx.fast_paths, transport)

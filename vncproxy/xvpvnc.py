@@ -49,6 +49,7 @@ from vncproxy.closecodes import REASONS, CloseCode
 from vncproxy.grants import credential
 from vncproxy.httpconnect import RESPONSES, BadRequest, ConnectRequestParser
 from vncproxy.interfaces import IViewer
+from vncproxy.nodelay import no_delay
 from vncproxy.ratelimit import PendingPerAddress
 from vncproxy.rfb import AuthResponse, DownstreamHandshake, DownstreamState, HandshakeFailed
 from vncproxy.vnc import VncSession
@@ -97,8 +98,7 @@ class XvpVncProtocol(Protocol):
             self.transport.abortConnection()
             return
         self._pending = True
-        if hasattr(self.transport, "setTcpNoDelay"):
-            self.transport.setTcpNoDelay(True)
+        no_delay(self.transport)
         relay.write_through(ctx.fast_paths, self.transport)
         self._deadline = ctx.reactor.callLater(ctx.config.vnc_handshake_timeout,
                                                self._timed_out)

@@ -34,8 +34,8 @@ def test_token_opens_the_vms_screen(proxy):
         rfb = RfbViewer(viewer.WebSocketPipe(ws))
         init = rfb.handshake((3, 8), shared=False)
         rects = rfb.framebuffer_update()
-        # Nagle is off on the viewer's socket (twisted.web and Autobahn switch it off: a keystroke
-        # echo never waits for an ACK)
+        # Nagle is off on the viewer's socket, a keystroke's echo never waits for an ACK (the
+        # newest twisted.web switches it off; Debian 12's leaves it on: vncproxy.nodelay)
         nagle = [c.transport.getHandle().getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
                  for c in list(proxy.service._console_factory.connections)]
         ws.close()

@@ -34,6 +34,7 @@ from vncproxy.clientaddr import client_address, peer_host
 from vncproxy.closecodes import REASONS, CloseCode
 from vncproxy.grants import credential
 from vncproxy.interfaces import ISerialViewer
+from vncproxy.nodelay import no_delay
 from vncproxy.relay.wsframes import websocket_header
 from vncproxy.relay.wsprotocol import FastWebSocketMixin
 from vncproxy.serial.session import SerialSession
@@ -156,6 +157,7 @@ class ConsoleServerProtocol(FastWebSocketMixin, WebSocketServerProtocol):
         if getattr(self.transport, "producer", None) is not None:
             self.transport.unregisterProducer()
         relay.write_through(self.factory.ctx.fast_paths, self.transport)
+        no_delay(self.transport)
 
     def connectionLost(self, reason):
         self.factory.connections.discard(self)
