@@ -130,6 +130,11 @@ class FrameDecoder:
         self.payload_bytes = 0
 
     def feed(self, data):
+        if not self._head and not self._left and len(data) > 2 and data[0] == 0x82 \
+                and data[1] == len(data) - 2 < 126:
+            # one short binary frame alone in the read (a keystroke's echo): its payload
+            self.payload_bytes += len(data) - 2
+            return [memoryview(data)[2:]], []
         data = memoryview(data)
         pieces, controls = [], []
         pos, end = 0, len(data)

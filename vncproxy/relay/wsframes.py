@@ -120,6 +120,14 @@ class BinaryFrameReader:
         if self._head:
             data = self._head + data
             self._head = b""
+        elif not self._left:
+            # One short frame alone in the read (a keystroke, a mouse move): its payload,
+            # without the walk below. A masked length byte is 0x80 + n; n = 0 and the longer
+            # length forms take the walk.
+            n = len(data) - 6
+            if 0 < n < 126 and data[0] == _BINARY_FINAL and data[1] == 0x80 + n \
+                    and n <= self._max:
+                return unmask(data[6:], data[2:6]), None
         end = len(data)
         lead = None
         pos = total = 0
