@@ -25,10 +25,11 @@ from twisted.web.resource import Resource
 from vncproxy.audit import audit
 from vncproxy.lxd import envelope
 from vncproxy.lxd.console import ConsoleOperation
-from vncproxy.web.api import MAX_BODY, check_serial_attach
+from vncproxy.web.api import check_serial_attach
 from vncproxy.web.errors import ApiError, read_json_object
 from vncproxy.web.lookup import describe_instance
 from vncproxy.web.routes import RouteTable, render_later
+from vncproxy.web.site import MAX_BODY
 
 NOT_AUTHORIZED = "not authorized"
 #: The paths that take a WebSocket (both GET).

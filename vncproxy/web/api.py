@@ -47,9 +47,8 @@ from vncproxy.web.lookup import describe_instance, hypervisor_down, iso_utc
 from vncproxy.web.nova import base_url, negotiate_microversion
 from vncproxy.web.operator import OperatorRoutes
 from vncproxy.web.routes import RouteTable, render_later
-from vncproxy.web.site import request_client
+from vncproxy.web.site import MAX_BODY, request_client
 
-MAX_BODY = 64 * 1024
 OPENAPI_PATH = os.path.join(os.path.dirname(__file__), "openapi.json")
 
 

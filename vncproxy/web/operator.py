@@ -20,8 +20,8 @@ from vncproxy.closecodes import CloseCode
 from vncproxy.hypervisor import HypervisorError, InstanceNotRunning, NoSuchInstance
 from vncproxy.web.errors import ApiError, read_json_object
 from vncproxy.web.lookup import describe_instance, iso_utc
+from vncproxy.web.site import MAX_BODY
 
-MAX_BODY = 64 * 1024
 GRACE_PREFIX = "grace-"
 
 
