@@ -68,6 +68,18 @@ def ws_console(proxy, instance):
     return open_websocket(proxy.href(proxy.granted(instance)))
 
 
+def refusal_over_websocket(proxy, instance):
+    """The reason a viewer's RFB handshake over the console WebSocket to C{instance} is refused
+    with (C{None} if it is not)."""
+    ws = ws_console(proxy, instance)
+    try:
+        RfbViewer(WebSocketPipe(ws)).handshake()
+    except RfbRefused as refused:
+        return str(refused)
+    finally:
+        ws.close()
+
+
 # -- 1. VeNCrypt is required when a CA is configured ------------------------------------------
 
 
@@ -85,15 +97,7 @@ def test_with_a_ca_a_server_offering_only_none_is_refused(make_proxy, tmp_path):
     hostile = HostileVncFactory(b"RFB 003.008\n\x01\x01")
     listener = add_hostile(proxy, "plain1", hostile, "2a9a5a1e-4c55-4b1e-9f33-3e1c7a0b5d01")
     try:
-        def scenario():
-            ws = ws_console(proxy, "plain1")
-            try:
-                RfbViewer(WebSocketPipe(ws)).handshake()
-            except RfbRefused as refused:
-                return str(refused)
-            finally:
-                ws.close()
-        reason = yield in_thread(scenario)
+        reason = yield in_thread(refusal_over_websocket, proxy, "plain1")
         assert "does not offer VeNCrypt" in reason and "refusing to connect in the clear" in reason
         assert hostile.received == b"RFB 003.008\n"  # our version, then nothing
     finally:
@@ -112,15 +116,7 @@ def test_with_a_ca_a_vnc_challenge_is_never_answered_in_the_clear(make_proxy, tm
         hostile = HostileVncFactory(script, after_choice=after)
         listener = add_hostile(proxy, name, hostile, uuid)
         try:
-            def scenario():
-                ws = ws_console(proxy, name)
-                try:
-                    RfbViewer(WebSocketPipe(ws)).handshake()
-                except RfbRefused as refused:
-                    return str(refused)
-                finally:
-                    ws.close()
-            reason = yield in_thread(scenario)
+            reason = yield in_thread(refusal_over_websocket, proxy, name)
             assert "refusing to connect in the clear" in reason, name
             assert hostile.received == script[:12], (name, hostile.received)
         finally:
