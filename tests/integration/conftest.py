@@ -12,6 +12,7 @@ from twisted.internet import reactor
 from tests.support import api
 from tests.support.fakevnc import FakeVncFactory
 from tests.support.granting import GrantsAndUrls
+from tests.support.memory import TEST_TIMINGS
 from tests.support.ports import free_port
 from tests.support.ptypair import PtyPair
 from tests.support.serialclient import FakeShell
@@ -74,10 +75,8 @@ def make_proxy(tmp_path):
             console_listen=f"tcp:{console_port}:interface=127.0.0.1",
             xvpvnc_listen=f"tcp:{xvpvnc_port}:interface=127.0.0.1",
             vnc_listen=f"tcp:{native_port}:interface=127.0.0.1",
-            vnc_handshake_timeout=5.0,
-            vnc_connect_timeout=2.0,
-            xvpvnc_native_wait=0.2,
             state_dir=str(tmp_path / f"state{len(started)}"),
+            **TEST_TIMINGS,
         )
         settings.update(overrides)
         service = ConsoleProxyService(config.defaults(**settings), reactor, hypervisor, [API_KEY])

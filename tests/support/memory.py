@@ -362,6 +362,11 @@ class _ImmediateCooperator:
         return _Task()
 
 
+#: The timings both integration proxies (in memory and on TCP) run with: short enough for tests,
+#: the native-viewer silence shorter than a CONNECT client's first write.
+TEST_TIMINGS = dict(vnc_handshake_timeout=5.0, vnc_connect_timeout=2.0, xvpvnc_native_wait=0.2)
+
+
 def make_memory_proxy(tmp_path, **overrides):
     """A started L{MemoryProxy} with config fields overridden, as C{make_proxy} does on TCP."""
     reactor = MemoryReactorClockResolver()
@@ -377,10 +382,8 @@ def make_memory_proxy(tmp_path, **overrides):
         console_listen=f"tcp:{CONSOLE_PORT}:interface={HOST}",
         xvpvnc_listen=f"tcp:{XVPVNC_PORT}:interface={HOST}",
         vnc_listen=f"tcp:{NATIVE_PORT}:interface={HOST}",
-        vnc_handshake_timeout=5.0,
-        vnc_connect_timeout=2.0,
-        xvpvnc_native_wait=0.2,
         state_dir=str(tmp_path / "state"),
+        **TEST_TIMINGS,
     )
     settings.update(overrides)
     service = ConsoleProxyService(config.defaults(**settings), reactor, hypervisor, [API_KEY])
